@@ -1,0 +1,447 @@
+"""The command line: thin commands over the library.
+
+Exit status: 0 success, 1 failure at run time (e.g. divergence), 2 usage or input error.
+Errors are one line on stderr ("Error: ..."), never a traceback unless --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import ConfigError, GradregError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+EXAMPLES = {
+    "train": "examples:\n  gradreg train crops --target mangoes --target oranges -o crops.safetensors\n"
+    "  gradreg train data.parquet --target y --features a,b,c --solver exact\n"
+    "  gradreg train data.csv --target y --epochs 100 --val-fraction 0.2 --early-stopping 5 --json",
+    "predict": "examples:\n  gradreg predict crops.safetensors crops > predictions.csv\n"
+    "  gradreg predict model.safetensors new.parquet -o predictions.parquet",
+    "evaluate": "examples:\n  gradreg evaluate crops.safetensors crops\n  gradreg evaluate model.safetensors test.csv --json",
+    "inspect": "examples:\n  gradreg inspect crops.safetensors\n  gradreg inspect crops.safetensors --json",
+    "demo": "examples:\n  gradreg demo\n  gradreg demo --out demo-output",
+    "datasets": "examples:\n  gradreg datasets",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one 'Error:' line, like every other input error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"Error: {self.prog}: {message} (see --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {s!r}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {s!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {s!r}")
+    return v
+
+
+def _nonneg_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0; got {s!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0; got {s!r}")
+    return v
+
+
+def _fraction(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1); got {s!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1); got {s!r}")
+    return v
+
+
+def _nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {s!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = _Parser(
+        prog="gradreg",
+        description="Linear regression with PyTorch: minibatch gradient descent or exact least squares.",
+        epilog="examples:\n  gradreg demo\n  gradreg train crops --target mangoes --target oranges -o crops.safetensors\n"
+        "  gradreg inspect crops.safetensors\n\nexit status: 0 success, 1 failure at run time, 2 usage or input error",
+        formatter_class=fmt,
+    )
+    p.add_argument("--version", action="version", version=f"gradreg {__version__}")
+    p.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, epilog=EXAMPLES[name], formatter_class=fmt)
+
+    def data_options(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--delimiter", help="CSV field separator (default: ',' or tab for .tsv)")
+        c.add_argument("--drop-missing", action="store_true", help="drop rows with a missing value instead of failing")
+
+    t = command("train", "Fit a linear model and write it to a .safetensors file.")
+    t.add_argument("data", metavar="DATA", help="CSV/TSV, Parquet, .npy/.npz file, or a built-in table (see `gradreg datasets`)")
+    t.add_argument("--target", action="append", required=True, help="target column (repeat or comma-separate for several)")
+    t.add_argument("--features", help="comma-separated feature columns (default: every other numeric column)")
+    t.add_argument("--weight", help="column of sample weights (>= 0)")
+    data_options(t)
+    t.add_argument("-o", "--output", default="model.safetensors", help="model file to write (default: %(default)s)")
+    t.add_argument("--solver", choices=["gd", "exact"], default="gd", help="gd: minibatch gradient descent; exact: least squares (default: %(default)s)")
+    t.add_argument("--epochs", type=_positive_int, default=50, help="passes over the data (default: %(default)s)")
+    t.add_argument("--batch-size", type=_positive_int, help="rows per step (default: auto, about n/64 in [32, 4096])")
+    t.add_argument("--lr", type=_positive_float, help="learning rate (default: auto from the data's curvature)")
+    t.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd", help="torch.optim optimizer (default: %(default)s)")
+    t.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine", help="learning-rate schedule over all steps (default: %(default)s)")
+    t.add_argument("--l2", type=_nonneg_float, default=0.0, help="ridge penalty in the standardized scale (default: 0)")
+    t.add_argument("--no-intercept", action="store_true", help="fit without the bias b")
+    t.add_argument("--no-standardize", action="store_true", help="train in raw units from a random start, as the tutorial does")
+    t.add_argument("--val-fraction", type=_fraction, default=0.0, help="hold out this fraction of rows for validation")
+    t.add_argument("--early-stopping", type=_positive_int, metavar="N", help="stop after N epochs without improvement; keep the best weights")
+    t.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: %(default)s)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to compute (default: %(default)s)")
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="gradient-descent precision (default: %(default)s)")
+    t.add_argument("--cov", dest="cov_type", choices=["nonrobust", "HC0", "HC1", "HC2", "HC3"], default="nonrobust", help="covariance for standard errors")
+    t.add_argument("--conf-level", type=float, default=0.95, help="confidence level of the intervals (default: %(default)s)")
+    t.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    t.add_argument("--json", action="store_true", help="one JSON object per epoch, then a summary object")
+
+    pr = command("predict", "Predict with a model; columns are matched by name.")
+    pr.add_argument("model", metavar="MODEL")
+    pr.add_argument("data", metavar="DATA")
+    pr.add_argument("-o", "--output", default="-", help="CSV or Parquet (by extension); '-' is stdout (default)")
+    data_options(pr)
+
+    ev = command("evaluate", "Metrics of a model on a table that has the target columns.")
+    ev.add_argument("model", metavar="MODEL")
+    ev.add_argument("data", metavar="DATA")
+    ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    data_options(ev)
+
+    ins = command("inspect", "Show a model's coefficients, statistics and metadata.")
+    ins.add_argument("model", metavar="MODEL")
+    ins.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    de = command("demo", "Train on the tutorial's crops table with its settings and show the result.")
+    de.add_argument("--out", default="gradreg-demo", help="folder for the model and loss-curve PNG (default: %(default)s)")
+    de.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: %(default)s)")
+    de.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+    command("datasets", "List the built-in tables.")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(COMMANDS[args.command](args) or 0)
+    except GradregError as e:
+        if args.debug:
+            raise
+        sys.stderr.write(f"Error: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("Error: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # `gradreg predict ... | head`: the reader left; that is not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except MemoryError:
+        sys.stderr.write("Error: out of memory; use smaller data or a machine with more memory\n")
+        return EXIT_FAILURE
+    except OSError as e:
+        if args.debug:
+            raise
+        sys.stderr.write(f"Error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}\n")
+        return EXIT_FAILURE
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _config(args: argparse.Namespace):
+    from .config import TrainConfig
+
+    return TrainConfig(
+        solver=args.solver,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        lr_schedule=args.lr_schedule,
+        l2=args.l2,
+        fit_intercept=not args.no_intercept,
+        standardize=not args.no_standardize,
+        val_fraction=args.val_fraction,
+        early_stopping=args.early_stopping,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
+        cov_type=args.cov_type,
+        conf_level=args.conf_level,
+    ).validate()
+
+
+class EpochPrinter:
+    """Progress: a live bar on a TTY, plain lines when piped, JSON lines with --json, or nothing."""
+
+    def __init__(self, epochs: int, *, mode: str, stream=None):
+        self.epochs, self.mode = epochs, mode
+        self.stream = stream or sys.stdout
+        self.progress = None
+        self.task = None
+
+    def __enter__(self) -> "EpochPrinter":
+        if self.mode == "tty":
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("epoch {task.completed}/{task.total}"),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                console=_console(),
+                transient=False,
+            )
+            self.progress.__enter__()
+            self.task = self.progress.add_task("train", total=self.epochs, info="")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def __call__(self, rec: dict) -> None:
+        if self.mode == "json":
+            self.stream.write(json.dumps({"event": "epoch", **_clean(rec)}) + "\n")
+            self.stream.flush()
+        elif self.mode == "tty":
+            info = f"loss {rec['loss']:.4g}" + (f"  val {rec['val_loss']:.4g}" if "val_loss" in rec else "") + f"  {rec['rows_per_s']:,.0f} rows/s"
+            self.progress.update(self.task, completed=rec["epoch"], info=info)
+        elif self.mode == "lines":
+            val = f"  val_loss {rec['val_loss']:.6g}" if "val_loss" in rec else ""
+            self.stream.write(f"epoch {rec['epoch']}/{self.epochs}  loss {rec['loss']:.6g}{val}\n")
+            self.stream.flush()
+
+
+def _clean(d: dict) -> dict:
+    from .persist import jsonable
+
+    return jsonable(d)
+
+
+def _mode(args: argparse.Namespace) -> str:
+    if getattr(args, "quiet", False):
+        return "quiet"
+    if getattr(args, "json", False):
+        return "json"
+    return "tty" if sys.stdout.isatty() else "lines"
+
+
+def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: Any = None, weight: Any = None):
+    from .data import load
+
+    return load(data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .fitted import train
+
+    cfg = _config(args)
+    _check_output(args.output)
+    ds = _load_dataset(args, args.data, args.target, args.features, args.weight)
+    mode = _mode(args)
+    err = _console(stderr=True)
+    if mode in ("tty", "lines"):
+        for n in ds.notices:
+            err.print(f"note: {n}")
+    with EpochPrinter(cfg.epochs, mode=mode) as printer:
+        model = train(ds, cfg, on_epoch=printer if cfg.solver == "gd" else None)
+    model.save(args.output)
+    _report_trained(model, args.output, mode, err)
+    return EXIT_OK
+
+
+def _check_output(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"-o {path}: folder {folder} does not exist")
+
+
+def _report_trained(model, output: str, mode: str, err) -> None:
+    from .display import coef_table, gap_line, metrics_table
+
+    if mode == "json":
+        print(json.dumps({"event": "summary", "model": output, **model.to_json()}))
+        return
+    if mode == "quiet":
+        return
+    for w in model.warnings:
+        err.print(f"warning: {w}")
+    out = _console()
+    if model.config.get("solver") == "gd":
+        out.print(gap_line(model))
+    out.print(coef_table(model))
+    out.print(metrics_table(model.metrics, model.target_names))
+    out.print(f"wrote {output}")
+
+
+def _load_model(path: str):
+    from .fitted import FittedModel
+
+    return FittedModel.load(path)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import feature_matrix, read_table, write_table
+
+    model = _load_model(args.model)
+    table = read_table(args.data, delimiter=args.delimiter)
+    X, _ = feature_matrix(table, model.feature_names, drop_missing=args.drop_missing)
+    pred = model.predict(X)
+    cols = {name: np.ascontiguousarray(pred[:, j]) for j, name in enumerate(model.target_names)}
+    write_table(cols, args.output)
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import select, read_table
+    from .display import metrics_table
+    from .metrics import regression_metrics
+
+    model = _load_model(args.model)
+    table = read_table(args.data, delimiter=args.delimiter)
+    ds = select(table, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=1)
+    m = regression_metrics(ds.Y, model.predict(ds.X))
+    result = {"data": {k: v.tolist() for k, v in m.items()}}
+    if args.json:
+        print(json.dumps(_clean({"targets": model.target_names, "n_rows": len(ds.X), "metrics": result["data"]})))
+    else:
+        _console().print(metrics_table(result, model.target_names))
+    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .display import coef_table, gap_line, metrics_table, summary_text
+
+    model = _load_model(args.model)
+    if args.json:
+        print(json.dumps(model.to_json()))
+        return EXIT_OK
+    out = _console()
+    info, cfg = model.info, model.config
+    out.print(f"model: {args.model}")
+    out.print(
+        f"solver {cfg.get('solver')}  rows {info.get('n_rows')}  features {len(model.feature_names)}  "
+        f"targets {len(model.target_names)}  seed {cfg.get('seed')}"
+    )
+    out.print(f"data {info.get('source')}  sha256 {str(info.get('data_sha256', ''))[:16]}…")
+    out.print(f"made by gradreg {info.get('gradreg_version')}, torch {info.get('torch_version')} on {info.get('created')}")
+    if cfg.get("solver") == "gd":
+        out.print(gap_line(model) + f"  after {info.get('epochs_run')} epochs, lr {info.get('lr', 0):.4g}, batch {info.get('batch_size')}")
+    out.print(coef_table(model))
+    out.print(metrics_table(model.metrics, model.target_names))
+    for t in range(len(model.stats)):
+        out.print(summary_text(model, t), markup=False)
+    return EXIT_OK
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import BUILTIN_DESCRIPTIONS, builtin_names
+
+    for name in builtin_names():
+        print(f"{name}\t{BUILTIN_DESCRIPTIONS[name]}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The tutorial, done right: crops, batch size 3, shuffled, 50 epochs, seeded."""
+    t0 = time.perf_counter()
+    os.makedirs(args.out, exist_ok=True)
+    from .plots import BackgroundPlotter
+
+    plotter = BackgroundPlotter()  # matplotlib loads on the other core while torch loads here
+    try:
+        return _demo(args, plotter, t0)
+    finally:
+        plotter.close()
+
+
+def _demo(args: argparse.Namespace, plotter, t0: float) -> int:
+    from .config import TrainConfig
+    from .data import load
+    from .display import coef_table, gap_line, predictions_table
+    from .fitted import train
+
+    ds = load("crops", ["mangoes", "oranges"])
+    cfg = TrainConfig(epochs=50, batch_size=3, seed=args.seed, device=args.device).validate()
+    out = _console()
+    out.print("gradreg demo: the PyTorch tutorial's crop table (15 rows), mangoes and oranges from")
+    out.print("temperature, rainfall and humidity; minibatch SGD, batch size 3, shuffled, 50 epochs.\n")
+    mode = "tty" if sys.stdout.isatty() else "lines"
+    with EpochPrinter(cfg.epochs, mode=mode) as printer:
+        model = train(ds, cfg, on_epoch=printer)
+    path = os.path.join(args.out, "crops.safetensors")
+    model.save(path)
+    png = plotter.draw(
+        "loss_curve", history=model.history, optimum=model.optimum["mean_objective"],
+        path=os.path.join(args.out, "loss.png"), title="gradreg demo: crops",
+    )
+    from .data import read_table
+
+    regions = [str(r) for r in read_table("crops").data.column("region").to_pylist()]
+    out.print(predictions_table(ds.X, ds.Y, model.predict(ds.X), ds.target_names, regions))
+    out.print(coef_table(model))
+    out.print(gap_line(model))
+    out.print(f"exact optimum (least squares): MSE {model.optimum['mean_objective']:.4f}")
+    out.print(f"wrote {path} and {png} in {time.perf_counter() - t0:.1f} s")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "predict": cmd_predict,
+    "evaluate": cmd_evaluate,
+    "inspect": cmd_inspect,
+    "demo": cmd_demo,
+    "datasets": cmd_datasets,
+}

@@ -1,0 +1,518 @@
+"""Data in: readers for CSV/TSV, Parquet, NumPy files, data frames and the built-in tables, then
+column selection and validation into float64 arrays.
+
+Every rule a table can break is reported as one :class:`~gradreg.errors.DataError` line that
+names the file, the line (CSV) or row (other sources) and the column, and echoes the value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, DataError, cell
+
+BUILTIN = {"crops": "crops.csv"}
+BUILTIN_DESCRIPTIONS = {
+    "crops": "The PyTorch tutorial's 15-row table: mangoes and oranges (tons) from temperature (F), "
+    "rainfall (mm) and humidity (%), by region.",
+}
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+@dataclass
+class Table:
+    """A table read from one source, with what is needed to point at a bad cell.
+
+    ``line_of(i)`` turns a 0-based data row into what a user sees: a CSV line number, or a 1-based
+    row number for sources without lines.
+    """
+
+    data: Any  # pyarrow.Table
+    source: str  # the name shown in messages
+    path: str | None = None  # a CSV file on disk, to map rows to physical lines on error
+    delimiter: str = ","
+    notices: list[str] = field(default_factory=list)
+
+    def where(self, row: int | None = None, column: str | None = None) -> str:
+        if row is None:
+            return cell(self.source, None, column)
+        if self.path is not None:
+            return cell(self.source, _csv_line_of_row(self.path, row, self.delimiter), column)
+        return f"{self.source}, row {row + 1}" + (f", column {column!r}" if column else "")
+
+
+@dataclass
+class Dataset:
+    """Validated arrays ready for a solver.
+
+    X : (n_rows, n_features) float64; Y : (n_rows, n_targets) float64;
+    sample_weight : (n_rows,) float64 or None.
+    """
+
+    X: np.ndarray
+    Y: np.ndarray
+    feature_names: list[str]
+    target_names: list[str]
+    sample_weight: np.ndarray | None = None
+    source: str = "<array>"
+    notices: list[str] = field(default_factory=list)
+
+
+def builtin_names() -> list[str]:
+    return sorted(BUILTIN)
+
+
+def _builtin_path(name: str) -> str:
+    return str(resources.files("gradreg").joinpath("datasets", BUILTIN[name]))
+
+
+def _csv_line_of_row(path: str, row: int, delimiter: str) -> int | None:
+    """The physical line on which data row ``row`` (0-based) starts; None if the file is shorter.
+
+    Only run on the error path: pyarrow does not report line numbers, and blank lines and quoted
+    newlines make ``row + 2`` wrong.
+    """
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        start = 1
+        seen = -1  # the header is record -1
+        for record in reader:
+            if record:
+                if seen == row:
+                    return start
+                seen += 1
+            start = reader.line_num + 1
+    return None
+
+
+def _ragged_line(path: str, delimiter: str) -> tuple[int, int, int] | None:
+    """First (line, expected, got) whose field count differs from the header's."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        expected = None
+        start = 1
+        for record in reader:
+            if record:
+                if expected is None:
+                    expected = len(record)
+                elif len(record) != expected:
+                    return start, expected, len(record)
+            start = reader.line_num + 1
+    return None
+
+
+def read_table(source: Any, *, delimiter: str | None = None, name: str | None = None) -> Table:
+    """Read a whole table from a path, a built-in name, a data frame, or a dict of columns.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, pandas.DataFrame, pyarrow.Table or dict
+        A CSV/TSV (header row), Parquet, ``.npy`` (2-D, columns ``c0, c1, ...``) or ``.npz``
+        (1-D arrays become columns by key; a 2-D array ``K`` gives ``K0, K1, ...``) file, or the
+        name of a built-in table such as ``"crops"``.
+    delimiter : str, optional
+        CSV field separator; default ``,`` (tab for ``.tsv``).
+    """
+    import pyarrow as pa
+
+    if isinstance(source, pa.Table):
+        return Table(source, name or "<table>")
+    if isinstance(source, dict):
+        return Table(pa.table({k: np.asarray(v) for k, v in source.items()}), name or "<dict>")
+    if type(source).__name__ == "DataFrame" and hasattr(source, "columns"):
+        cols = [str(c) for c in source.columns]
+        try:
+            table = pa.Table.from_pandas(source, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError):
+            table = pa.table({c: source.iloc[:, i].astype(object).to_numpy() for i, c in enumerate(cols)})
+        return Table(table.rename_columns(cols), name or "<DataFrame>")
+    if not isinstance(source, (str, os.PathLike)):
+        raise DataError(f"data: expected a file path, built-in name, DataFrame or dict; got {type(source).__name__}")
+    path = os.fspath(source)
+    if path in BUILTIN and not os.path.exists(path):
+        return _read_csv(_builtin_path(path), path, ",")
+    if not os.path.exists(path):
+        hint = f" (built-in tables: {', '.join(builtin_names())})" if os.sep not in path else ""
+        raise DataError(f"{path}: no such file{hint}")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder; give a CSV, Parquet, .npy or .npz file")
+    lower = path.lower()
+    try:
+        if lower.endswith((".parquet", ".pq")):
+            return _read_parquet(path)
+        if lower.endswith(".npy"):
+            return _read_npy(path)
+        if lower.endswith(".npz"):
+            return _read_npz(path)
+    except PermissionError:
+        raise DataError(f"{path}: cannot read: permission denied") from None
+    if delimiter is None:
+        delimiter = "\t" if lower.endswith(".tsv") else ","
+    return _read_csv(path, path, delimiter)
+
+
+def _read_csv(path: str, shown: str, delimiter: str) -> Table:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except PermissionError:
+        raise DataError(f"{shown}: cannot read: permission denied") from None
+    except OSError as e:
+        raise DataError(f"{shown}: cannot read: {e.strerror or e}") from None
+    if not head.strip():
+        raise DataError(f"{shown}: file is empty; expected a header row and data rows")
+    if len(delimiter) != 1:
+        raise ConfigError(f"--delimiter must be one character; got {delimiter!r}")
+    try:
+        data = pcsv.read_csv(
+            path,
+            parse_options=pcsv.ParseOptions(delimiter=delimiter),
+            convert_options=pcsv.ConvertOptions(strings_can_be_null=True),
+        )
+    except pa.ArrowInvalid as e:
+        msg = str(e)
+        ragged = _ragged_line(path, delimiter)
+        if ragged is not None:
+            line, expected, got = ragged
+            raise DataError(
+                f"{shown}, line {line}: expected {expected} fields like the header, got {got}"
+            ) from None
+        if "Empty CSV" in msg:
+            raise DataError(f"{shown}: file is empty; expected a header row and data rows") from None
+        raise DataError(f"{shown}: not a readable CSV file: {msg.splitlines()[0]}") from None
+    except OSError as e:
+        raise DataError(f"{shown}: cannot read: {e}") from None
+    return Table(data, shown, path=path, delimiter=delimiter)
+
+
+def _read_parquet(path: str) -> Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        data = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable Parquet file: {str(e).splitlines()[0]}") from None
+    return Table(data, path)
+
+
+def _load_numpy(path: str) -> Any:
+    try:
+        return np.load(path, allow_pickle=False)  # never unpickle: object arrays are refused
+    except ValueError as e:
+        raise DataError(f"{path}: not a plain numeric NumPy file: {e}") from None
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable NumPy file: {e}") from None
+
+
+def _read_npy(path: str) -> Table:
+    import pyarrow as pa
+
+    arr = _load_numpy(path)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise DataError(f"{path}: a .npy table must be 1-D or 2-D; got shape {arr.shape}")
+    return Table(pa.table({f"c{j}": arr[:, j] for j in range(arr.shape[1])}), path)
+
+
+def _read_npz(path: str) -> Table:
+    import pyarrow as pa
+
+    cols: dict[str, np.ndarray] = {}
+    with _load_numpy(path) as z:
+        for key in z.files:
+            arr = z[key]
+            if arr.ndim == 1:
+                cols[key] = arr
+            elif arr.ndim == 2:
+                for j in range(arr.shape[1]):
+                    cols[f"{key}{j}"] = arr[:, j]
+            else:
+                raise DataError(f"{path}: array {key!r} must be 1-D or 2-D; got shape {arr.shape}")
+    lengths = {k: len(v) for k, v in cols.items()}
+    if len(set(lengths.values())) > 1:
+        raise DataError(f"{path}: arrays differ in length: {lengths}")
+    return Table(pa.table(cols), path)
+
+
+def _parse_float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _numeric_column(table: Table, name: str, index: int) -> np.ndarray | None:
+    """The column as float64 with NaN for missing cells, or None when no cell is numeric.
+
+    A text column with some numeric cells is an error naming its first non-numeric cell.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = table.data.column(index)
+    typ = col.type
+    if pa.types.is_null(typ):
+        return np.full(len(col), np.nan)
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_decimal(typ):
+        return _to_numpy(pc.cast(col, pa.float64()))
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+        return None  # dates, lists, binary...: never a feature
+    values = col.to_pylist()
+    parsed = [None if v is None else _parse_float(v) for v in values]
+    if not any(p is not None for p in parsed):
+        return None
+    for i, (v, p) in enumerate(zip(values, parsed)):
+        if v is not None and p is None:
+            raise DataError(f"{table.where(i, name)}: expected a number, got {v!r}")
+    return np.array([np.nan if p is None else p for p in parsed], dtype=np.float64)
+
+
+def _to_numpy(col: Any) -> np.ndarray:
+    """A float64 ChunkedArray as numpy, NaN for nulls (ChunkedArray.to_numpy would import pandas)."""
+    import pyarrow.compute as pc
+
+    filled = pc.fill_null(col, float("nan"))
+    if filled.num_chunks == 0:
+        return np.empty(0)
+    return np.concatenate([c.to_numpy(zero_copy_only=False) for c in filled.chunks])
+
+
+def _split_names(items: Sequence[str] | str | None) -> list[str] | None:
+    if items is None:
+        return None
+    if isinstance(items, str):
+        items = [items]
+    out: list[str] = []
+    for item in items:
+        out.extend(s.strip() for s in str(item).split(",") if s.strip())
+    return out
+
+
+def select(
+    table: Table,
+    target: Sequence[str] | str,
+    features: Sequence[str] | str | None = None,
+    *,
+    weight: str | None = None,
+    drop_missing: bool = False,
+    min_rows: int = 2,
+) -> Dataset:
+    """Pick target, feature and weight columns by name and validate them into a :class:`Dataset`.
+
+    Features default to every other column that holds numbers; a column with no numeric value at
+    all (such as ``region``) is left out with a notice.
+    """
+    names = [str(n) for n in table.data.column_names]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in seen:
+            raise DataError(
+                f"{table.source}: duplicate column name {n!r} (columns {seen[n] + 1} and {i + 1}); names must be unique"
+            )
+        seen[n] = i
+    targets = _split_names(target) or []
+    if not targets:
+        raise ConfigError("--target: name at least one target column")
+    chosen_features = _split_names(features)
+    asked = targets + (chosen_features or []) + ([weight] if weight else [])
+    for n in asked:
+        if n not in seen:
+            raise DataError(f"{table.source}: no column named {n!r}; columns are {', '.join(names)}")
+    for group, label in ((targets, "--target"), (chosen_features or [], "--features")):
+        dup = sorted({n for n in group if group.count(n) > 1})
+        if dup:
+            raise ConfigError(f"{label}: column {dup[0]!r} is named twice")
+    both = [n for n in targets if chosen_features and n in chosen_features]
+    if both:
+        raise ConfigError(f"column {both[0]!r} is given both as a target and as a feature")
+    if weight and (weight in targets or (chosen_features and weight in chosen_features)):
+        raise ConfigError(f"--weight column {weight!r} is also a target or feature")
+    notices = list(table.notices)
+
+    def required(n: str) -> np.ndarray:
+        arr = _numeric_column(table, n, seen[n])
+        if arr is None:
+            raise DataError(f"{table.where(0, n)}: column {n!r} holds no numbers; got {_first_value(table, n)!r}")
+        return arr
+
+    Y = [required(n) for n in targets]
+    if chosen_features is None:
+        chosen_features, X = [], []
+        for n in names:
+            if n in targets or n == weight:
+                continue
+            arr = _numeric_column(table, n, seen[n])
+            if arr is None:
+                notices.append(f"left out column {n!r}: it holds no numbers")
+                continue
+            chosen_features.append(n)
+            X.append(arr)
+    else:
+        X = [required(n) for n in chosen_features]
+    if not chosen_features:
+        raise DataError(f"{table.source}: no numeric feature columns besides the target(s)")
+    w = required(weight) if weight else None
+    n_rows = table.data.num_rows
+    Xa = np.column_stack(X) if X else np.empty((n_rows, 0))
+    Ya = np.column_stack(Y)
+    columns = [(chosen_features, Xa), (targets, Ya)] + ([([weight], w[:, None])] if w is not None else [])
+
+    missing = np.zeros(n_rows, dtype=bool)
+    for cols, arr in columns:
+        missing |= np.isnan(arr).any(axis=1)
+    if missing.any():
+        if not drop_missing:
+            row = int(np.argmax(missing))
+            col = _first_bad_column(columns, row, np.isnan)
+            raise DataError(f"{table.where(row, col)}: missing value; drop such rows with --drop-missing")
+        notices.append(f"dropped {int(missing.sum())} row(s) with missing values")
+    for cols, arr in columns:
+        bad = ~np.isfinite(arr) & ~np.isnan(arr)
+        if bad.any():
+            row = int(np.argmax(bad.any(axis=1)))
+            col = _first_bad_column([(cols, arr)], row, lambda v: np.isinf(v))
+            value = arr[row, cols.index(col)]
+            raise DataError(f"{table.where(row, col)}: values must be finite; got {value}")
+    if w is not None:
+        neg = np.flatnonzero(w < 0)
+        if neg.size:
+            raise DataError(f"{table.where(int(neg[0]), weight)}: weights must be >= 0; got {w[neg[0]]}")
+    keep = ~missing
+    if not keep.all():
+        Xa, Ya = Xa[keep], Ya[keep]
+        w = w[keep] if w is not None else None
+    if Xa.shape[0] < min_rows:
+        raise DataError(f"{table.source}: need at least {min_rows} data rows; got {Xa.shape[0]}")
+    if w is not None and not (w > 0).any():
+        raise DataError(f"{table.where(None, weight)}: all weights are zero; at least one must be > 0")
+    return Dataset(
+        np.ascontiguousarray(Xa, dtype=np.float64),
+        np.ascontiguousarray(Ya, dtype=np.float64),
+        list(chosen_features),
+        targets,
+        w,
+        table.source,
+        notices,
+    )
+
+
+def _first_value(table: Table, name: str) -> Any:
+    col = table.data.column(name)
+    return col[0].as_py() if len(col) else None
+
+
+def _first_bad_column(columns: list[tuple[list[str], np.ndarray]], row: int, is_bad: Any) -> str:
+    # The leftmost offending column in file order is the one a user looks at first.
+    for cols, arr in columns:
+        for j, n in enumerate(cols):
+            if is_bad(arr[row, j]):
+                return n
+    raise AssertionError("no bad cell in the flagged row")
+
+
+def load(
+    source: Any,
+    target: Sequence[str] | str,
+    features: Sequence[str] | str | None = None,
+    *,
+    weight: str | None = None,
+    drop_missing: bool = False,
+    delimiter: str | None = None,
+) -> Dataset:
+    """Read ``source`` and select columns: :func:`read_table` then :func:`select`."""
+    return select(read_table(source, delimiter=delimiter), target, features, weight=weight, drop_missing=drop_missing)
+
+
+def feature_matrix(table: Table, features: Sequence[str], *, drop_missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Features for prediction, by name in the model's order: (X, kept-row mask)."""
+    names = [str(n) for n in table.data.column_names]
+    lacking = [f for f in features if f not in names]
+    if lacking:
+        raise DataError(
+            f"{table.source}: lacks model feature column(s) {', '.join(map(repr, lacking))}; columns are {', '.join(names)}"
+        )
+    cols = []
+    for f in features:
+        arr = _numeric_column(table, f, names.index(f))
+        if arr is None:
+            raise DataError(f"{table.where(0, f)}: column {f!r} holds no numbers; got {_first_value(table, f)!r}")
+        cols.append(arr)
+    X = np.column_stack(cols) if cols else np.empty((table.data.num_rows, 0))
+    missing = np.isnan(X).any(axis=1)
+    if missing.any() and not drop_missing:
+        row = int(np.argmax(missing))
+        col = _first_bad_column([(list(features), X)], row, np.isnan)
+        raise DataError(f"{table.where(row, col)}: missing value; drop such rows with --drop-missing")
+    inf = np.isinf(X)
+    if inf.any():
+        row = int(np.argmax(inf.any(axis=1)))
+        col = _first_bad_column([(list(features), X)], row, np.isinf)
+        raise DataError(f"{table.where(row, col)}: values must be finite; got {X[row, list(features).index(col)]}")
+    return X[~missing], ~missing
+
+
+def as_2d_float(a: Any, name: str) -> np.ndarray:
+    """Coerce an array-like or tensor to a 2-D float64 array, refusing NaN and inf."""
+    if hasattr(a, "detach") and hasattr(a, "cpu"):
+        a = a.detach().cpu().numpy()
+    try:
+        arr = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{name}: expected numbers: {e}") from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise DataError(f"{name}: expected a 1-D or 2-D array; got shape {arr.shape}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(f"{name}, row {i + 1}, column {j}: values must be finite; got {arr[i, j]}")
+    return arr
+
+
+def write_table(columns: dict[str, np.ndarray], dest: str | io.TextIOBase) -> None:
+    """Write columns as CSV (or Parquet by extension) atomically; ``-`` or a stream is stdout."""
+    import pyarrow as pa
+
+    from .persist import atomic_path
+
+    table = pa.table(columns)
+    if not isinstance(dest, str) or dest == "-":
+        import sys
+
+        stream = sys.stdout if not isinstance(dest, io.TextIOBase) else dest
+        stream.write(_csv_text(table))
+        stream.flush()
+        return
+    with atomic_path(dest) as tmp:
+        if dest.lower().endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, tmp)
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                f.write(_csv_text(table))
+
+
+def _csv_text(table: Any) -> str:
+    # Header by the csv module (quotes only where needed); body by pyarrow, whose float format
+    # is the shortest that round-trips, and which is fast enough for large predictions.
+    import pyarrow.csv as pcsv
+
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(table.column_names)
+    body = io.BytesIO()
+    pcsv.write_csv(table, body, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
+    return out.getvalue() + body.getvalue().decode("utf-8")

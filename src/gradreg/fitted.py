@@ -1,0 +1,271 @@
+"""A fitted model: coefficients in original units plus everything that explains them.
+
+:func:`train` runs a solver on a :class:`~gradreg.data.Dataset` and returns a
+:class:`FittedModel`; ``FittedModel.save``/``load`` move it through a .safetensors file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from . import persist
+from .config import TrainConfig
+from .data import Dataset
+from .errors import DataError, ModelFileError
+from .metrics import regression_metrics
+
+STAT_ARRAYS = ("coef", "std_err", "t", "p", "ci_low", "ci_high")
+STAT_SCALARS = ("r2", "r2_adj", "f", "f_p", "df_resid", "df_model", "sigma", "llf", "aic", "bic", "nobs")
+TENSORS = ("coef", "intercept", "x_mean", "x_scale", "y_mean", "y_scale")
+
+
+@dataclass
+class FittedModel:
+    """coef : (q, p) and intercept : (q,), in original units, float64."""
+
+    feature_names: list[str]
+    target_names: list[str]
+    coef: np.ndarray
+    intercept: np.ndarray
+    x_mean: np.ndarray  # the model's standardization (zeros/ones without it)
+    x_scale: np.ndarray
+    y_mean: np.ndarray
+    y_scale: np.ndarray
+    config: dict[str, Any]
+    metrics: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # split → metric → per target
+    optimum: dict[str, Any] = field(default_factory=dict)
+    stats: list[dict[str, Any]] = field(default_factory=list)  # per target, see solvers.exact.statistics
+    history: list[dict] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predictions (n, q) in float64 for raw features X (n, p) in the model's column order."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise DataError(f"X must have {self.n_features} feature columns; got shape {X.shape}")
+        return X @ self.coef.T + self.intercept
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Write the model atomically to ``path`` (.safetensors)."""
+        tensors = {k: getattr(self, k) for k in TENSORS}
+        for name in STAT_ARRAYS[1:]:
+            if self.stats:
+                tensors[f"stats.{name}"] = np.array([s[name] for s in self.stats], dtype=np.float64)
+        meta = {
+            "feature_names": self.feature_names,
+            "target_names": self.target_names,
+            "config": self.config,
+            "metrics": self.metrics,
+            "optimum": self.optimum,
+            "stats": [{k: s[k] for k in STAT_SCALARS + ("cov_type", "conf_level") if k in s} for s in self.stats],
+            "history": self.history,
+            "info": self.info,
+            "warnings": self.warnings,
+        }
+        persist.save(path, tensors, meta)
+
+    @classmethod
+    def load(cls, path: str) -> "FittedModel":
+        """Read a model file; shapes are checked against the names in its metadata."""
+        tensors, meta = persist.load(path)
+        try:
+            features = [str(f) for f in meta["feature_names"]]
+            targets = [str(t) for t in meta["target_names"]]
+        except (KeyError, TypeError):
+            raise ModelFileError(f"{path}: model metadata lacks feature_names/target_names") from None
+        p, q = len(features), len(targets)
+        has_intercept = bool((meta.get("config") or {}).get("fit_intercept", True))
+        k = p + int(has_intercept)
+        expected = {"coef": (q, p), "intercept": (q,), "x_mean": (p,), "x_scale": (p,), "y_mean": (q,), "y_scale": (q,)}
+        expected.update({f"stats.{n}": (q, k) for n in STAT_ARRAYS[1:]})
+        for name, arr in tensors.items():
+            if name not in expected:
+                raise ModelFileError(f"{path}: unexpected tensor {name!r} in model file")
+            if arr.shape != expected[name]:
+                raise ModelFileError(f"{path}: tensor {name!r} has shape {list(arr.shape)}; the metadata implies {list(expected[name])}")
+        missing = [n for n in TENSORS if n not in tensors]
+        if missing:
+            raise ModelFileError(f"{path}: model file lacks tensor(s) {', '.join(missing)}")
+        stats = []
+        raw_stats = meta.get("stats") or []
+        if raw_stats:
+            if len(raw_stats) != q or any(f"stats.{n}" not in tensors for n in STAT_ARRAYS[1:]):
+                raise ModelFileError(f"{path}: statistics do not match the {q} target(s)")
+            for t, s in enumerate(raw_stats):
+                entry = {k: (np.nan if v is None else v) for k, v in s.items()}
+                entry["coef"] = np.concatenate([[tensors["intercept"][t]], tensors["coef"][t]]) if has_intercept else tensors["coef"][t]
+                for n in STAT_ARRAYS[1:]:
+                    entry[n] = tensors[f"stats.{n}"][t]
+                stats.append(entry)
+        return cls(
+            feature_names=features,
+            target_names=targets,
+            coef=tensors["coef"],
+            intercept=tensors["intercept"],
+            x_mean=tensors["x_mean"],
+            x_scale=tensors["x_scale"],
+            y_mean=tensors["y_mean"],
+            y_scale=tensors["y_scale"],
+            config=meta.get("config") or {},
+            metrics=meta.get("metrics") or {},
+            optimum=meta.get("optimum") or {},
+            stats=stats,
+            history=meta.get("history") or [],
+            info=meta.get("info") or {},
+            warnings=meta.get("warnings") or [],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``gradreg inspect --json`` prints."""
+        out: dict[str, Any] = {
+            "features": self.feature_names,
+            "targets": self.target_names,
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept.tolist(),
+            "metrics": self.metrics,
+            "optimum": self.optimum,
+            "config": self.config,
+            "info": self.info,
+            "warnings": self.warnings,
+        }
+        if self.stats:
+            out["stats"] = {
+                t: {k: v for k, v in s.items() if k != "coef"} for t, s in zip(self.target_names, self.stats)
+            }
+        return persist.jsonable(out)
+
+
+def fingerprint(ds: Dataset) -> str:
+    """sha256 of the training arrays (values, names, weights): the same table gives the same hash."""
+    h = hashlib.sha256()
+    for part in (ds.X, ds.Y) + ((ds.sample_weight,) if ds.sample_weight is not None else ()):
+        h.update(np.ascontiguousarray(part, dtype=np.float64).tobytes())
+    h.update("\0".join(ds.feature_names + ["|"] + ds.target_names).encode())
+    return h.hexdigest()
+
+
+def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, val) row indices; val takes round(n·fraction) rows, at least one."""
+    if fraction <= 0:
+        return np.arange(n), np.arange(0)
+    import torch
+
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1)).numpy()
+    n_val = max(1, int(round(n * fraction)))
+    if n - n_val < 2:
+        raise DataError(f"--val-fraction {fraction} leaves {n - n_val} training row(s); at least 2 are needed")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> FittedModel:
+    """Fit ``ds`` with ``cfg``: gradient descent and/or the exact solver, metrics and statistics."""
+    from .solvers import exact
+    from .solvers.gd import fit_gd
+    import torch
+
+    cfg.validate()
+    from .config import resolve_device
+
+    device = resolve_device(cfg.device)
+    tr, va = _split(len(ds.X), cfg.val_fraction, cfg.seed)
+    X, Y = ds.X[tr], ds.Y[tr]
+    w = ds.sample_weight[tr] if ds.sample_weight is not None else None
+    if w is not None and not (w > 0).any():
+        raise DataError(f"{ds.source}: all training weights are zero")
+
+    def chunks():
+        yield X, Y, w
+
+    p, q = X.shape[1], Y.shape[1]
+    opt_sol, factor = exact.fit_exact(chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device)
+    warn = exact.warn_rank(opt_sol, ds.feature_names)
+    opt_rss = exact.residual_pass(opt_sol, chunks, "nonrobust", device=device)[0]
+    opt_sol.rss = opt_rss
+    optimum_obj = opt_sol.objective()
+    info: dict[str, Any] = {
+        "gradreg_version": __version__,
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": ds.source,
+        "data_sha256": fingerprint(ds),
+        "n_rows": int(len(ds.X)),
+        "n_train": int(len(tr)),
+        "n_val": int(len(va)),
+        "device": str(device),
+        "condition_number": opt_sol.condition_number,
+        "rank": opt_sol.rank,
+        "notices": ds.notices,
+    }
+    history: list[dict] = []
+    if cfg.solver == "gd":
+        res = fit_gd(
+            X, Y, w, cfg,
+            X_val=ds.X[va] if len(va) else None,
+            Y_val=ds.Y[va] if len(va) else None,
+            w_val=ds.sample_weight[va] if (len(va) and ds.sample_weight is not None) else None,
+            on_epoch=on_epoch,
+        )
+        coef_t, icpt_t = res.model.original_units()
+        coef, intercept = coef_t.cpu().numpy(), icpt_t.cpu().numpy()
+        scaling = [b.detach().double().cpu().numpy() for b in (res.model.x_mean, res.model.x_scale, res.model.y_mean, res.model.y_scale)]
+        history = res.history
+        info.update(lr=res.lr, batch_size=res.batch_size, epochs_run=len(res.history), best_epoch=res.best_epoch, stopped_early=res.stopped_early)
+        sol = exact.ExactSolution(**{**opt_sol.__dict__, "coef": coef, "intercept": intercept})
+    else:
+        sol = opt_sol
+        coef, intercept = sol.coef, sol.intercept
+        scaling = [sol.x_mean, np.where(sol.x_std > 0, sol.x_std, 1.0), np.zeros(q), np.ones(q)]
+    rss, _, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device)
+    sol.rss = rss
+    stats = exact.statistics(sol, cov_type=cfg.cov_type, conf_level=cfg.conf_level, meat=meat)
+    objective = sol.objective()
+    metrics = {"train": _metrics(X, Y, w, coef, intercept)}
+    if len(va):
+        metrics["val"] = _metrics(ds.X[va], ds.Y[va], ds.sample_weight[va] if ds.sample_weight is not None else None, coef, intercept)
+    optimum = {
+        "objective": optimum_obj.tolist(),
+        "mean_objective": float(optimum_obj.mean()),
+        "train_objective": objective.tolist(),
+        "mean_train_objective": float(objective.mean()),
+        "gap": float(objective.mean() / optimum_obj.mean() - 1) if optimum_obj.mean() > 0 else 0.0,
+        "coef": opt_sol.coef.tolist(),
+        "intercept": opt_sol.intercept.tolist(),
+        "kind": "ridge objective" if cfg.l2 > 0 else "MSE",
+    }
+    return FittedModel(
+        feature_names=list(ds.feature_names),
+        target_names=list(ds.target_names),
+        coef=coef,
+        intercept=intercept,
+        x_mean=scaling[0],
+        x_scale=scaling[1],
+        y_mean=scaling[2],
+        y_scale=scaling[3],
+        config=cfg.to_dict(),
+        metrics=metrics,
+        optimum=optimum,
+        stats=stats,
+        history=history,
+        info=info,
+        warnings=warn,
+    )
+
+
+def _metrics(X, Y, w, coef, intercept) -> dict[str, list[float]]:
+    m = regression_metrics(Y, X @ coef.T + intercept, w)
+    return {k: v.tolist() for k, v in m.items()}

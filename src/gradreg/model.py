@@ -1,0 +1,53 @@
+"""The model: a multi-output linear map with standardization inside it. Forward only."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LinearModel(nn.Module):
+    """ŷ = ((x − x_mean) / x_scale) Wᵀ + b, then ŷ · y_scale + y_mean.
+
+    W is (n_targets, n_features) and b is (n_targets,), both in standardized units; the buffers
+    hold the training statistics. With every mean 0 and scale 1 this is the tutorial's
+    ``X @ w.t() + b`` exactly.
+    """
+
+    def __init__(self, n_features: int, n_targets: int, *, fit_intercept: bool = True, dtype=torch.float32, device=None):
+        super().__init__()
+        kw = {"dtype": dtype, "device": device}
+        self.weight = nn.Parameter(torch.zeros(n_targets, n_features, **kw))
+        # Without an intercept b stays a zero buffer, so forward is the same code either way.
+        if fit_intercept:
+            self.bias = nn.Parameter(torch.zeros(n_targets, **kw))
+        else:
+            self.register_buffer("bias", torch.zeros(n_targets, **kw))
+        self.register_buffer("x_mean", torch.zeros(n_features, **kw))
+        self.register_buffer("x_scale", torch.ones(n_features, **kw))
+        self.register_buffer("y_mean", torch.zeros(n_targets, **kw))
+        self.register_buffer("y_scale", torch.ones(n_targets, **kw))
+
+    def standardize_x(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.x_mean) / self.x_scale
+
+    def standardize_y(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.y_mean) / self.y_scale
+
+    def forward_standardized(self, xs: torch.Tensor) -> torch.Tensor:
+        """Prediction in standardized target units from standardized features: (n, q)."""
+        return xs @ self.weight.t() + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Prediction in original units from raw features x of shape (n, p): (n, q)."""
+        return self.forward_standardized(self.standardize_x(x)) * self.y_scale + self.y_mean
+
+    @torch.no_grad()
+    def original_units(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(coef (q, p), intercept (q,)) in original units, computed in float64."""
+        W = self.weight.detach().double()
+        xs, xm = self.x_scale.double(), self.x_mean.double()
+        ys, ym = self.y_scale.double(), self.y_mean.double()
+        coef = ys[:, None] * W / xs[None, :]
+        intercept = ym + ys * self.bias.detach().double() - coef @ xm
+        return coef, intercept

@@ -1,0 +1,266 @@
+"""Minibatch gradient descent under autograd: the tutorial's loop, made fast and safe.
+
+fit_gd → run_epoch → train_step. Each epoch draws a fresh permutation without replacement and
+slices it into batches (the last one may be partial) that index the tensors directly: a
+per-sample DataLoader costs Python work for every row.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig, resolve_device
+from ..errors import DivergenceError
+from ..model import LinearModel
+
+DIVERGENCE_FACTOR = 1000.0  # an epoch loss this many times the best so far means divergence
+
+
+@dataclass
+class GDResult:
+    model: LinearModel
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    lr: float = 0.0
+    batch_size: int = 0
+
+
+def auto_batch_size(n: int) -> int:
+    """About 64 steps an epoch, clamped to [32, 4096] rows and to n."""
+    return int(min(n, max(32, min(4096, n // 64))))
+
+
+def weighted_moments(A: np.ndarray, w: np.ndarray | None, center: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Column (mean, scale) of A (n, k): std about the weighted mean, or RMS without centering."""
+    if w is None:
+        mean = A.mean(axis=0) if center else np.zeros(A.shape[1])
+        var = ((A - mean) ** 2).mean(axis=0)
+    else:
+        sw = w.sum()
+        mean = (w @ A) / sw if center else np.zeros(A.shape[1])
+        var = (w @ (A - mean) ** 2) / sw
+    scale = np.sqrt(var)
+    return mean, np.where(scale > 0, scale, 1.0)  # a constant column stays as it is
+
+
+def auto_lr(Xs: torch.Tensor, wn: torch.Tensor | None, batch_size: int, n_targets: int, l2: float, pen: torch.Tensor, fit_intercept: bool, optimizer: str) -> float:
+    """A safe step size from the curvature of the (scaled) problem.
+
+    With U = [1, Xs] (no 1 without intercept), the per-target loss has smoothness
+    L = 2 λmax(UᵀWU / n) and per-row smoothness L_i = 2 w_i ‖u_i‖². A batch of B rows has
+    expected smoothness L_B = n(B−1)/(B(n−1)) L + (n−B)/(B(n−1)) max L_i (Gower et al., 2019),
+    and 1/L_B is stable for it. The loss averages over targets, hence the factor q.
+    """
+    if optimizer == "adam":
+        return 1e-2  # Adam's steps are scale-free; parameters are O(1) in standardized units
+    n, p = Xs.shape
+    X64 = Xs.double()
+    w = torch.ones(n, dtype=torch.float64, device=Xs.device) if wn is None else wn.double()
+    G = (X64 * w[:, None]).T @ X64 / n
+    if fit_intercept:
+        c = (w @ X64 / n)[:, None]
+        G = torch.cat([torch.cat([w.mean().reshape(1, 1), c.T], 1), torch.cat([c, G], 1)], 0)
+    if G.shape[0] <= 2048:
+        lam = float(torch.linalg.eigvalsh(G)[-1])
+    else:  # power iteration; its estimate is a lower bound, hence the margin
+        v = torch.ones(G.shape[0], dtype=torch.float64, device=G.device)
+        for _ in range(50):
+            v = G @ v
+            v = v / v.norm()
+        lam = 1.1 * float(v @ G @ v)
+    lam += l2 * float((pen.double() ** 2).max()) if l2 > 0 else 0.0
+    row = (X64 * X64).sum(dim=1) + (1.0 if fit_intercept else 0.0)
+    lmax = float((w * row).max())
+    L, Lmax = 2 * lam, 2 * max(lmax, lam)
+    B = batch_size
+    LB = L if B >= n else (n * (B - 1) / (B * (n - 1))) * L + ((n - B) / (B * (n - 1))) * Lmax
+    lr = n_targets / LB
+    return lr * (1 - 0.9) if optimizer == "momentum" else lr
+
+
+class Optimizer:
+    """torch.optim's SGD, momentum SGD and Adam through their public functional forms.
+
+    The same update code as ``torch.optim.SGD``/``Adam`` (tests check bit-identity), without the
+    Optimizer class, whose first use imports torch._dynamo: about 2 s here, more than the
+    whole demo's training.
+    """
+
+    def __init__(self, name: str, params: list[torch.Tensor], lr: float):
+        self.name, self.params, self.base_lr = name, params, lr
+        self.momentum = 0.9 if name == "momentum" else 0.0
+        self.buffers: list[torch.Tensor | None] = [None] * len(params)
+        if name == "adam":
+            self.exp_avgs = [torch.zeros_like(p) for p in params]
+            self.exp_avg_sqs = [torch.zeros_like(p) for p in params]
+            self.steps = [torch.tensor(0.0) for _ in params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        grads = [p.grad for p in self.params]
+        if self.name == "adam":
+            from torch.optim.adam import adam
+
+            adam(self.params, grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps, foreach=False,
+                 amsgrad=False, beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-8, maximize=False)
+        else:
+            from torch.optim.sgd import sgd
+
+            sgd(self.params, grads, self.buffers, foreach=False, weight_decay=0.0, momentum=self.momentum,
+                lr=lr, dampening=0.0, nesterov=False, maximize=False)
+
+
+def cosine_lr(base: float, step: int, total: int) -> float:
+    """CosineAnnealingLR's closed form with eta_min = 0: the lr for 0-based ``step`` of ``total``."""
+    return base * (1 + math.cos(math.pi * step / total)) / 2
+
+
+def fit_gd(
+    X: np.ndarray,
+    Y: np.ndarray,
+    sample_weight: np.ndarray | None,
+    cfg: TrainConfig,
+    *,
+    X_val: np.ndarray | None = None,
+    Y_val: np.ndarray | None = None,
+    w_val: np.ndarray | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> GDResult:
+    """Train a :class:`LinearModel` on X (n, p), Y (n, q) by minibatch gradient descent.
+
+    Losses in the history are in original target units: the mean over targets of each target's
+    (weighted) MSE, plus the ridge penalty when ``cfg.l2 > 0``.
+    """
+    device = resolve_device(cfg.device)
+    dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
+    n, p = X.shape
+    q = Y.shape[1]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = LinearModel(p, q, fit_intercept=cfg.fit_intercept, dtype=dtype, device=device)
+    x_std = weighted_moments(X, sample_weight, cfg.fit_intercept)[1]
+    if cfg.standardize:
+        xm, xs = weighted_moments(X, sample_weight, cfg.fit_intercept)
+        ym, ys = weighted_moments(Y, sample_weight, cfg.fit_intercept)
+    else:
+        xm, xs, ym, ys = np.zeros(p), np.ones(p), np.zeros(q), np.ones(q)
+    with torch.no_grad():
+        for buf, val in ((model.x_mean, xm), (model.x_scale, xs), (model.y_mean, ym), (model.y_scale, ys)):
+            buf.copy_(torch.as_tensor(val))
+        if not cfg.standardize:  # the tutorial's random start: w = randn(q, p), b = randn(q)
+            model.weight.copy_(torch.randn(q, p, generator=gen, dtype=torch.float64))
+            if cfg.fit_intercept:
+                model.bias.copy_(torch.randn(q, generator=gen, dtype=torch.float64))
+    # Standardize once, in float64, then keep the training copy in the working dtype.
+    Xs = torch.as_tensor((X - xm) / xs, dtype=dtype).to(device)
+    Ys = torch.as_tensor((Y - ym) / ys, dtype=dtype).to(device)
+    wn = None
+    if sample_weight is not None:
+        wn = torch.as_tensor(sample_weight / sample_weight.mean(), dtype=dtype).to(device)
+    pen = torch.as_tensor(x_std / xs, dtype=dtype, device=device)  # ridge scale per model weight
+    y_var = torch.as_tensor(ys**2, dtype=torch.float64, device=device)
+    B = cfg.batch_size or auto_batch_size(n)
+    B = min(B, n)
+    lr = cfg.lr if cfg.lr is not None else auto_lr(Xs, wn, B, q, cfg.l2, pen, cfg.fit_intercept, cfg.optimizer)
+    params = [model.weight] + ([model.bias] if cfg.fit_intercept else [])
+    opt = Optimizer(cfg.optimizer, params, lr)
+    total_steps = cfg.epochs * math.ceil(n / B)
+    schedule = (lambda step: cosine_lr(lr, step, total_steps)) if cfg.lr_schedule == "cosine" else (lambda step: lr)
+    val = None
+    if X_val is not None and len(X_val):
+        val = (
+            torch.as_tensor((X_val - xm) / xs, dtype=dtype).to(device),
+            torch.as_tensor((Y_val - ym) / ys, dtype=dtype).to(device),
+            None if w_val is None else torch.as_tensor(w_val / w_val.mean(), dtype=dtype).to(device),
+        )
+    result = GDResult(model, lr=lr, batch_size=B)
+    best = math.inf
+    best_state = None
+    since_best = 0
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        sse = run_epoch(model, opt, schedule, (epoch - 1) * math.ceil(n / B), Xs, Ys, wn, B, gen, cfg.l2, pen)
+        train_loss = float((sse / n * y_var).mean()) + _penalty(model, cfg.l2, pen, y_var)
+        elapsed = time.perf_counter() - t0
+        record = {"epoch": epoch, "loss": train_loss, "lr": schedule(epoch * math.ceil(n / B) - 1), "seconds": elapsed, "rows_per_s": n / elapsed if elapsed > 0 else math.inf}
+        if val is not None:
+            record["val_loss"] = evaluate_loss(model, *val, y_var)
+        result.history.append(record)
+        if not math.isfinite(train_loss) or train_loss > DIVERGENCE_FACTOR * min(best_train(result.history[:-1]), 1e300):
+            raise DivergenceError(
+                f"training diverged at epoch {epoch}: loss {train_loss:.4g}; use a smaller --lr (now {lr:.3g})"
+                + ("" if cfg.standardize else " or drop --no-standardize")
+            )
+        if on_epoch is not None:
+            on_epoch(record)
+        watched = record.get("val_loss", train_loss)
+        if watched < best:
+            best, since_best, result.best_epoch = watched, 0, epoch
+            if cfg.early_stopping:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+            if cfg.early_stopping and since_best >= cfg.early_stopping:
+                result.stopped_early = True
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)  # keep the best weights, not the last
+    elif not cfg.early_stopping:
+        result.best_epoch = len(result.history)
+    return result
+
+
+def best_train(history: list[dict]) -> float:
+    return min((h["loss"] for h in history), default=math.inf)
+
+
+def run_epoch(model, opt, schedule, first_step, Xs, Ys, wn, B, gen, l2, pen) -> torch.Tensor:
+    """One pass over a fresh permutation; returns per-target (weighted) SSE in model units."""
+    n = Xs.shape[0]
+    perm = torch.randperm(n, generator=gen).to(Xs.device)
+    sse = torch.zeros(Ys.shape[1], dtype=torch.float64, device=Xs.device)
+    for k, start in enumerate(range(0, n, B)):
+        idx = perm[start : start + B]
+        sse += train_step(model, opt, schedule(first_step + k), Xs[idx], Ys[idx], None if wn is None else wn[idx], l2, pen)
+    return sse
+
+
+def train_step(model, opt, lr, xb, yb, wb, l2, pen) -> torch.Tensor:
+    """Forward, MSE (+ ridge), backward, step. Returns the batch's per-target SSE (detached)."""
+    opt.zero_grad()
+    err = model.forward_standardized(xb) - yb
+    sq = err * err if wb is None else err * err * wb[:, None]
+    loss = sq.mean()
+    if l2 > 0:
+        loss = loss + l2 * ((model.weight * pen) ** 2).sum() / model.weight.shape[0]
+    loss.backward()
+    opt.step(lr)
+    return sq.detach().sum(dim=0).double()
+
+
+def _penalty(model, l2, pen, y_var) -> float:
+    if l2 <= 0:
+        return 0.0
+    with torch.no_grad():
+        per_target = ((model.weight * pen) ** 2).sum(dim=1).double() * y_var
+    return float(l2 * per_target.mean())
+
+
+@torch.no_grad()
+def evaluate_loss(model, Xs, Ys, wn, y_var) -> float:
+    """Mean over targets of the (weighted) MSE in original units on standardized data."""
+    err = model.forward_standardized(Xs) - Ys
+    sq = err.double() ** 2
+    if wn is not None:
+        sq = sq * wn.double()[:, None]
+    return float((sq.mean(dim=0) * y_var).mean())
