@@ -11,7 +11,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .errors import ConfigError, GradregError
@@ -116,21 +117,43 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight", help="column of sample weights (>= 0)")
     data_options(t)
     t.add_argument("-o", "--output", default="model.safetensors", help="model file to write (default: %(default)s)")
-    t.add_argument("--solver", choices=["gd", "exact"], default="gd", help="gd: minibatch gradient descent; exact: least squares (default: %(default)s)")
+    t.add_argument(
+        "--solver",
+        choices=["gd", "exact"],
+        default="gd",
+        help="gd: minibatch gradient descent; exact: least squares (default: %(default)s)",
+    )
     t.add_argument("--epochs", type=_positive_int, default=50, help="passes over the data (default: %(default)s)")
-    t.add_argument("--batch-size", type=_positive_int, help="rows per step (default: auto, about n/64 in [32, 4096])")
+    t.add_argument("--batch-size", type=_positive_int, help="rows per step (default: auto, about n/64, at most 4096)")
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: auto from the data's curvature)")
-    t.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd", help="torch.optim optimizer (default: %(default)s)")
-    t.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine", help="learning-rate schedule over all steps (default: %(default)s)")
+    t.add_argument(
+        "--optimizer", choices=["sgd", "momentum", "adam"], default="sgd", help="torch.optim optimizer (default: %(default)s)"
+    )
+    t.add_argument(
+        "--lr-schedule",
+        choices=["cosine", "constant"],
+        default="cosine",
+        help="learning-rate schedule over all steps (default: %(default)s)",
+    )
     t.add_argument("--l2", type=_nonneg_float, default=0.0, help="ridge penalty in the standardized scale (default: 0)")
     t.add_argument("--no-intercept", action="store_true", help="fit without the bias b")
     t.add_argument("--no-standardize", action="store_true", help="train in raw units from a random start, as the tutorial does")
     t.add_argument("--val-fraction", type=_fraction, default=0.0, help="hold out this fraction of rows for validation")
-    t.add_argument("--early-stopping", type=_positive_int, metavar="N", help="stop after N epochs without improvement; keep the best weights")
+    t.add_argument(
+        "--early-stopping", type=_positive_int, metavar="N", help="stop after N epochs without improvement; keep the best weights"
+    )
     t.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: %(default)s)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to compute (default: %(default)s)")
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="gradient-descent precision (default: %(default)s)")
-    t.add_argument("--cov", dest="cov_type", choices=["nonrobust", "HC0", "HC1", "HC2", "HC3"], default="nonrobust", help="covariance for standard errors")
+    t.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float32", help="gradient-descent precision (default: %(default)s)"
+    )
+    t.add_argument(
+        "--cov",
+        dest="cov_type",
+        choices=["nonrobust", "HC0", "HC1", "HC2", "HC3"],
+        default="nonrobust",
+        help="covariance for standard errors",
+    )
     t.add_argument("--conf-level", type=float, default=0.95, help="confidence level of the intervals (default: %(default)s)")
     t.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     t.add_argument("--json", action="store_true", help="one JSON object per epoch, then a summary object")
@@ -162,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed
+        return int(e.code or 0)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
@@ -228,7 +254,7 @@ class EpochPrinter:
         self.progress = None
         self.task = None
 
-    def __enter__(self) -> "EpochPrinter":
+    def __enter__(self) -> EpochPrinter:
         if self.mode == "tty":
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -253,7 +279,11 @@ class EpochPrinter:
             self.stream.write(json.dumps({"event": "epoch", **_clean(rec)}) + "\n")
             self.stream.flush()
         elif self.mode == "tty":
-            info = f"loss {rec['loss']:.4g}" + (f"  val {rec['val_loss']:.4g}" if "val_loss" in rec else "") + f"  {rec['rows_per_s']:,.0f} rows/s"
+            info = (
+                f"loss {rec['loss']:.4g}"
+                + (f"  val {rec['val_loss']:.4g}" if "val_loss" in rec else "")
+                + f"  {rec['rows_per_s']:,.0f} rows/s"
+            )
             self.progress.update(self.task, completed=rec["epoch"], info=info)
         elif self.mode == "lines":
             val = f"  val_loss {rec['val_loss']:.6g}" if "val_loss" in rec else ""
@@ -344,7 +374,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import select, read_table
+    from .data import read_table, select
     from .display import metrics_table
     from .metrics import regression_metrics
 
@@ -377,7 +407,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     out.print(f"data {info.get('source')}  sha256 {str(info.get('data_sha256', ''))[:16]}…")
     out.print(f"made by gradreg {info.get('gradreg_version')}, torch {info.get('torch_version')} on {info.get('created')}")
     if cfg.get("solver") == "gd":
-        out.print(gap_line(model) + f"  after {info.get('epochs_run')} epochs, lr {info.get('lr', 0):.4g}, batch {info.get('batch_size')}")
+        out.print(
+            gap_line(model)
+            + f"  after {info.get('epochs_run')} epochs, lr {info.get('lr', 0):.4g}, batch {info.get('batch_size')}"
+        )
     out.print(coef_table(model))
     out.print(metrics_table(model.metrics, model.target_names))
     for t in range(len(model.stats)):
@@ -423,8 +456,11 @@ def _demo(args: argparse.Namespace, plotter, t0: float) -> int:
     path = os.path.join(args.out, "crops.safetensors")
     model.save(path)
     png = plotter.draw(
-        "loss_curve", history=model.history, optimum=model.optimum["mean_objective"],
-        path=os.path.join(args.out, "loss.png"), title="gradreg demo: crops",
+        "loss_curve",
+        history=model.history,
+        optimum=model.optimum["mean_objective"],
+        path=os.path.join(args.out, "loss.png"),
+        title="gradreg demo: crops",
     )
     from .data import read_table
 

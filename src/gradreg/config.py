@@ -19,7 +19,7 @@ DTYPES = ("float32", "float64")
 class TrainConfig:
     solver: str = "gd"  # the tutorial's minibatch gradient descent; "exact" for least squares by QR
     epochs: int = 50  # the tutorial's 50 passes
-    batch_size: int | None = None  # None: auto, about n/64 rows clamped to [32, 4096]
+    batch_size: int | None = None  # None: auto, about n/64 rows (64 steps an epoch), at most 4096
     lr: float | None = None  # None: auto, from the largest curvature of the scaled problem
     optimizer: str = "sgd"  # plain SGD as in the tutorial; "momentum" (0.9) or "adam"
     lr_schedule: str = "cosine"  # decay to 0 so the last steps average out minibatch noise
@@ -34,7 +34,7 @@ class TrainConfig:
     cov_type: str = "nonrobust"  # standard errors: nonrobust or HC0..HC3 (heteroskedasticity-robust)
     conf_level: float = 0.95  # confidence intervals of the coefficients
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         def choice(name: str, options: tuple[str, ...]) -> None:
             value = getattr(self, name)
             if value not in options:
@@ -69,7 +69,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -184,9 +185,7 @@ def _read_csv(path: str, shown: str, delimiter: str) -> Table:
         ragged = _ragged_line(path, delimiter)
         if ragged is not None:
             line, expected, got = ragged
-            raise DataError(
-                f"{shown}, line {line}: expected {expected} fields like the header, got {got}"
-            ) from None
+            raise DataError(f"{shown}, line {line}: expected {expected} fields like the header, got {got}") from None
         if "Empty CSV" in msg:
             raise DataError(f"{shown}: file is empty; expected a header row and data rows") from None
         raise DataError(f"{shown}: not a readable CSV file: {msg.splitlines()[0]}") from None
@@ -370,7 +369,7 @@ def select(
     columns = [(chosen_features, Xa), (targets, Ya)] + ([([weight], w[:, None])] if w is not None else [])
 
     missing = np.zeros(n_rows, dtype=bool)
-    for cols, arr in columns:
+    for _cols, arr in columns:
         missing |= np.isnan(arr).any(axis=1)
     if missing.any():
         if not drop_missing:

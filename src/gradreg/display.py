@@ -17,7 +17,7 @@ def fmt(x: Any, digits: int = 4) -> str:
         return "nan" if x != x else ("inf" if x > 0 else "-inf")
     if x != 0 and (abs(x) >= 1e6 or abs(x) < 1e-3):
         return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}"
+    return f"{x:#.{digits}g}".rstrip(".") if abs(x) >= 1 else f"{x:.{digits}f}"
 
 
 def gap_line(model) -> str:
@@ -80,7 +80,9 @@ def summary_text(model, target: int) -> str:
     ]
     for (a, b), (c, d) in zip(left, right):
         lines.append(f"{a:<20}{b:>18}   {c:<20}{d:>16}")
-    lines.append(f"{'Residual std. error:':<20}{fmt(s['sigma']):>18}   {'Condition number:':<20}{fmt(model.info.get('condition_number')):>16}")
+    lines.append(
+        f"{'Residual std. error:':<20}{fmt(s['sigma']):>18}   {'Cond. no. (scaled):':<20}{fmt(model.info.get('condition_number')):>16}"
+    )
     if cfg.get("l2", 0):
         lines.append(f"{'Ridge l2:':<20}{fmt(cfg['l2']):>18}   (standard errors are not defined for ridge)")
     lines.append("=" * width)

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from . import errors
 from .config import TrainConfig
 from .data import Dataset, as_2d_float
-from . import errors
 from .errors import DataError
 from .fitted import FittedModel, train
 
@@ -79,7 +79,7 @@ class LinearRegressor:
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._get_param_names()}
 
-    def set_params(self, **params: Any) -> "LinearRegressor":
+    def set_params(self, **params: Any) -> LinearRegressor:
         valid = self._get_param_names()
         for key, value in params.items():
             if key not in valid:
@@ -88,7 +88,9 @@ class LinearRegressor:
         return self
 
     def __repr__(self) -> str:
-        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values() if p.kind == p.KEYWORD_ONLY}
+        defaults = {
+            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values() if p.kind == p.KEYWORD_ONLY
+        }
         changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k]]
         return f"{type(self).__name__}({', '.join(changed)})"
 
@@ -96,7 +98,7 @@ class LinearRegressor:
         return TrainConfig(**self.get_params()).validate()
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "LinearRegressor":
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearRegressor:
         """Fit on X (n_samples, n_features) and y (n_samples,) or (n_samples, n_targets); returns self."""
         cfg = self._config()
         names = _column_names(X)
@@ -154,7 +156,9 @@ class LinearRegressor:
             )
         Xa = as_2d_float(X, "X")
         if Xa.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {Xa.shape[1]} features, but {type(self).__name__} is expecting {self.n_features_in_} features as input.")
+            raise ValueError(
+                f"X has {Xa.shape[1]} features, but {type(self).__name__} is expecting {self.n_features_in_} features as input."
+            )
         out = self.model_.predict(Xa)
         return out[:, 0] if self._y_1d else out
 

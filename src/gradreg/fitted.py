@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from . import __version__
-from . import persist
+from . import __version__, persist
 from .config import TrainConfig
 from .data import Dataset
 from .errors import DataError, ModelFileError
@@ -78,7 +78,7 @@ class FittedModel:
         persist.save(path, tensors, meta)
 
     @classmethod
-    def load(cls, path: str) -> "FittedModel":
+    def load(cls, path: str) -> FittedModel:
         """Read a model file; shapes are checked against the names in its metadata."""
         tensors, meta = persist.load(path)
         try:
@@ -91,11 +91,14 @@ class FittedModel:
         k = p + int(has_intercept)
         expected = {"coef": (q, p), "intercept": (q,), "x_mean": (p,), "x_scale": (p,), "y_mean": (q,), "y_scale": (q,)}
         expected.update({f"stats.{n}": (q, k) for n in STAT_ARRAYS[1:]})
-        for name, arr in tensors.items():
-            if name not in expected:
-                raise ModelFileError(f"{path}: unexpected tensor {name!r} in model file")
-            if arr.shape != expected[name]:
-                raise ModelFileError(f"{path}: tensor {name!r} has shape {list(arr.shape)}; the metadata implies {list(expected[name])}")
+        extra = sorted(set(tensors) - set(expected))
+        if extra:
+            raise ModelFileError(f"{path}: unexpected tensor {extra[0]!r} in model file")
+        for name, shape in expected.items():
+            if name in tensors and tensors[name].shape != shape:
+                raise ModelFileError(
+                    f"{path}: tensor {name!r} has shape {list(tensors[name].shape)}; the metadata implies {list(shape)}"
+                )
         missing = [n for n in TENSORS if n not in tensors]
         if missing:
             raise ModelFileError(f"{path}: model file lacks tensor(s) {', '.join(missing)}")
@@ -106,7 +109,9 @@ class FittedModel:
                 raise ModelFileError(f"{path}: statistics do not match the {q} target(s)")
             for t, s in enumerate(raw_stats):
                 entry = {k: (np.nan if v is None else v) for k, v in s.items()}
-                entry["coef"] = np.concatenate([[tensors["intercept"][t]], tensors["coef"][t]]) if has_intercept else tensors["coef"][t]
+                entry["coef"] = (
+                    np.concatenate([[tensors["intercept"][t]], tensors["coef"][t]]) if has_intercept else tensors["coef"][t]
+                )
                 for n in STAT_ARRAYS[1:]:
                     entry[n] = tensors[f"stats.{n}"][t]
                 stats.append(entry)
@@ -142,9 +147,7 @@ class FittedModel:
             "warnings": self.warnings,
         }
         if self.stats:
-            out["stats"] = {
-                t: {k: v for k, v in s.items() if k != "coef"} for t, s in zip(self.target_names, self.stats)
-            }
+            out["stats"] = {t: {k: v for k, v in s.items() if k != "coef"} for t, s in zip(self.target_names, self.stats)}
         return persist.jsonable(out)
 
 
@@ -172,9 +175,10 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> FittedModel:
     """Fit ``ds`` with ``cfg``: gradient descent and/or the exact solver, metrics and statistics."""
+    import torch
+
     from .solvers import exact
     from .solvers.gd import fit_gd
-    import torch
 
     cfg.validate()
     from .config import resolve_device
@@ -214,7 +218,10 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
     history: list[dict] = []
     if cfg.solver == "gd":
         res = fit_gd(
-            X, Y, w, cfg,
+            X,
+            Y,
+            w,
+            cfg,
             X_val=ds.X[va] if len(va) else None,
             Y_val=ds.Y[va] if len(va) else None,
             w_val=ds.sample_weight[va] if (len(va) and ds.sample_weight is not None) else None,
@@ -222,9 +229,17 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
         )
         coef_t, icpt_t = res.model.original_units()
         coef, intercept = coef_t.cpu().numpy(), icpt_t.cpu().numpy()
-        scaling = [b.detach().double().cpu().numpy() for b in (res.model.x_mean, res.model.x_scale, res.model.y_mean, res.model.y_scale)]
+        scaling = [
+            b.detach().double().cpu().numpy() for b in (res.model.x_mean, res.model.x_scale, res.model.y_mean, res.model.y_scale)
+        ]
         history = res.history
-        info.update(lr=res.lr, batch_size=res.batch_size, epochs_run=len(res.history), best_epoch=res.best_epoch, stopped_early=res.stopped_early)
+        info.update(
+            lr=res.lr,
+            batch_size=res.batch_size,
+            epochs_run=len(res.history),
+            best_epoch=res.best_epoch,
+            stopped_early=res.stopped_early,
+        )
         sol = exact.ExactSolution(**{**opt_sol.__dict__, "coef": coef, "intercept": intercept})
     else:
         sol = opt_sol
@@ -236,7 +251,9 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
     objective = sol.objective()
     metrics = {"train": _metrics(X, Y, w, coef, intercept)}
     if len(va):
-        metrics["val"] = _metrics(ds.X[va], ds.Y[va], ds.sample_weight[va] if ds.sample_weight is not None else None, coef, intercept)
+        metrics["val"] = _metrics(
+            ds.X[va], ds.Y[va], ds.sample_weight[va] if ds.sample_weight is not None else None, coef, intercept
+        )
     optimum = {
         "objective": optimum_obj.tolist(),
         "mean_objective": float(optimum_obj.mean()),

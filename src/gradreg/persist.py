@@ -13,7 +13,8 @@ import math
 import os
 import struct
 import tempfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class Factor:
     fit_intercept: bool
 
     @classmethod
-    def of_chunk(cls, X: torch.Tensor | np.ndarray, Y, w=None, *, fit_intercept: bool = True, device=None) -> "Factor":
+    def of_chunk(cls, X: torch.Tensor | np.ndarray, Y, w=None, *, fit_intercept: bool = True, device=None) -> Factor:
         """Factor of one chunk: X (n, p), Y (n, q), w (n,) or None. Works in float64 on ``device``."""
         Z = torch.cat([torch.as_tensor(X), torch.as_tensor(Y)], dim=1).to(device=device, dtype=torch.float64)
         n = Z.shape[0]
@@ -60,7 +60,7 @@ class Factor:
         R = torch.linalg.qr(Zc, mode="r")[1] if n else Zc[:0]
         return cls(n, sw, slw, mean.cpu().numpy(), R.cpu().numpy(), fit_intercept)
 
-    def merge(self, other: "Factor") -> "Factor":
+    def merge(self, other: Factor) -> Factor:
         """The factor of both chunks' rows together."""
         if other.sum_w == 0:
             return self._plus_rows(other)
@@ -72,13 +72,22 @@ class Factor:
         R = _qr_r(np.vstack([self.R, other.R, shift[None, :]]))
         return Factor(self.n_rows + other.n_rows, sw, self.sum_log_w + other.sum_log_w, mean, R, self.fit_intercept)
 
-    def _plus_rows(self, empty: "Factor") -> "Factor":
+    def _plus_rows(self, empty: Factor) -> Factor:
         # Rows of zero weight change nothing but the row count (which statsmodels counts too).
-        return Factor(self.n_rows + empty.n_rows, self.sum_w, self.sum_log_w + empty.sum_log_w, self.mean, self.R, self.fit_intercept)
+        return Factor(
+            self.n_rows + empty.n_rows, self.sum_w, self.sum_log_w + empty.sum_log_w, self.mean, self.R, self.fit_intercept
+        )
 
 
 def _qr_r(A: np.ndarray) -> np.ndarray:
     return np.linalg.qr(A, mode="r")
+
+
+def _square(R: np.ndarray) -> np.ndarray:
+    """Pad an R with fewer rows than columns (fewer rows than features so far) with zero rows."""
+    out = np.zeros((R.shape[1], R.shape[1]))
+    out[: min(R.shape)] = R[: R.shape[1]]
+    return out
 
 
 def factor_chunks(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None) -> Factor:
@@ -135,16 +144,18 @@ def solve(factor: Factor, n_features: int, *, l2: float = 0.0, rcond: float = RC
     in that scale, with a warning naming the collinear columns.
     """
     p = n_features
-    R = np.zeros((max(factor.R.shape[0], p), factor.R.shape[1]))
-    R[: factor.R.shape[0]] = factor.R
-    R11, R12, R22 = R[:p, :p], R[:p, p:], R[p:, p:]
+    R = _square(factor.R)
     sw = factor.sum_w
-    std = np.linalg.norm(R11, axis=0) / math.sqrt(sw)
+    std = np.linalg.norm(R[:p, :p], axis=0) / math.sqrt(sw)
     # A centered constant column is zero up to rounding of its mean.
     constant = (std == 0) | (std <= 1e-12 * np.abs(factor.mean[:p]))
     live = np.flatnonzero(~constant)
+    if constant.any():  # drop those columns and re-triangularize: still an R of the reduced design
+        R = _square(_qr_r(R[:, np.r_[live, np.arange(p, R.shape[1])]]))
+    pl = len(live)
+    R11, R12, R22 = R[:pl, :pl], R[:pl, pl:], R[pl:, pl:]
     # Scaled columns: Rs is the R factor of the standardized design (times sqrt(sw)).
-    Rs = R11[:, live] / std[live]
+    Rs = R11 / std[live]
     q = R12.shape[1]
     gamma = np.zeros((len(live), q))
     groups: list[list[int]] = []
@@ -183,8 +194,8 @@ def solve(factor: Factor, n_features: int, *, l2: float = 0.0, rcond: float = RC
     xm, ym = factor.mean[:p], factor.mean[p:]
     intercept = ym - coef @ xm if factor.fit_intercept else np.zeros(q)
     # ‖Yc − Xc β‖² = ‖R12 − R11 β‖² + ‖R22‖² column by column (Q is orthogonal).
-    rss = ((R12 - R11 @ coef.T) ** 2).sum(axis=0) + (R22**2).sum(axis=0)
-    tss = (R[:, p:] ** 2).sum(axis=0)
+    rss = ((R12 - R11 @ coef[:, live].T) ** 2).sum(axis=0) + (R22**2).sum(axis=0)
+    tss = (R[:, pl:] ** 2).sum(axis=0)
     return ExactSolution(
         coef=coef,
         intercept=intercept,
@@ -275,7 +286,7 @@ def refine(sol: ExactSolution, factor: Factor, chunks: ChunkSource, *, device=No
             r = r * torch.as_tensor(w).to(device=device, dtype=torch.float64)[:, None]
         g += (Xd - xm).T @ r
         rsum += r.sum(dim=0)
-    R11 = factor.R[:p, :p] if factor.R.shape[0] >= p else np.vstack([factor.R[:, :p], np.zeros((p - factor.R.shape[0], p))])
+    R11 = _square(factor.R)[:p, :p]
     std = sol.x_std
     Rs = R11 / std
     # Solve (Rsᵀ Rs) γ = (g / std) in the standardized scale, then map back.
@@ -284,8 +295,10 @@ def refine(sol: ExactSolution, factor: Factor, chunks: ChunkSource, *, device=No
     delta = _solve_upper(Rs, t) / std[:, None]
     coef_new = sol.coef + delta.T
     # With an intercept the weighted residual mean must vanish; fold its drift into the intercept.
-    intercept = sol.intercept + (rsum.cpu().numpy() / sol.sum_w if sol.fit_intercept else 0.0) - (
-        delta.T @ factor.mean[:p] if sol.fit_intercept else 0.0
+    intercept = (
+        sol.intercept
+        + (rsum.cpu().numpy() / sol.sum_w if sol.fit_intercept else 0.0)
+        - (delta.T @ factor.mean[:p] if sol.fit_intercept else 0.0)
     )
     out = ExactSolution(**{**sol.__dict__, "coef": coef_new, "intercept": intercept})
     return out
@@ -322,7 +335,9 @@ def residual_pass(
         sae += (wt[:, None] * r.abs()).sum(dim=0)
         if robust:
             Xc = Xd - xm
-            U = torch.cat([torch.ones(Xd.shape[0], 1, **dd) if sol.fit_intercept else torch.zeros(Xd.shape[0], 1, **dd), Xc], dim=1)
+            U = torch.cat(
+                [torch.ones(Xd.shape[0], 1, **dd) if sol.fit_intercept else torch.zeros(Xd.shape[0], 1, **dd), Xc], dim=1
+            )
             lev = wt * (((Xc @ A_t) * Xc).sum(dim=1) + (1.0 / sol.sum_w if sol.fit_intercept else 0.0))
             scale = (wt[:, None] * r) ** 2  # (n, q): w² r²
             if power:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -33,8 +33,8 @@ class GDResult:
 
 
 def auto_batch_size(n: int) -> int:
-    """About 64 steps an epoch, clamped to [32, 4096] rows and to n."""
-    return int(min(n, max(32, min(4096, n // 64))))
+    """About 64 steps an epoch (small tables get many small steps), at most 4096 rows a batch."""
+    return int(min(4096, max(1, math.ceil(n / 64))))
 
 
 def weighted_moments(A: np.ndarray, w: np.ndarray | None, center: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +50,16 @@ def weighted_moments(A: np.ndarray, w: np.ndarray | None, center: bool) -> tuple
     return mean, np.where(scale > 0, scale, 1.0)  # a constant column stays as it is
 
 
-def auto_lr(Xs: torch.Tensor, wn: torch.Tensor | None, batch_size: int, n_targets: int, l2: float, pen: torch.Tensor, fit_intercept: bool, optimizer: str) -> float:
+def auto_lr(
+    Xs: torch.Tensor,
+    wn: torch.Tensor | None,
+    batch_size: int,
+    n_targets: int,
+    l2: float,
+    pen: torch.Tensor,
+    fit_intercept: bool,
+    optimizer: str,
+) -> float:
     """A safe step size from the curvature of the (scaled) problem.
 
     With U = [1, Xs] (no 1 without intercept), the per-target loss has smoothness
@@ -112,13 +121,37 @@ class Optimizer:
         if self.name == "adam":
             from torch.optim.adam import adam
 
-            adam(self.params, grads, self.exp_avgs, self.exp_avg_sqs, [], self.steps, foreach=False,
-                 amsgrad=False, beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-8, maximize=False)
+            adam(
+                self.params,
+                grads,
+                self.exp_avgs,
+                self.exp_avg_sqs,
+                [],
+                self.steps,
+                foreach=False,
+                amsgrad=False,
+                beta1=0.9,
+                beta2=0.999,
+                lr=lr,
+                weight_decay=0.0,
+                eps=1e-8,
+                maximize=False,
+            )
         else:
             from torch.optim.sgd import sgd
 
-            sgd(self.params, grads, self.buffers, foreach=False, weight_decay=0.0, momentum=self.momentum,
-                lr=lr, dampening=0.0, nesterov=False, maximize=False)
+            sgd(
+                self.params,
+                grads,
+                self.buffers,
+                foreach=False,
+                weight_decay=0.0,
+                momentum=self.momentum,
+                lr=lr,
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+            )
 
 
 def cosine_lr(base: float, step: int, total: int) -> float:
@@ -192,7 +225,13 @@ def fit_gd(
         sse = run_epoch(model, opt, schedule, (epoch - 1) * math.ceil(n / B), Xs, Ys, wn, B, gen, cfg.l2, pen)
         train_loss = float((sse / n * y_var).mean()) + _penalty(model, cfg.l2, pen, y_var)
         elapsed = time.perf_counter() - t0
-        record = {"epoch": epoch, "loss": train_loss, "lr": schedule(epoch * math.ceil(n / B) - 1), "seconds": elapsed, "rows_per_s": n / elapsed if elapsed > 0 else math.inf}
+        record = {
+            "epoch": epoch,
+            "loss": train_loss,
+            "lr": schedule(epoch * math.ceil(n / B) - 1),
+            "seconds": elapsed,
+            "rows_per_s": n / elapsed if elapsed > 0 else math.inf,
+        }
         if val is not None:
             record["val_loss"] = evaluate_loss(model, *val, y_var)
         result.history.append(record)

@@ -1,0 +1,239 @@
+"""End to end through the CLI: round trip, JSON, help, and one-line errors with nothing written."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gradreg.cli import EXAMPLES, build_parser
+
+from .conftest import CROPS_X, CROPS_Y, ols, run_subprocess, write
+
+
+@pytest.fixture
+def trained(cli, tmp_path):
+    path = tmp_path / "crops.safetensors"
+    r = cli("train", "crops", "--target", "mangoes", "--target", "oranges", "--batch-size", "3", "-o", path)
+    assert r.code == 0, r.err
+    return path
+
+
+def test_train_prints_gap_tables_and_writes(cli, tmp_path):
+    path = tmp_path / "m.safetensors"
+    r = cli("train", "crops", "--target", "mangoes,oranges", "--batch-size", "3", "-o", path)
+    assert r.code == 0
+    assert "epoch 50/50  loss " in r.out
+    line = next(ln for ln in r.out.splitlines() if ln.startswith("train MSE"))
+    assert line.startswith("train MSE 0.909") and "(optimum 0.9094, +0.0" in line
+    assert "note: left out column 'region': it holds no numbers" in r.err
+    assert f"wrote {path}" in r.out and path.exists()
+
+
+def test_round_trip_train_predict_evaluate_inspect(cli, trained, tmp_path):
+    r = cli("predict", trained, "crops")
+    assert r.code == 0
+    lines = r.out.strip().splitlines()
+    assert lines[0] == "mangoes,oranges" and len(lines) == 16
+    pred = np.array([[float(v) for v in ln.split(",")] for ln in lines[1:]])
+    model = json.loads(cli("inspect", trained, "--json").out)
+    coef, icpt = np.array(model["coef"]), np.array(model["intercept"])
+    np.testing.assert_allclose(pred, CROPS_X @ coef.T + icpt, rtol=1e-15)
+    # The fit is within a whisker of least squares.
+    ls_coef, ls_icpt = ols(CROPS_X, CROPS_Y)
+    np.testing.assert_allclose(pred, CROPS_X @ ls_coef.T + ls_icpt, atol=0.5)
+
+    ev = json.loads(cli("evaluate", trained, "crops", "--json").out)
+    mse = ((CROPS_Y - pred) ** 2).mean(axis=0)
+    np.testing.assert_allclose(ev["metrics"]["mse"], mse, rtol=1e-9)
+    np.testing.assert_allclose(ev["metrics"]["mae"], np.abs(CROPS_Y - pred).mean(axis=0), rtol=1e-9)
+    r2 = 1 - ((CROPS_Y - pred) ** 2).sum(0) / ((CROPS_Y - CROPS_Y.mean(0)) ** 2).sum(0)
+    np.testing.assert_allclose(ev["metrics"]["r2"], r2, rtol=1e-9)
+    assert ev["n_rows"] == 15 and ev["targets"] == ["mangoes", "oranges"]
+
+    assert model["features"] == ["temperature", "rainfall", "humidity"]
+    assert model["targets"] == ["mangoes", "oranges"]
+    assert set(model["metrics"]["train"]) == {"mse", "rmse", "mae", "r2"}
+    table = cli("evaluate", trained, "crops").out
+    assert "mangoes" in table and "R²" in table
+
+
+def test_predict_matches_columns_by_name_in_any_order(cli, trained, tmp_path):
+    src = write(tmp_path / "shuffled.csv", "humidity,extra,rainfall,temperature\n43,x,67,73\n64,y,88,91\n")
+    out = tmp_path / "p.parquet"
+    assert cli("predict", trained, src, "-o", out).code == 0
+    import pyarrow.parquet as pq
+
+    got = pq.read_table(out).to_pydict()
+    model = json.loads(cli("inspect", trained, "--json").out)
+    expect = CROPS_X[:2] @ np.array(model["coef"]).T + np.array(model["intercept"])
+    np.testing.assert_allclose(np.c_[got["mangoes"], got["oranges"]], expect, rtol=1e-15)
+
+
+def test_predict_to_csv_file(cli, trained, tmp_path):
+    out = tmp_path / "p.csv"
+    assert cli("predict", trained, "crops", "-o", out).code == 0
+    assert out.read_text().splitlines()[0] == "mangoes,oranges"
+
+
+def test_inspect_table(cli, trained):
+    r = cli("inspect", trained)
+    assert r.code == 0
+    for s in ("coefficients (original units)", "temperature", "train MSE", "seed 0", "sha256", "Dep. variable:"):
+        assert s in r.out
+
+
+def test_json_training_stream(cli, tmp_path):
+    r = cli(
+        "train",
+        "crops",
+        "--target",
+        "mangoes",
+        "--features",
+        "temperature,rainfall,humidity",
+        "--epochs",
+        "4",
+        "--json",
+        "-o",
+        tmp_path / "m.safetensors",
+    )
+    events = [json.loads(ln) for ln in r.out.strip().splitlines()]
+    assert [e["event"] for e in events] == ["epoch"] * 4 + ["summary"]
+    assert events[-1]["targets"] == ["mangoes"] and len(events[-1]["coef"][0]) == 3
+    assert r.err == ""
+
+
+def test_quiet(cli, tmp_path):
+    r = cli("train", "crops", "--target", "mangoes", "--quiet", "-o", tmp_path / "m.safetensors")
+    assert r.code == 0 and r.out == "" and r.err == ""
+
+
+def test_exact_solver_via_cli(cli, tmp_path):
+    path = tmp_path / "e.safetensors"
+    assert (
+        cli(
+            "train",
+            "crops",
+            "--target",
+            "mangoes",
+            "--features",
+            "temperature,rainfall,humidity",
+            "--solver",
+            "exact",
+            "-o",
+            path,
+            "-q",
+        ).code
+        == 0
+    )
+    model = json.loads(cli("inspect", path, "--json").out)
+    coef, icpt = ols(CROPS_X, CROPS_Y[:, :1])
+    np.testing.assert_allclose(model["coef"], coef, rtol=1e-10)
+    np.testing.assert_allclose(model["intercept"], icpt, rtol=1e-10)
+
+
+def test_datasets_and_version(cli):
+    r = cli("datasets")
+    assert r.out.startswith("crops\t")
+    r = cli("--version")
+    assert r.code == 0 and r.out.startswith("gradreg 0.")
+
+
+def test_every_command_help_has_an_example(capsys):
+    parser = build_parser()
+    for name in EXAMPLES:
+        with pytest.raises(SystemExit):
+            parser.parse_args([name, "--help"])
+        out = capsys.readouterr().out
+        assert "examples:\n  gradreg " + name in out, name
+
+
+def test_demo(cli, tmp_path):
+    r = cli("demo", "--out", tmp_path / "demo")
+    assert r.code == 0, r.err
+    line = next(ln for ln in r.out.splitlines() if ln.startswith("train MSE"))
+    gap = float(line.split("(optimum 0.9094, ")[1].rstrip("%)"))
+    assert 0 <= gap <= 1.0
+    assert "predictions vs actual" in r.out and "exact optimum (least squares): MSE 0.9094" in r.out
+    png = tmp_path / "demo" / "loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert (tmp_path / "demo" / "crops.safetensors").exists()
+
+
+# -- errors: one line, exit 2, no traceback, nothing written -------------------------------------
+
+BAD_TRAIN = [
+    (["--epochs", "-1"], "argument --epochs: must be a positive integer; got '-1'"),
+    (["--lr", "0"], "argument --lr: must be a positive number; got '0'"),
+    (["--lr", "-0.1"], "argument --lr: must be a positive number; got '-0.1'"),
+    (["--batch-size", "0"], "argument --batch-size: must be a positive integer; got '0'"),
+    (["--val-fraction", "1.5"], "argument --val-fraction: must be a number in [0, 1); got '1.5'"),
+    (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
+    (["--features", "temperature,mangoes"], "column 'mangoes' is given both as a target and as a feature"),
+    (["--features", "wind"], "crops: no column named 'wind'"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD_TRAIN)
+def test_bad_train_options(cli, tmp_path, extra, message):
+    out = tmp_path / "m.safetensors"
+    r = cli("train", "crops", "--target", "mangoes", "-o", out, *extra)
+    assert r.code == 2
+    assert r.err.startswith("Error: ") and message in r.err and r.err.count("\n") == 1
+    assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_bad_data_via_cli(cli, tmp_path):
+    src = write(tmp_path / "d.csv", "x,y\n1,2\n2,oops\n3,4\n")
+    r = cli("train", src, "--target", "y", "-o", tmp_path / "m.safetensors")
+    assert r.code == 2 and r.err == f"Error: {src}, line 3, column 'y': expected a number, got 'oops'\n"
+    assert sorted(os.listdir(tmp_path)) == ["d.csv"]
+
+
+def test_divergence_exits_1_and_writes_nothing(cli, tmp_path):
+    out = tmp_path / "m.safetensors"
+    r = cli("train", "crops", "--target", "mangoes", "--lr", "50", "--lr-schedule", "constant", "-o", out)
+    assert r.code == 1 and "training diverged at epoch" in r.err and not out.exists()
+
+
+def test_predict_missing_feature(cli, trained, tmp_path):
+    src = write(tmp_path / "p.csv", "temperature,rainfall\n1,2\n")
+    r = cli("predict", trained, src)
+    assert r.code == 2 and "lacks model feature column(s) 'humidity'" in r.err and r.out == ""
+
+
+def test_corrupted_model_via_cli(cli, trained, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(trained.read_bytes()[:200])
+    for cmd in (["inspect", bad], ["predict", bad, "crops"], ["evaluate", bad, "crops"]):
+        r = cli(*cmd)
+        assert r.code == 2 and r.err.startswith(f"Error: {bad}: ") and r.err.count("\n") == 1
+
+
+def test_output_folder_missing(cli, tmp_path):
+    r = cli("train", "crops", "--target", "mangoes", "-o", tmp_path / "no" / "m.safetensors")
+    assert r.code == 2 and "does not exist" in r.err
+
+
+def test_real_process_shows_no_traceback(tmp_path):
+    r = run_subprocess("train", str(tmp_path / "missing.csv"), "--target", "y", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr == f"Error: {tmp_path / 'missing.csv'}: no such file\n"
+    assert "Traceback" not in r.stderr and os.listdir(tmp_path) == []
+    r = run_subprocess("train", "crops", "--target", "mangoes", "--epochs", "0", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = run_subprocess("--debug", "train", str(tmp_path / "missing.csv"), "--target", "y")
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from gradreg.cli import main; main(['--help']); print('torch' in sys.modules, 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"
+    assert "examples:" in out

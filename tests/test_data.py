@@ -1,0 +1,217 @@
+"""Readers and validation: every source type, and every bad input named by file, line, column."""
+
+import os
+
+import numpy as np
+import pytest
+
+from gradreg.data import load, read_table
+from gradreg.errors import ConfigError, DataError
+
+from .conftest import CROPS_X, CROPS_Y, write
+
+HEADER = "region,temperature,rainfall,humidity,mangoes,oranges\n"
+
+
+def crops_rows():
+    return "".join(
+        f"{chr(65 + i)},{','.join(str(int(v)) for v in x)},{','.join(str(int(v)) for v in y)}\n"
+        for i, (x, y) in enumerate(zip(CROPS_X, CROPS_Y))
+    )
+
+
+def test_builtin_crops_matches_the_tutorial():
+    ds = load("crops", ["mangoes", "oranges"])
+    assert ds.feature_names == ["temperature", "rainfall", "humidity"]
+    assert ds.notices == ["left out column 'region': it holds no numbers"]
+    np.testing.assert_array_equal(ds.X, CROPS_X)
+    np.testing.assert_array_equal(ds.Y, CROPS_Y)
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv", "parquet", "npz", "npy", "dataframe", "dict"])
+def test_every_source_gives_the_same_arrays(tmp_path, kind):
+    import pandas as pd
+
+    df = pd.DataFrame(np.c_[CROPS_X, CROPS_Y], columns=["temperature", "rainfall", "humidity", "mangoes", "oranges"])
+    if kind == "csv":
+        src = write(tmp_path / "c.csv", df.to_csv(index=False))
+    elif kind == "tsv":
+        src = write(tmp_path / "c.tsv", df.to_csv(index=False, sep="\t"))
+    elif kind == "parquet":
+        src = str(tmp_path / "c.parquet")
+        df.to_parquet(src)
+    elif kind == "npz":
+        src = str(tmp_path / "c.npz")
+        np.savez(src, **{c: df[c].to_numpy() for c in df.columns})
+    elif kind == "npy":
+        src = str(tmp_path / "c.npy")
+        np.save(src, df.to_numpy())
+    elif kind == "dataframe":
+        src = df
+    else:
+        src = {c: df[c].to_numpy() for c in df.columns}
+    if kind == "npy":
+        ds = load(src, ["c3", "c4"])
+    else:
+        ds = load(src, ["mangoes", "oranges"])
+    np.testing.assert_array_equal(ds.X, CROPS_X)
+    np.testing.assert_array_equal(ds.Y, CROPS_Y)
+
+
+def test_npz_2d_array_becomes_numbered_columns(tmp_path):
+    src = str(tmp_path / "d.npz")
+    np.savez(src, X=CROPS_X, y=CROPS_Y[:, 0])
+    ds = load(src, "y")
+    assert ds.feature_names == ["X0", "X1", "X2"]
+
+
+def test_features_option_selects_and_orders(tmp_path):
+    ds = load("crops", "mangoes", "humidity,temperature")
+    assert ds.feature_names == ["humidity", "temperature"]
+    np.testing.assert_array_equal(ds.X, CROPS_X[:, [2, 0]])
+
+
+def test_weight_column(tmp_path):
+    src = write(tmp_path / "w.csv", "x,y,w\n1,2,1\n2,3,0.5\n3,5,2\n")
+    ds = load(src, "y", weight="w")
+    assert ds.feature_names == ["x"]
+    np.testing.assert_array_equal(ds.sample_weight, [1, 0.5, 2])
+
+
+# -- bad input: one message naming file, line and column ----------------------------------------
+
+
+def bad(tmp_path, text, *, target="y", features=None, **kw):
+    src = write(tmp_path / "bad.csv", text)
+    with pytest.raises((DataError, ConfigError)) as e:
+        load(src, target, features, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_missing_file():
+    with pytest.raises(DataError, match=r"nope\.csv: no such file"):
+        load("nope.csv", "y")
+
+
+def test_unknown_builtin_lists_builtins():
+    with pytest.raises(DataError, match="built-in tables: crops"):
+        load("crop", "y")
+
+
+def test_folder_is_not_a_file(tmp_path):
+    with pytest.raises(DataError, match="is a folder"):
+        load(str(tmp_path), "y")
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    import builtins
+
+    src = write(tmp_path / "secret.csv", "x,y\n1,2\n2,3\n")
+    os.chmod(src, 0)
+    real_open = builtins.open
+
+    def denying_open(file, *a, **k):  # root ignores file modes, so deny like a normal user would see
+        if str(file) == src:
+            raise PermissionError(13, "Permission denied", src)
+        return real_open(file, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", denying_open)
+    with pytest.raises(DataError, match="secret.csv: cannot read: permission denied"):
+        load(src, "y")
+
+
+def test_empty_file(tmp_path):
+    assert bad(tmp_path, "") == f"{tmp_path / 'bad.csv'}: file is empty; expected a header row and data rows"
+
+
+def test_header_only(tmp_path):
+    assert "need at least 2 data rows; got 0" in bad(tmp_path, "x,y\n")
+
+
+def test_one_row(tmp_path):
+    assert "need at least 2 data rows; got 1" in bad(tmp_path, "x,y\n1,2\n")
+
+
+def test_unknown_column(tmp_path):
+    msg = bad(tmp_path, "x,y\n1,2\n2,3\n", target="z")
+    assert msg.endswith("no column named 'z'; columns are x, y")
+
+
+def test_non_numeric_cell_names_line_and_column(tmp_path):
+    msg = bad(tmp_path, "x,y\n1,2\n2,3\n3,oops\n4,5\n")
+    assert msg == f"{tmp_path / 'bad.csv'}, line 4, column 'y': expected a number, got 'oops'"
+
+
+def test_line_numbers_count_blank_and_quoted_lines(tmp_path):
+    msg = bad(tmp_path, 'name,x,y\n"a\nb",1,2\n\nc,2,3\nd,3,x\n', features="x")
+    assert ", line 6, column 'y'" in msg
+
+
+def test_missing_value_and_drop_missing(tmp_path):
+    text = "x,y\n1,2\n2,\n3,4\n4,5\n"
+    msg = bad(tmp_path, text)
+    assert msg == f"{tmp_path / 'bad.csv'}, line 3, column 'y': missing value; drop such rows with --drop-missing"
+    ds = load(write(tmp_path / "ok.csv", text), "y", drop_missing=True)
+    assert len(ds.X) == 3 and "dropped 1 row(s) with missing values" in ds.notices
+
+
+def test_nan_spelling_is_missing(tmp_path):
+    assert "line 3, column 'x': missing value" in bad(tmp_path, "x,y\n1,2\nNaN,3\n3,4\n")
+
+
+def test_inf_is_refused(tmp_path):
+    assert bad(tmp_path, "x,y\n1,2\ninf,3\n3,4\n").endswith("line 3, column 'x': values must be finite; got inf")
+
+
+def test_target_also_feature(tmp_path):
+    assert "column 'y' is given both as a target and as a feature" in bad(tmp_path, "x,y\n1,2\n2,3\n", features="x,y")
+
+
+def test_duplicate_column_names(tmp_path):
+    assert "duplicate column name 'x' (columns 1 and 3)" in bad(tmp_path, "x,y,x\n1,2,3\n2,3,4\n")
+
+
+def test_ragged_row(tmp_path):
+    assert bad(tmp_path, "x,y\n1,2\n3\n4,5\n").endswith("line 3: expected 2 fields like the header, got 1")
+
+
+def test_text_target_column(tmp_path):
+    assert "column 'y' holds no numbers" in bad(tmp_path, "x,y\n1,a\n2,b\n")
+
+
+def test_no_features_left(tmp_path):
+    assert "no numeric feature columns" in bad(tmp_path, "name,y\na,1\nb,2\n")
+
+
+def test_negative_and_all_zero_weights(tmp_path):
+    assert "line 3, column 'w': weights must be >= 0; got -1.0" in bad(tmp_path, "x,y,w\n1,2,1\n2,3,-1\n", weight="w")
+    assert "all weights are zero" in bad(tmp_path, "x,y,w\n1,2,0\n2,3,0\n", weight="w")
+
+
+def test_no_target():
+    with pytest.raises(ConfigError, match="--target"):
+        load("crops", [])
+
+
+def test_parquet_row_numbers(tmp_path):
+    import pandas as pd
+
+    src = str(tmp_path / "p.parquet")
+    pd.DataFrame({"x": [1.0, 2.0, np.inf], "y": [1.0, 2.0, 3.0]}).to_parquet(src)
+    with pytest.raises(DataError, match=r"p\.parquet, row 3, column 'x': values must be finite"):
+        load(src, "y")
+
+
+def test_corrupt_parquet(tmp_path):
+    src = write(tmp_path / "p.parquet", "not parquet at all")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        read_table(src)
+
+
+def test_npy_refuses_pickled_objects(tmp_path):
+    src = str(tmp_path / "o.npy")
+    np.save(src, np.array([{"a": 1}, {"b": 2}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="not a plain numeric NumPy file"):
+        read_table(src)
