@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)  # long paths stay on one line
 
 
 def _config(args: argparse.Namespace):
