@@ -110,3 +110,39 @@ def test_ill_conditioned_polynomial_beats_normal_equations():
     sol = exact(X, y[:, None])
     np.testing.assert_allclose(sol.coef[0], beta, rtol=1e-4)
     np.testing.assert_allclose(sol.intercept[0], 3.0, rtol=1e-4)
+
+
+def mp_lstsq(X, y):
+    """Least squares in 60-digit arithmetic (mpmath): the reference for hard designs."""
+    import mpmath as mp
+
+    mp.mp.dps = 60
+    A = mp.matrix([[1] + [mp.mpf(float(v)) for v in row] for row in X])
+    b = mp.matrix([mp.mpf(float(v)) for v in y])
+    Q, R = mp.qr(A)
+    beta = mp.lu_solve(R[: A.cols, : A.cols], (Q.T * b)[: A.cols, 0])
+    return np.array([float(v) for v in beta])
+
+
+def digits(est, ref):
+    return float(np.min(-np.log10(np.abs(est - ref) / np.abs(ref) + 1e-300)))  # exact agreement: 300
+
+
+@pytest.mark.parametrize("degree", [6, 9])
+def test_vandermonde_digits_against_60_digit_reference(degree):
+    rng = np.random.default_rng(degree)
+    x = np.sort(rng.uniform(2, 5, 60))
+    X = np.column_stack([x**k for k in range(1, degree + 1)])
+    y = np.sin(x) + rng.normal(0, 0.01, 60)
+    sol = exact(X, y[:, None])
+    assert digits(np.r_[sol.intercept, sol.coef[0]], mp_lstsq(X, y)) >= 7
+
+
+def test_near_collinear_digits_against_60_digit_reference():
+    rng = np.random.default_rng(11)
+    a = rng.normal(size=80)
+    X = np.column_stack([a, a + 1e-6 * rng.normal(size=80), rng.normal(size=80)])
+    y = X @ [1.0, 2.0, -1.0] + rng.normal(0, 0.1, 80)
+    sol = exact(X, y[:, None])
+    assert sol.rank == 3
+    assert digits(np.r_[sol.intercept, sol.coef[0]], mp_lstsq(X, y)) >= 7
