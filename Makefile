@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint nist clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,6 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) gradreg-demo .pytest_cache
+
+nist: $(STAMP)
+	$(BIN)/python benchmarks/nist_accuracy.py

@@ -237,3 +237,17 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.strip().splitlines()[-1] == "False False"
     assert "examples:" in out
+
+
+def test_inspect_json_statistics_per_target(cli, tmp_path):
+    path = tmp_path / "e.safetensors"
+    assert cli("train", "crops", "--target", "mangoes,oranges", "--solver", "exact", "--cov", "HC3", "-o", path, "-q").code == 0
+    model = json.loads(cli("inspect", path, "--json").out)
+    assert set(model["stats"]) == {"mangoes", "oranges"}
+    for s in model["stats"].values():
+        for key in ("std_err", "t", "p", "ci_low", "ci_high"):
+            assert len(s[key]) == 4  # intercept first, then the three features
+        for key in ("r2", "r2_adj", "f", "f_p", "df_resid", "aic", "bic"):
+            assert isinstance(s[key], float)
+        assert s["cov_type"] == "HC3"
+    assert model["info"]["condition_number"] > 1
