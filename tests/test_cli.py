@@ -10,6 +10,8 @@ from gradreg.cli import EXAMPLES, build_parser
 
 from .conftest import CROPS_X, CROPS_Y, ols, run_subprocess, write
 
+MANGOES = ("crops", "--target", "mangoes", "--features", "temperature,rainfall,humidity")
+
 
 @pytest.fixture
 def trained(cli, tmp_path):
@@ -84,19 +86,7 @@ def test_inspect_table(cli, trained):
 
 
 def test_json_training_stream(cli, tmp_path):
-    r = cli(
-        "train",
-        "crops",
-        "--target",
-        "mangoes",
-        "--features",
-        "temperature,rainfall,humidity",
-        "--epochs",
-        "4",
-        "--json",
-        "-o",
-        tmp_path / "m.safetensors",
-    )
+    r = cli("train", *MANGOES, "--epochs", "4", "--json", "-o", tmp_path / "m.safetensors")
     events = [json.loads(ln) for ln in r.out.strip().splitlines()]
     assert [e["event"] for e in events] == ["epoch"] * 4 + ["summary"]
     assert events[-1]["targets"] == ["mangoes"] and len(events[-1]["coef"][0]) == 3
@@ -110,22 +100,7 @@ def test_quiet(cli, tmp_path):
 
 def test_exact_solver_via_cli(cli, tmp_path):
     path = tmp_path / "e.safetensors"
-    assert (
-        cli(
-            "train",
-            "crops",
-            "--target",
-            "mangoes",
-            "--features",
-            "temperature,rainfall,humidity",
-            "--solver",
-            "exact",
-            "-o",
-            path,
-            "-q",
-        ).code
-        == 0
-    )
+    assert cli("train", *MANGOES, "--solver", "exact", "-o", path, "-q").code == 0
     model = json.loads(cli("inspect", path, "--json").out)
     coef, icpt = ols(CROPS_X, CROPS_Y[:, :1])
     np.testing.assert_allclose(model["coef"], coef, rtol=1e-10)
