@@ -196,9 +196,6 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
     p, q = X.shape[1], Y.shape[1]
     opt_sol, factor = exact.fit_exact(chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device)
     warn = exact.warn_rank(opt_sol, ds.feature_names)
-    opt_rss = exact.residual_pass(opt_sol, chunks, "nonrobust", device=device)[0]
-    opt_sol.rss = opt_rss
-    optimum_obj = opt_sol.objective()
     info: dict[str, Any] = {
         "gradreg_version": __version__,
         "torch_version": torch.__version__,
@@ -247,6 +244,9 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
         scaling = [sol.x_mean, np.where(sol.x_std > 0, sol.x_std, 1.0), np.zeros(q), np.ones(q)]
     rss, _, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device)
     sol.rss = rss
+    if sol is not opt_sol:  # gradient descent: the optimum's own RSS, from the data as well
+        opt_sol.rss = exact.residual_pass(opt_sol, chunks, "nonrobust", device=device)[0]
+    optimum_obj = opt_sol.objective()
     stats = exact.statistics(sol, cov_type=cfg.cov_type, conf_level=cfg.conf_level, meat=meat)
     objective = sol.objective()
     metrics = {"train": _metrics(X, Y, w, coef, intercept)}
