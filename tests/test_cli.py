@@ -226,3 +226,36 @@ def test_inspect_json_statistics_per_target(cli, tmp_path):
             assert isinstance(s[key], float)
         assert s["cov_type"] == "HC3"
     assert model["info"]["condition_number"] > 1
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    """On a TTY training shows a live bar with epoch and loss; piped output gets plain lines."""
+    import pty
+    import subprocess
+    import sys
+    import threading
+
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    args = ["train", *MANGOES, "--epochs", "3", "--val-fraction", "0.2", "-o", str(tmp_path / "m.safetensors")]
+    proc = subprocess.run([sys.executable, "-m", "gradreg", *args], stdin=slave, stdout=slave, stderr=slave, timeout=120)
+    os.close(slave)
+    reader.join(timeout=10)
+    os.close(master)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0
+    assert "epoch 3/3" in screen and "val " in screen and "rows/s" in screen
+    assert "\x1b[" in screen  # drawn with terminal control codes, unlike the piped lines
