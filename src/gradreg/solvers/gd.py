@@ -181,9 +181,9 @@ def fit_gd(
     q = Y.shape[1]
     gen = torch.Generator().manual_seed(cfg.seed)
     model = LinearModel(p, q, fit_intercept=cfg.fit_intercept, dtype=dtype, device=device)
-    x_std = weighted_moments(X, sample_weight, cfg.fit_intercept)[1]
+    x_center, x_std = weighted_moments(X, sample_weight, cfg.fit_intercept)  # x_std also scales the ridge penalty
     if cfg.standardize:
-        xm, xs = weighted_moments(X, sample_weight, cfg.fit_intercept)
+        xm, xs = x_center, x_std
         ym, ys = weighted_moments(Y, sample_weight, cfg.fit_intercept)
     else:
         xm, xs, ym, ys = np.zeros(p), np.ones(p), np.zeros(q), np.ones(q)
