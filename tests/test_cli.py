@@ -259,3 +259,20 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert proc.returncode == 0
     assert "epoch 3/3" in screen and "val " in screen and "rows/s" in screen
     assert "\x1b[" in screen  # drawn with terminal control codes, unlike the piped lines
+
+
+def test_dash_reads_data_from_stdin(tmp_path):
+    model = tmp_path / "m.safetensors"
+    csv_text = "x,y\n1,2.1\n2,3.9\n3,6.2\n4,7.8\n"
+    r = run_subprocess("train", "-", "--target", "y", "--solver", "exact", "-q", "-o", model, input=csv_text)
+    assert r.returncode == 0, r.stderr
+    r = run_subprocess("predict", model, "-", input="x\n5\n")
+    lines = r.stdout.splitlines()
+    assert lines[0] == "y" and float(lines[1]) == pytest.approx(5 * 1.94 + 0.15, rel=1e-14)  # slope 1.94, intercept 0.15
+    r = run_subprocess("evaluate", model, "-", "--json", input="x,y\n\n5,oops\n6,7\n")
+    assert r.returncode == 2 and r.stderr == "Error: <stdin>, line 3, column 'y': expected a number, got 'oops'\n"
+
+
+def test_leading_blank_lines_are_not_an_empty_file(cli, tmp_path):
+    src = write(tmp_path / "b.csv", "\n\n\n\n\nx,y\n1,2\n2,3\n3,5\n")
+    assert cli("train", src, "--target", "y", "--solver", "exact", "-q", "-o", tmp_path / "m.safetensors").code == 0

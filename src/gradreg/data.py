@@ -37,7 +37,7 @@ class Table:
 
     data: Any  # pyarrow.Table
     source: str  # the name shown in messages
-    path: str | None = None  # a CSV file on disk, to map rows to physical lines on error
+    path: str | bytes | None = None  # the CSV (a file, or stdin's bytes), to map rows to lines on error
     delimiter: str = ","
     notices: list[str] = field(default_factory=list)
 
@@ -74,13 +74,19 @@ def _builtin_path(name: str) -> str:
     return str(resources.files("gradreg").joinpath("datasets", BUILTIN[name]))
 
 
-def _csv_line_of_row(path: str, row: int, delimiter: str) -> int | None:
+def _open_text(path: str | bytes):
+    if isinstance(path, bytes):  # data read from stdin
+        return io.TextIOWrapper(io.BytesIO(path), newline="", encoding="utf-8", errors="replace")
+    return open(path, newline="", encoding="utf-8", errors="replace")
+
+
+def _csv_line_of_row(path: str | bytes, row: int, delimiter: str) -> int | None:
     """The physical line on which data row ``row`` (0-based) starts; None if the file is shorter.
 
     Only run on the error path: pyarrow does not report line numbers, and blank lines and quoted
     newlines make ``row + 2`` wrong.
     """
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with _open_text(path) as f:
         reader = csv.reader(f, delimiter=delimiter)
         start = 1
         seen = -1  # the header is record -1
@@ -93,9 +99,9 @@ def _csv_line_of_row(path: str, row: int, delimiter: str) -> int | None:
     return None
 
 
-def _ragged_line(path: str, delimiter: str) -> tuple[int, int, int] | None:
+def _ragged_line(path: str | bytes, delimiter: str) -> tuple[int, int, int] | None:
     """First (line, expected, got) whose field count differs from the header's."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with _open_text(path) as f:
         reader = csv.reader(f, delimiter=delimiter)
         expected = None
         start = 1
@@ -137,6 +143,10 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
     if not isinstance(source, (str, os.PathLike)):
         raise DataError(f"data: expected a file path, built-in name, DataFrame or dict; got {type(source).__name__}")
     path = os.fspath(source)
+    if path == "-":  # stdin: CSV (or TSV with delimiter="\t")
+        import sys
+
+        return _read_csv(sys.stdin.buffer.read(), "<stdin>", delimiter or ",")
     if path in BUILTIN and not os.path.exists(path):
         return _read_csv(_builtin_path(path), path, ",")
     if not os.path.exists(path):
@@ -159,24 +169,24 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
     return _read_csv(path, path, delimiter)
 
 
-def _read_csv(path: str, shown: str, delimiter: str) -> Table:
+def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
+    """Read a CSV file, or the bytes of one (stdin)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
+        blank = _is_blank(path)
     except PermissionError:
         raise DataError(f"{shown}: cannot read: permission denied") from None
     except OSError as e:
         raise DataError(f"{shown}: cannot read: {e.strerror or e}") from None
-    if not head.strip():
+    if blank:
         raise DataError(f"{shown}: file is empty; expected a header row and data rows")
     if len(delimiter) != 1:
         raise ConfigError(f"--delimiter must be one character; got {delimiter!r}")
     try:
         data = pcsv.read_csv(
-            path,
+            pa.BufferReader(path) if isinstance(path, bytes) else path,
             parse_options=pcsv.ParseOptions(delimiter=delimiter),
             convert_options=pcsv.ConvertOptions(strings_can_be_null=True),
         )
@@ -192,6 +202,17 @@ def _read_csv(path: str, shown: str, delimiter: str) -> Table:
     except OSError as e:
         raise DataError(f"{shown}: cannot read: {e}") from None
     return Table(data, shown, path=path, delimiter=delimiter)
+
+
+def _is_blank(path: str | bytes) -> bool:
+    """True when the CSV holds nothing but white space (read until the first other byte)."""
+    if isinstance(path, bytes):
+        return not path.strip()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 16):
+            if block.strip():
+                return False
+    return True
 
 
 def _read_parquet(path: str) -> Table:
