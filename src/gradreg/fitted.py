@@ -242,7 +242,7 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
         sol = opt_sol
         coef, intercept = sol.coef, sol.intercept
         scaling = [sol.x_mean, np.where(sol.x_std > 0, sol.x_std, 1.0), np.zeros(q), np.ones(q)]
-    rss, _, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device)
+    rss, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device)
     sol.rss = rss
     if sol is not opt_sol:  # gradient descent: the optimum's own RSS, from the data as well
         opt_sol.rss = exact.residual_pass(opt_sol, chunks, "nonrobust", device=device)[0]

@@ -303,13 +303,11 @@ def _numpy(a) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
-def residual_pass(
-    sol: ExactSolution, chunks: ChunkSource, cov_type: str, *, device=None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Second data pass: exact RSS, MAE and (for HC covariances) the sandwich meat.
+def residual_pass(sol: ExactSolution, chunks: ChunkSource, cov_type: str, *, device=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Second data pass: the weighted RSS from the data and (for HC covariances) the sandwich meat.
 
-    Returns rss (q,), sum |r| weighted (q,), and meat (q, 1 + p, 1 + p) or None, the latter in
-    the centered parametrization [1, x − mean] (intercept first).
+    Returns rss (q,) and meat (q, 1 + p, 1 + p) or None, the latter in the centered
+    parametrization [1, x − mean] (intercept first).
     """
     p = sol.coef.shape[1]
     q = sol.coef.shape[0]
@@ -318,7 +316,6 @@ def residual_pass(
     b0 = torch.as_tensor(sol.intercept, **dd)
     xm = torch.as_tensor(sol.x_mean if sol.fit_intercept else np.zeros(p), **dd)
     rss = torch.zeros(q, **dd)
-    sae = torch.zeros(q, **dd)
     robust = cov_type != "nonrobust"
     k = p + 1
     meat = torch.zeros(q, k, k, **dd) if robust else None
@@ -331,7 +328,6 @@ def residual_pass(
         r = torch.as_tensor(Y).to(**dd) - (Xd @ coef.T + b0)
         wt = torch.ones(Xd.shape[0], **dd) if w is None else torch.as_tensor(w).to(**dd)
         rss += (wt[:, None] * r * r).sum(dim=0)
-        sae += (wt[:, None] * r.abs()).sum(dim=0)
         if robust:
             Xc = Xd - xm
             U = torch.cat(
@@ -343,7 +339,7 @@ def residual_pass(
                 scale = scale / (1.0 - lev)[:, None] ** power
             for t in range(q):
                 meat[t] += U.T @ (U * scale[:, t : t + 1])
-    return rss.cpu().numpy(), sae.cpu().numpy(), None if meat is None else meat.cpu().numpy()
+    return rss.cpu().numpy(), None if meat is None else meat.cpu().numpy()
 
 
 def statistics(
