@@ -362,10 +362,7 @@ def select(
     notices = list(table.notices)
 
     def required(n: str) -> np.ndarray:
-        arr = _numeric_column(table, n, seen[n])
-        if arr is None:
-            raise DataError(f"{table.where(0, n)}: column {n!r} holds no numbers; got {_first_value(table, n)!r}")
-        return arr
+        return _required_column(table, n, seen[n])
 
     Y = [required(n) for n in targets]
     if chosen_features is None:
@@ -389,27 +386,13 @@ def select(
     Ya = np.column_stack(Y)
     columns = [(chosen_features, Xa), (targets, Ya)] + ([([weight], w[:, None])] if w is not None else [])
 
-    missing = np.zeros(n_rows, dtype=bool)
-    for _cols, arr in columns:
-        missing |= np.isnan(arr).any(axis=1)
-    if missing.any():
-        if not drop_missing:
-            row = int(np.argmax(missing))
-            col = _first_bad_column(columns, row, np.isnan)
-            raise DataError(f"{table.where(row, col)}: missing value; drop such rows with --drop-missing")
-        notices.append(f"dropped {int(missing.sum())} row(s) with missing values")
-    for cols, arr in columns:
-        bad = ~np.isfinite(arr) & ~np.isnan(arr)
-        if bad.any():
-            row = int(np.argmax(bad.any(axis=1)))
-            col = _first_bad_column([(cols, arr)], row, lambda v: np.isinf(v))
-            value = arr[row, cols.index(col)]
-            raise DataError(f"{table.where(row, col)}: values must be finite; got {value}")
+    keep = _rows_to_keep(table, columns, drop_missing)
+    if not keep.all():
+        notices.append(f"dropped {int((~keep).sum())} row(s) with missing values")
     if w is not None:
         neg = np.flatnonzero(w < 0)
         if neg.size:
             raise DataError(f"{table.where(int(neg[0]), weight)}: weights must be >= 0; got {w[neg[0]]}")
-    keep = ~missing
     if not keep.all():
         Xa, Ya = Xa[keep], Ya[keep]
         w = w[keep] if w is not None else None
@@ -426,6 +409,35 @@ def select(
         table.source,
         notices,
     )
+
+
+def _required_column(table: Table, name: str, index: int) -> np.ndarray:
+    """A column that must hold numbers: float64 with NaN for missing cells."""
+    arr = _numeric_column(table, name, index)
+    if arr is None:
+        raise DataError(f"{table.where(0, name)}: column {name!r} holds no numbers; got {_first_value(table, name)!r}")
+    return arr
+
+
+def _rows_to_keep(table: Table, columns: list[tuple[list[str], np.ndarray]], drop_missing: bool) -> np.ndarray:
+    """Rows without missing cells (an error unless ``drop_missing``); any inf is an error.
+
+    ``columns`` pairs names with their (n, k) values; the first bad cell in their order is named.
+    """
+    missing = np.zeros(table.data.num_rows, dtype=bool)
+    for _cols, arr in columns:
+        missing |= np.isnan(arr).any(axis=1)
+    if missing.any() and not drop_missing:
+        row = int(np.argmax(missing))
+        col = _first_bad_column(columns, row, np.isnan)
+        raise DataError(f"{table.where(row, col)}: missing value; drop such rows with --drop-missing")
+    for cols, arr in columns:
+        inf = np.isinf(arr)
+        if inf.any():
+            row = int(np.argmax(inf.any(axis=1)))
+            col = _first_bad_column([(cols, arr)], row, np.isinf)
+            raise DataError(f"{table.where(row, col)}: values must be finite; got {arr[row, cols.index(col)]}")
+    return ~missing
 
 
 def _first_value(table: Table, name: str) -> Any:
@@ -463,24 +475,10 @@ def feature_matrix(table: Table, features: Sequence[str], *, drop_missing: bool 
         raise DataError(
             f"{table.source}: lacks model feature column(s) {', '.join(map(repr, lacking))}; columns are {', '.join(names)}"
         )
-    cols = []
-    for f in features:
-        arr = _numeric_column(table, f, names.index(f))
-        if arr is None:
-            raise DataError(f"{table.where(0, f)}: column {f!r} holds no numbers; got {_first_value(table, f)!r}")
-        cols.append(arr)
+    cols = [_required_column(table, f, names.index(f)) for f in features]
     X = np.column_stack(cols) if cols else np.empty((table.data.num_rows, 0))
-    missing = np.isnan(X).any(axis=1)
-    if missing.any() and not drop_missing:
-        row = int(np.argmax(missing))
-        col = _first_bad_column([(list(features), X)], row, np.isnan)
-        raise DataError(f"{table.where(row, col)}: missing value; drop such rows with --drop-missing")
-    inf = np.isinf(X)
-    if inf.any():
-        row = int(np.argmax(inf.any(axis=1)))
-        col = _first_bad_column([(list(features), X)], row, np.isinf)
-        raise DataError(f"{table.where(row, col)}: values must be finite; got {X[row, list(features).index(col)]}")
-    return X[~missing], ~missing
+    keep = _rows_to_keep(table, [(list(features), X)], drop_missing)
+    return X[keep], keep
 
 
 def as_2d_float(a: Any, name: str) -> np.ndarray:
