@@ -80,38 +80,37 @@ def _open_text(path: str | bytes):
     return open(path, newline="", encoding="utf-8", errors="replace")
 
 
+def _records(path: str | bytes, delimiter: str):
+    """(first physical line, fields) of each non-blank CSV record, header included."""
+    with _open_text(path) as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        start = 1
+        for record in reader:
+            if record:
+                yield start, record
+            start = reader.line_num + 1
+
+
 def _csv_line_of_row(path: str | bytes, row: int, delimiter: str) -> int | None:
     """The physical line on which data row ``row`` (0-based) starts; None if the file is shorter.
 
     Only run on the error path: pyarrow does not report line numbers, and blank lines and quoted
     newlines make ``row + 2`` wrong.
     """
-    with _open_text(path) as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        start = 1
-        seen = -1  # the header is record -1
-        for record in reader:
-            if record:
-                if seen == row:
-                    return start
-                seen += 1
-            start = reader.line_num + 1
+    for index, (line, _) in enumerate(_records(path, delimiter)):
+        if index == row + 1:  # record 0 is the header
+            return line
     return None
 
 
 def _ragged_line(path: str | bytes, delimiter: str) -> tuple[int, int, int] | None:
     """First (line, expected, got) whose field count differs from the header's."""
-    with _open_text(path) as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        expected = None
-        start = 1
-        for record in reader:
-            if record:
-                if expected is None:
-                    expected = len(record)
-                elif len(record) != expected:
-                    return start, expected, len(record)
-            start = reader.line_num + 1
+    expected = None
+    for line, record in _records(path, delimiter):
+        if expected is None:
+            expected = len(record)
+        elif len(record) != expected:
+            return line, expected, len(record)
     return None
 
 
