@@ -207,7 +207,8 @@ def fit_gd(
     lr = cfg.lr if cfg.lr is not None else auto_lr(Xs, wn, B, q, cfg.l2, pen, cfg.fit_intercept, cfg.optimizer)
     params = [model.weight] + ([model.bias] if cfg.fit_intercept else [])
     opt = Optimizer(cfg.optimizer, params, lr)
-    total_steps = cfg.epochs * math.ceil(n / B)
+    steps_per_epoch = math.ceil(n / B)  # the last batch may be partial
+    total_steps = cfg.epochs * steps_per_epoch
     schedule = (lambda step: cosine_lr(lr, step, total_steps)) if cfg.lr_schedule == "cosine" else (lambda step: lr)
     val = None
     if X_val is not None and len(X_val):
@@ -222,13 +223,13 @@ def fit_gd(
     since_best = 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        sse = run_epoch(model, opt, schedule, (epoch - 1) * math.ceil(n / B), Xs, Ys, wn, B, gen, cfg.l2, pen)
+        sse = run_epoch(model, opt, schedule, (epoch - 1) * steps_per_epoch, Xs, Ys, wn, B, gen, cfg.l2, pen)
         train_loss = float((sse / n * y_var).mean()) + _penalty(model, cfg.l2, pen, y_var)
         elapsed = time.perf_counter() - t0
         record = {
             "epoch": epoch,
             "loss": train_loss,
-            "lr": schedule(epoch * math.ceil(n / B) - 1),
+            "lr": schedule(epoch * steps_per_epoch - 1),
             "seconds": elapsed,
             "rows_per_s": n / elapsed if elapsed > 0 else math.inf,
         }
