@@ -78,14 +78,9 @@ def test_sample_weight_matches_weighted_lstsq():
 def test_bad_arrays():
     from gradreg.errors import DataError
 
-    with pytest.raises(DataError, match="X, row 1, column 0: values must be finite; got nan"):
+    with pytest.raises(DataError, match=r"X, row 1, column 0: values must be finite \(not NaN or inf\); got nan"):
         LinearRegressor().fit(np.array([[np.nan], [1.0]]), np.array([1.0, 2.0]))
-    with pytest.raises(DataError, match="X has 2 rows but y has 3"):
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[2, 3\]"):
         LinearRegressor().fit(np.ones((2, 1)), np.ones(3))
-    with pytest.raises(DataError, match="need at least 2 rows"):
+    with pytest.raises(ValueError, match=r"Found array with 1 sample\(s\) \(shape=\(1, 1\)\) while a minimum of 2 is required"):
         LinearRegressor().fit(np.ones((1, 1)), np.ones(1))
-
-
-def test_repr_shows_changed_params():
-    assert repr(LinearRegressor()) == "LinearRegressor()"
-    assert repr(LinearRegressor(solver="exact", l2=0.5)) == "LinearRegressor(l2=0.5, solver='exact')"

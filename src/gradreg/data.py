@@ -495,7 +495,7 @@ def as_2d_float(a: Any, name: str) -> np.ndarray:
     bad = ~np.isfinite(arr)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise DataError(f"{name}, row {i + 1}, column {j}: values must be finite; got {arr[i, j]}")
+        raise DataError(f"{name}, row {i + 1}, column {j}: values must be finite (not NaN or inf); got {arr[i, j]}")
     return arr
 
 

@@ -124,3 +124,130 @@ def predictions_table(X: np.ndarray, Y: np.ndarray, Yhat: np.ndarray, targets: l
             cells += [fmt(Y[i, j]), f"{Yhat[i, j]:.2f}"]
         t.add_row(labels[i] if labels else str(i + 1), *cells)
     return t
+
+
+def _terms(model) -> list[str]:
+    return (["intercept"] if model.config.get("fit_intercept", True) else []) + list(model.feature_names)
+
+
+def coef_html(model) -> str:
+    """The coefficient/statistics table as an HTML ``<table>``: one block of columns per target."""
+    import html
+
+    esc = html.escape
+    stats = model.stats
+    head = "".join(f'<th colspan="{5 if stats else 1}" style="text-align:center">{esc(t)}</th>' for t in model.target_names)
+    sub = "".join(
+        ("<th>coef</th><th>std err</th><th>t</th><th>P&gt;|t|</th><th>CI</th>" if stats else "<th>coef</th>")
+        for _ in model.target_names
+    )
+    rows = []
+    coefs = [
+        np.concatenate([[b], c]) if model.config.get("fit_intercept", True) else c for b, c in zip(model.intercept, model.coef)
+    ]
+    for i, term in enumerate(_terms(model)):
+        cells = []
+        for t in range(len(model.target_names)):
+            cells.append(f"<td>{fmt(coefs[t][i], 6)}</td>")
+            if stats:
+                s = stats[t]
+                ci = f"[{fmt(s['ci_low'][i])}, {fmt(s['ci_high'][i])}]"
+                cells.append(f"<td>{fmt(s['std_err'][i])}</td><td>{fmt(s['t'][i])}</td><td>{_p(s['p'][i])}</td><td>{ci}</td>")
+        rows.append(f"<tr><th style='text-align:left'>{esc(term)}</th>{''.join(cells)}</tr>")
+    return (
+        '<table class="gradreg-coef"><thead>'
+        f"<tr><th></th>{head}</tr><tr><th style='text-align:left'>term</th>{sub}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def metrics_html(metrics: dict[str, dict[str, list[float]]], targets: list[str]) -> str:
+    """The metrics table (split × target × MSE/RMSE/MAE/R²) as an HTML ``<table>``."""
+    import html
+
+    rows = []
+    for split, vals in metrics.items():
+        for i, name in enumerate(targets):
+            cells = "".join(f"<td>{fmt(vals[k][i])}</td>" for k in ("mse", "rmse", "mae", "r2"))
+            rows.append(f"<tr><td>{html.escape(split)}</td><td>{html.escape(name)}</td>{cells}</tr>")
+    return (
+        '<table class="gradreg-metrics"><thead><tr><th>split</th><th>target</th><th>MSE</th><th>RMSE</th>'
+        f"<th>MAE</th><th>R²</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def model_html(model, title: str = "") -> str:
+    """What a notebook shows for a fitted model: a title line, the coefficients and the metrics."""
+    import html
+
+    line = f"{model.config.get('solver', '')} solver, {model.info.get('n_rows', '?')} rows"
+    if model.config.get("solver") == "gd" and model.optimum:
+        line += f"; {gap_line(model)}"
+    return (
+        f"<div class='gradreg'><p><b>{html.escape(title)}</b><br>{html.escape(line)}</p>"
+        f"{coef_html(model)}{metrics_html(model.metrics, model.target_names)}</div>"
+    )
+
+
+class Summary:
+    """The result of :meth:`LinearRegressor.summary`: statsmodels-style tables, one per target.
+
+    ``print(summary)`` (or ``str``) gives the text; notebooks show :meth:`as_html`.
+
+    Parameters
+    ----------
+    model : FittedModel
+    target : int or str, optional
+        One target by index or name; default every target.
+    """
+
+    def __init__(self, model, target: int | str | None = None) -> None:
+        if not model.stats:
+            raise ValueError("this model has no statistics to summarize")
+        if target is None:
+            self.targets = list(range(len(model.target_names)))
+        elif isinstance(target, str):
+            if target not in model.target_names:
+                raise ValueError(f"target {target!r} is not one of {model.target_names}")
+            self.targets = [model.target_names.index(target)]
+        else:
+            if not -len(model.target_names) <= int(target) < len(model.target_names):
+                raise ValueError(f"target index {target} is out of range for {len(model.target_names)} target(s)")
+            self.targets = [int(target) % len(model.target_names)]
+        self.model = model
+
+    def as_text(self) -> str:
+        """The summary as plain text (78 columns per table)."""
+        return "\n\n".join(summary_text(self.model, t) for t in self.targets)
+
+    def as_html(self) -> str:
+        """The summary as HTML: the statistics table of each target."""
+        import html
+
+        parts = []
+        for t in self.targets:
+            s = self.model.stats[t]
+            head = (
+                f"<p><b>{html.escape(self.model.target_names[t])}</b>: R² {fmt(s['r2'])}, adj. R² {fmt(s['r2_adj'])}, "
+                f"F {fmt(s['f'])} (p {fmt(s['f_p'])}), n {int(s['nobs'])}, cov {html.escape(str(s.get('cov_type')))}</p>"
+            )
+            rows = "".join(
+                f"<tr><th style='text-align:left'>{html.escape(term)}</th><td>{fmt(s['coef'][i])}</td>"
+                f"<td>{fmt(s['std_err'][i])}</td><td>{fmt(s['t'][i])}</td><td>{_p(s['p'][i])}</td>"
+                f"<td>{fmt(s['ci_low'][i])}</td><td>{fmt(s['ci_high'][i])}</td></tr>"
+                for i, term in enumerate(_terms(self.model))
+            )
+            parts.append(
+                f"{head}<table class='gradreg-summary'><thead><tr><th></th><th>coef</th><th>std err</th><th>t</th>"
+                f"<th>P&gt;|t|</th><th>CI low</th><th>CI high</th></tr></thead><tbody>{rows}</tbody></table>"
+            )
+        return "".join(parts)
+
+    def __str__(self) -> str:
+        return self.as_text()
+
+    def __repr__(self) -> str:
+        return self.as_text()
+
+    def _repr_html_(self) -> str:
+        return self.as_html()

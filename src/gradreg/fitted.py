@@ -26,7 +26,7 @@ STAT_SCALARS = ("r2", "r2_adj", "f", "f_p", "df_resid", "df_model", "sigma", "ll
 TENSORS = ("coef", "intercept", "x_mean", "x_scale", "y_mean", "y_scale")
 
 
-@dataclass
+@dataclass(repr=False)
 class FittedModel:
     """coef : (q, p) and intercept : (q,), in original units, float64."""
 
@@ -56,6 +56,18 @@ class FittedModel:
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise DataError(f"X must have {self.n_features} feature columns; got shape {X.shape}")
         return X @ self.coef.T + self.intercept
+
+    def __repr__(self) -> str:
+        solver = self.config.get("solver", "?")
+        return (
+            f"<FittedModel {solver}: {', '.join(self.target_names)} ~ {', '.join(self.feature_names[:6])}"
+            f"{', …' if self.n_features > 6 else ''} ({self.info.get('n_rows', '?')} rows)>"
+        )
+
+    def _repr_html_(self) -> str:
+        from .display import model_html
+
+        return model_html(self, title=repr(self))
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str) -> None:
