@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -114,13 +115,67 @@ def test_datasets_and_version(cli):
     assert r.code == 0 and r.out.startswith("gradreg 0.")
 
 
-def test_every_command_help_has_an_example(capsys):
+def _commands():
     parser = build_parser()
-    for name in EXAMPLES:
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return parser, sub.choices
+
+
+def test_every_command_help_has_an_example(capsys):
+    parser, commands = _commands()
+    assert set(commands) == set(EXAMPLES)
+    for name in commands:
         with pytest.raises(SystemExit):
             parser.parse_args([name, "--help"])
         out = capsys.readouterr().out
         assert "examples:\n  gradreg " + name in out, name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    assert "exit status: 0 success, 1 failure at run time, 2 usage or input error" in capsys.readouterr().out
+
+
+def test_every_command_that_prints_results_has_json():
+    _, commands = _commands()
+    for name, sub in commands.items():
+        if name == "completion":  # prints a shell script, not results
+            continue
+        assert any("--json" in a.option_strings for a in sub._actions), name
+
+
+def test_json_from_predict_datasets_and_demo(cli, trained, tmp_path):
+    r = cli("predict", trained, "crops", "--json")
+    rows = [json.loads(line) for line in r.out.splitlines()]
+    assert len(rows) == 15 and set(rows[0]) == {"mangoes", "oranges"}
+    csv = cli("predict", trained, "crops").out.splitlines()[1].split(",")
+    assert [rows[0]["mangoes"], rows[0]["oranges"]] == [float(v) for v in csv]
+    r = cli("predict", trained, "crops", "--json", "-o", tmp_path / "p.jsonl")
+    assert r.out == "" and (tmp_path / "p.jsonl").read_text().splitlines()[0] == json.dumps(rows[0])
+    assert json.loads(cli("datasets", "--json").out)[0]["name"] == "crops"
+    r = cli("demo", "--out", tmp_path / "demo", "--json")
+    lines = [json.loads(line) for line in r.out.splitlines()]
+    assert [x["event"] for x in lines] == ["epoch"] * 50 + ["summary"]
+    assert lines[-1]["model"] == str(tmp_path / "demo" / "crops.safetensors") and len(lines[-1]["plots"]) == 3
+
+
+def test_shell_completion(tmp_path):
+    script = run_subprocess("completion", "bash").stdout
+    path = tmp_path / "gradreg.bash"
+    path.write_text(script)
+    probe = (
+        f"source {path}; "
+        'COMP_WORDS=(gradreg tr); COMP_CWORD=1; _shtab_gradreg; echo "${COMPREPLY[@]}"; '
+        'COMP_WORDS=(gradreg train crops --solver ""); COMP_CWORD=4; _shtab_gradreg; echo "${COMPREPLY[@]}"'
+    )
+    import subprocess
+
+    r = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["train", "gd exact"]
+    for shell in ("zsh", "tcsh", "fish"):
+        r = run_subprocess("completion", shell)
+        assert r.returncode == 0 and "train" in r.stdout and "--solver" in r.stdout, shell
+    r = run_subprocess("completion", "cmd")
+    assert r.returncode == 2 and "invalid choice: 'cmd'" in r.stderr
 
 
 def test_demo(cli, tmp_path):
@@ -228,8 +283,8 @@ def test_inspect_json_statistics_per_target(cli, tmp_path):
     assert model["info"]["condition_number"] > 1
 
 
-def test_progress_bar_on_a_terminal(tmp_path):
-    """On a TTY training shows a live bar with epoch and loss; piped output gets plain lines."""
+def _run_in_pty(args, env=None):
+    """Run gradreg with stdout/stderr on a pseudo-terminal; return (status, what the terminal got)."""
     import pty
     import subprocess
     import sys
@@ -250,15 +305,34 @@ def test_progress_bar_on_a_terminal(tmp_path):
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    args = ["train", *MANGOES, "--epochs", "3", "--val-fraction", "0.2", "-o", str(tmp_path / "m.safetensors")]
-    proc = subprocess.run([sys.executable, "-m", "gradreg", *args], stdin=slave, stdout=slave, stderr=slave, timeout=120)
+    full_env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    full_env.update({"COLUMNS": "120", **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradreg", *map(str, args)], stdin=slave, stdout=slave, stderr=slave, timeout=120, env=full_env
+    )
     os.close(slave)
     reader.join(timeout=10)
     os.close(master)
-    screen = b"".join(chunks).decode("utf-8", "replace")
-    assert proc.returncode == 0
-    assert "epoch 3/3" in screen and "val " in screen and "rows/s" in screen
-    assert "\x1b[" in screen  # drawn with terminal control codes, unlike the piped lines
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+COLOR = re.compile(r"\x1b\[[0-9;]*(?:3[0-9]|9[0-7]|38;[25];[0-9;]+)m")  # an SGR sequence that sets a foreground colour
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    """On a TTY training shows a live bar: epoch, loss, validation loss, rows/s and the ETA."""
+    args = ["train", *MANGOES, "--epochs", "3", "--val-fraction", "0.2", "-o", tmp_path / "m.safetensors"]
+    code, screen = _run_in_pty(args)
+    assert code == 0
+    assert "epoch 3/3" in screen and "loss " in screen and "val " in screen and "rows/s" in screen
+    assert re.search(r"\d:\d\d:\d\d", screen)  # time remaining
+    assert COLOR.search(screen)  # a terminal gets colour...
+    code, screen = _run_in_pty(args, env={"NO_COLOR": "1"})
+    assert code == 0 and "epoch 3/3" in screen
+    assert not COLOR.search(screen)  # ...unless NO_COLOR is set (https://no-color.org)
+    piped = run_subprocess(*args)
+    assert piped.returncode == 0 and "\x1b" not in piped.stdout + piped.stderr  # no control codes in pipes
+    assert "epoch 3/3  loss " in piped.stdout
 
 
 def test_dash_reads_data_from_stdin(tmp_path):

@@ -27,9 +27,20 @@ EXAMPLES = {
     "  gradreg predict model.safetensors new.parquet -o predictions.parquet",
     "evaluate": "examples:\n  gradreg evaluate crops.safetensors crops\n  gradreg evaluate model.safetensors test.csv --json",
     "inspect": "examples:\n  gradreg inspect crops.safetensors\n  gradreg inspect crops.safetensors --json",
+    "plot": "examples:\n  gradreg plot crops.safetensors crops -o plots/\n"
+    "  gradreg plot model.safetensors test.parquet -o test-plots --json",
+    "report": "examples:\n  gradreg report crops.safetensors crops -o report.html\n"
+    "  gradreg report model.safetensors -o - > report.html",
     "demo": "examples:\n  gradreg demo\n  gradreg demo --out demo-output",
-    "datasets": "examples:\n  gradreg datasets",
+    "datasets": "examples:\n  gradreg datasets\n  gradreg datasets --json",
+    "completion": "examples:\n  gradreg completion bash > ~/.local/share/bash-completion/completions/gradreg\n"
+    "  gradreg completion zsh > ~/.zfunc/_gradreg   # with fpath+=~/.zfunc before compinit\n"
+    "  gradreg completion fish > ~/.config/fish/completions/gradreg.fish",
 }
+
+# shtab's completers, spelled out so that parsing never imports shtab
+FILE = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f", "fish": "(__fish_complete_path (commandline -ct))"}
+DIRECTORY = {"bash": "_shtab_compgen_dirs", "zsh": "_files -/", "tcsh": "d", "fish": "(__fish_complete_directories)"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,13 +121,29 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--delimiter", help="CSV field separator (default: ',' or tab for .tsv)")
         c.add_argument("--drop-missing", action="store_true", help="drop rows with a missing value instead of failing")
 
+    def model_arg(c: argparse.ArgumentParser) -> None:
+        c.add_argument("model", metavar="MODEL", help="a .safetensors model file written by gradreg").complete = FILE
+
+    def data_arg(c: argparse.ArgumentParser, optional: bool = False, help: str = "") -> None:
+        c.add_argument(
+            "data",
+            metavar="DATA",
+            nargs="?" if optional else None,
+            help=help or "CSV/TSV, Parquet, .npy/.npz file, a built-in table (see `gradreg datasets`), or - for stdin",
+        ).complete = FILE
+
     t = command("train", "Fit a linear model and write it to a .safetensors file.")
-    t.add_argument("data", metavar="DATA", help="CSV/TSV, Parquet, .npy/.npz file, or a built-in table (see `gradreg datasets`)")
+    data_arg(t)
     t.add_argument("--target", action="append", required=True, help="target column (repeat or comma-separate for several)")
     t.add_argument("--features", help="comma-separated feature columns (default: every other numeric column)")
     t.add_argument("--weight", help="column of sample weights (>= 0)")
     data_options(t)
-    t.add_argument("-o", "--output", default="model.safetensors", help="model file to write (default: %(default)s)")
+    t.add_argument(
+        "-o", "--output", default="model.safetensors", help="model file to write (default: %(default)s)"
+    ).complete = FILE
+    t.add_argument(
+        "--plots", metavar="DIR", help="also write the loss curve, predicted-vs-actual and residual PNGs here"
+    ).complete = DIRECTORY
     t.add_argument(
         "--solver",
         choices=["gd", "exact"],
@@ -159,27 +186,51 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="one JSON object per epoch, then a summary object")
 
     pr = command("predict", "Predict with a model; columns are matched by name.")
-    pr.add_argument("model", metavar="MODEL")
-    pr.add_argument("data", metavar="DATA")
-    pr.add_argument("-o", "--output", default="-", help="CSV or Parquet (by extension); '-' is stdout (default)")
+    model_arg(pr)
+    data_arg(pr)
+    pr.add_argument("-o", "--output", default="-", help="CSV or Parquet (by extension); '-' is stdout (default)").complete = FILE
+    pr.add_argument("--json", action="store_true", help="write JSON lines (one object per row) instead of CSV")
     data_options(pr)
 
     ev = command("evaluate", "Metrics of a model on a table that has the target columns.")
-    ev.add_argument("model", metavar="MODEL")
-    ev.add_argument("data", metavar="DATA")
+    model_arg(ev)
+    data_arg(ev)
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
     data_options(ev)
 
     ins = command("inspect", "Show a model's coefficients, statistics and metadata.")
-    ins.add_argument("model", metavar="MODEL")
+    model_arg(ins)
     ins.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    pl = command("plot", "Draw a model's pictures: loss curve, predicted vs actual, residuals (PNG).")
+    model_arg(pl)
+    data_arg(pl, optional=True, help="table with the model's feature and target columns (without it: only the loss curve)")
+    pl.add_argument(
+        "-o", "--output", metavar="DIR", default="plots", help="folder for the PNGs (default: %(default)s)"
+    ).complete = DIRECTORY
+    pl.add_argument("--json", action="store_true", help="print the written paths as JSON")
+    data_options(pl)
+
+    rp = command("report", "Write one self-contained HTML page: metrics, coefficients and statistics, plots.")
+    model_arg(rp)
+    data_arg(rp, optional=True, help="table to evaluate and plot (needs the target columns); default: the training metrics only")
+    rp.add_argument(
+        "-o", "--output", default="report.html", help="HTML file to write; '-' is stdout (default: %(default)s)"
+    ).complete = FILE
+    rp.add_argument("--json", action="store_true", help="print what was written as JSON")
+    data_options(rp)
 
     de = command("demo", "Train on the tutorial's crops table with its settings and show the result.")
     de.add_argument("--out", default="gradreg-demo", help="folder for the model and loss-curve PNG (default: %(default)s)")
     de.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: %(default)s)")
     de.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    de.add_argument("--json", action="store_true", help="one JSON object per epoch, then a summary object")
 
-    command("datasets", "List the built-in tables.")
+    ds = command("datasets", "List the built-in tables.")
+    ds.add_argument("--json", action="store_true", help="print JSON instead of lines")
+
+    co = command("completion", "Print a shell completion script for gradreg.")
+    co.add_argument("shell", choices=["bash", "zsh", "tcsh", "fish"], help="the shell to complete in")
     return p
 
 
@@ -316,6 +367,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     _check_output(args.output)
+    if args.plots:
+        from .plots import require_matplotlib
+
+        require_matplotlib()  # before the fit, not after it
     ds = _load_dataset(args, args.data, args.target, args.features, args.weight)
     mode = _mode(args)
     err = _console(stderr=True)
@@ -325,8 +380,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     with EpochPrinter(cfg.epochs, mode=mode) as printer:
         model = train(ds, cfg, on_epoch=printer if cfg.solver == "gd" else None)
     model.save(args.output)
-    _report_trained(model, args.output, mode, err)
+    plots = []
+    if args.plots:
+        from .plots import model_plots
+
+        plots = model_plots(model, args.plots, ds.X, ds.Y, title=_data_label(args.data))
+    _report_trained(model, args.output, mode, err, plots)
     return EXIT_OK
+
+
+def _data_label(data: str) -> str:
+    return "<stdin>" if data == "-" else os.path.basename(str(data))
 
 
 def _check_output(path: str) -> None:
@@ -335,11 +399,11 @@ def _check_output(path: str) -> None:
         raise ConfigError(f"-o {path}: folder {folder} does not exist")
 
 
-def _report_trained(model, output: str, mode: str, err) -> None:
+def _report_trained(model, output: str, mode: str, err, plots: Sequence[str] = ()) -> None:
     from .display import coef_table, gap_line, metrics_table
 
     if mode == "json":
-        print(json.dumps({"event": "summary", "model": output, **model.to_json()}))
+        print(json.dumps({"event": "summary", "model": output, "plots": list(plots), **model.to_json()}))
         return
     if mode == "quiet":
         return
@@ -350,7 +414,7 @@ def _report_trained(model, output: str, mode: str, err) -> None:
         out.print(gap_line(model))
     out.print(coef_table(model))
     out.print(metrics_table(model.metrics, model.target_names))
-    out.print(f"wrote {output}")
+    out.print(f"wrote {output}" + "".join(f", {p}" for p in plots))
 
 
 def _load_model(path: str):
@@ -365,12 +429,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .data import feature_matrix, read_table, write_table
 
     model = _load_model(args.model)
+    if args.output != "-":
+        _check_output(args.output)
     table = read_table(args.data, delimiter=args.delimiter)
     X, _ = feature_matrix(table, model.feature_names, drop_missing=args.drop_missing)
     pred = model.predict(X)
+    if args.json:
+        _write_text(args.output, _json_lines(model.target_names, pred))
+        return EXIT_OK
     cols = {name: np.ascontiguousarray(pred[:, j]) for j, name in enumerate(model.target_names)}
     write_table(cols, args.output)
     return EXIT_OK
+
+
+def _json_lines(names: list[str], values) -> str:
+    from .persist import jsonable
+
+    return "".join(json.dumps(jsonable(dict(zip(names, row)))) + "\n" for row in values.tolist())
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write text to a file atomically, or to stdout for '-'."""
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    from .persist import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -421,8 +508,65 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import BUILTIN_DESCRIPTIONS, builtin_names
 
+    if args.json:
+        print(json.dumps([{"name": n, "description": BUILTIN_DESCRIPTIONS[n]} for n in builtin_names()]))
+        return EXIT_OK
     for name in builtin_names():
         print(f"{name}\t{BUILTIN_DESCRIPTIONS[name]}")
+    return EXIT_OK
+
+
+def _data_for_model(args: argparse.Namespace, model):
+    """(X, Y) of DATA in the model's column order, or (None, None) without DATA."""
+    if args.data is None:
+        return None, None
+    from .data import read_table, select
+
+    table = read_table(args.data, delimiter=args.delimiter)
+    ds = select(table, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=1)
+    return ds.X, ds.Y
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import model_plots, require_matplotlib
+
+    require_matplotlib()
+    model = _load_model(args.model)
+    X, Y = _data_for_model(args, model)
+    if X is None and not model.history:
+        raise ConfigError(f"{args.model}: an exact-solver model has no loss curve; give DATA to plot predictions and residuals")
+    paths = model_plots(model, args.output, X, Y, title=_data_label(args.data) if X is not None else "")
+    if args.json:
+        print(json.dumps({"plots": paths}))
+    else:
+        for path in paths:
+            print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .plots import require_matplotlib
+    from .report import html_report
+
+    require_matplotlib()
+    if args.output != "-":
+        _check_output(args.output)
+    model = _load_model(args.model)
+    X, Y = _data_for_model(args, model)
+    page = html_report(model, args.model, X, Y, data_label=_data_label(args.data) if X is not None else None)
+    _write_text(args.output, page)
+    if args.output != "-":
+        if args.json:
+            print(json.dumps({"report": args.output, "bytes": len(page.encode())}))
+        else:
+            print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
     return EXIT_OK
 
 
@@ -448,28 +592,55 @@ def _demo(args: argparse.Namespace, plotter, t0: float) -> int:
     ds = load("crops", ["mangoes", "oranges"])
     cfg = TrainConfig(epochs=50, batch_size=3, seed=args.seed, device=args.device).validate()
     out = _console()
-    out.print("gradreg demo: the PyTorch tutorial's crop table (15 rows), mangoes and oranges from")
-    out.print("temperature, rainfall and humidity; minibatch SGD, batch size 3, shuffled, 50 epochs.\n")
-    mode = "tty" if sys.stdout.isatty() else "lines"
+    mode = "json" if args.json else ("tty" if sys.stdout.isatty() else "lines")
+    if mode != "json":
+        out.print("gradreg demo: the PyTorch tutorial's crop table (15 rows), mangoes and oranges from")
+        out.print("temperature, rainfall and humidity; minibatch SGD, batch size 3, shuffled, 50 epochs.\n")
     with EpochPrinter(cfg.epochs, mode=mode) as printer:
         model = train(ds, cfg, on_epoch=printer)
     path = os.path.join(args.out, "crops.safetensors")
     model.save(path)
-    png = plotter.draw(
-        "loss_curve",
-        history=model.history,
-        optimum=model.optimum["mean_objective"],
-        path=os.path.join(args.out, "loss.png"),
-        title="gradreg demo: crops",
+    Yhat = model.predict(ds.X)
+    pngs = plotter.draw(
+        [
+            (
+                "loss_curve",
+                dict(
+                    history=model.history,
+                    optimum=model.optimum["mean_objective"],
+                    path=os.path.join(args.out, "loss.png"),
+                    title="gradreg demo: crops",
+                ),
+            ),
+            (
+                "predicted_vs_actual",
+                dict(
+                    Y=ds.Y,
+                    Yhat=Yhat,
+                    target_names=ds.target_names,
+                    path=os.path.join(args.out, "predicted_vs_actual.png"),
+                    title="crops",
+                ),
+            ),
+            (
+                "residuals",
+                dict(
+                    Y=ds.Y, Yhat=Yhat, target_names=ds.target_names, path=os.path.join(args.out, "residuals.png"), title="crops"
+                ),
+            ),
+        ]
     )
+    if mode == "json":
+        print(json.dumps({"event": "summary", "model": path, "plots": pngs, **model.to_json()}))
+        return EXIT_OK
     from .data import read_table
 
     regions = [str(r) for r in read_table("crops").data.column("region").to_pylist()]
-    out.print(predictions_table(ds.X, ds.Y, model.predict(ds.X), ds.target_names, regions))
+    out.print(predictions_table(ds.X, ds.Y, Yhat, ds.target_names, regions))
     out.print(coef_table(model))
     out.print(gap_line(model))
     out.print(f"exact optimum (least squares): MSE {model.optimum['mean_objective']:.4f}")
-    out.print(f"wrote {path} and {png} in {time.perf_counter() - t0:.1f} s")
+    out.print(f"wrote {path}, {', '.join(pngs)} in {time.perf_counter() - t0:.1f} s")
     return EXIT_OK
 
 
@@ -480,4 +651,7 @@ COMMANDS = {
     "inspect": cmd_inspect,
     "demo": cmd_demo,
     "datasets": cmd_datasets,
+    "plot": cmd_plot,
+    "report": cmd_report,
+    "completion": cmd_completion,
 }

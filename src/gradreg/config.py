@@ -8,6 +8,8 @@ from typing import Any
 
 from .errors import ConfigError
 
+__all__ = ["TrainConfig", "resolve_device"]
+
 SOLVERS = ("gd", "exact")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("cosine", "constant")
@@ -17,24 +19,75 @@ DTYPES = ("float32", "float64")
 
 @dataclass
 class TrainConfig:
-    solver: str = "gd"  # the tutorial's minibatch gradient descent; "exact" for least squares by QR
-    epochs: int = 50  # the tutorial's 50 passes
-    batch_size: int | None = None  # None: auto, about n/64 rows (64 steps an epoch), at most 4096
-    lr: float | None = None  # None: auto, from the largest curvature of the scaled problem
-    optimizer: str = "sgd"  # plain SGD as in the tutorial; "momentum" (0.9) or "adam"
-    lr_schedule: str = "cosine"  # decay to 0 so the last steps average out minibatch noise
-    l2: float = 0.0  # ridge penalty on coefficients in the standardized scale (see README)
-    fit_intercept: bool = True  # the tutorial's bias b
-    standardize: bool = True  # False reproduces the tutorial: raw units, random init
-    val_fraction: float = 0.0  # rows held out (seeded) for validation loss each epoch
-    early_stopping: int | None = None  # stop after this many epochs without improvement
-    seed: int = 0  # every run is reproducible from its seed
-    device: str = "auto"  # cuda when available, else cpu
-    dtype: str = "float32"  # gradient descent's tensors; the exact solver always uses float64
-    cov_type: str = "nonrobust"  # standard errors: nonrobust or HC0..HC3 (heteroskedasticity-robust)
-    conf_level: float = 0.95  # confidence intervals of the coefficients
+    """How to fit: every option of ``gradreg train`` (and of :class:`gradreg.LinearRegressor`).
+
+    Parameters
+    ----------
+    solver : {"gd", "exact"}
+        The tutorial's minibatch gradient descent, or least squares by QR.
+    epochs : int
+        Passes over the training rows (the tutorial's 50).
+    batch_size : int or None
+        Rows per step; None picks about n/64 (64 steps an epoch), at most 4096.
+    lr : float or None
+        Learning rate; None derives it from the largest curvature of the scaled problem.
+    optimizer : {"sgd", "momentum", "adam"}
+        Plain SGD as in the tutorial, SGD with momentum 0.9, or Adam.
+    lr_schedule : {"cosine", "constant"}
+        Cosine decay to 0 averages out the minibatch noise of the last steps.
+    l2 : float
+        Ridge penalty on the coefficients in the standardized scale (see README).
+    fit_intercept : bool
+        Fit the tutorial's bias b.
+    standardize : bool
+        False reproduces the tutorial: raw units and a random start.
+    val_fraction : float
+        Fraction of rows held out (seeded) for a validation loss each epoch, in [0, 1).
+    early_stopping : int or None
+        Stop after this many epochs without improvement and keep the best weights.
+    seed : int
+        Seeds every random choice: the same seed gives the same model.
+    device : {"auto", "cpu", "cuda"}
+        "auto" is CUDA when available, else the CPU.
+    dtype : {"float32", "float64"}
+        Precision of gradient descent; the exact solver always uses float64.
+    cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3"}
+        Covariance of the standard errors.
+    conf_level : float
+        Level of the coefficients' confidence intervals, in (0, 1).
+    """
+
+    solver: str = "gd"
+    epochs: int = 50
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str = "sgd"
+    lr_schedule: str = "cosine"
+    l2: float = 0.0
+    fit_intercept: bool = True
+    standardize: bool = True
+    val_fraction: float = 0.0
+    early_stopping: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    cov_type: str = "nonrobust"
+    conf_level: float = 0.95
 
     def validate(self) -> TrainConfig:
+        """Check every field.
+
+        Returns
+        -------
+        TrainConfig
+            ``self``, unchanged.
+
+        Raises
+        ------
+        ConfigError
+            Naming the option (as its CLI flag), the rule and the value.
+        """
+
         def choice(name: str, options: tuple[str, ...]) -> None:
             value = getattr(self, name)
             if value not in options:
@@ -66,10 +119,26 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (what a model file stores).
+
+        Returns
+        -------
+        dict
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a dict such as :meth:`to_dict` wrote; unknown keys are ignored.
+
+        Parameters
+        ----------
+        d : dict
+
+        Returns
+        -------
+        TrainConfig
+        """
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -80,7 +149,22 @@ def _positive_int(name: str, value: Any) -> None:
 
 
 def resolve_device(name: str):
-    """'auto' → cuda when available else cpu; 'cuda' without a GPU is a clear error."""
+    """The torch device for a ``--device`` value.
+
+    Parameters
+    ----------
+    name : {"auto", "cpu", "cuda"}
+        "auto" is CUDA when available, else the CPU.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ConfigError
+        For "cuda" on a machine without a CUDA device.
+    """
     import torch
 
     if name == "auto":

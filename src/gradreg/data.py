@@ -19,6 +19,8 @@ import numpy as np
 
 from .errors import ConfigError, DataError, cell
 
+__all__ = ["Table", "Dataset", "read_table", "select", "load", "feature_matrix", "write_table", "builtin_names"]
+
 BUILTIN = {"crops": "crops.csv"}
 BUILTIN_DESCRIPTIONS = {
     "crops": "The PyTorch tutorial's 15-row table: mangoes and oranges (tons) from temperature (F), "
@@ -31,17 +33,39 @@ CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 class Table:
     """A table read from one source, with what is needed to point at a bad cell.
 
-    ``line_of(i)`` turns a 0-based data row into what a user sees: a CSV line number, or a 1-based
-    row number for sources without lines.
+    Parameters
+    ----------
+    data : pyarrow.Table
+        The columns, n_rows long.
+    source : str
+        The name shown in messages (a path, ``<stdin>``, a built-in name).
+    path : str or bytes, optional
+        The CSV (a file, or stdin's bytes), read again only to map a row to its line on error.
+    delimiter : str
+        The CSV field separator.
+    notices : list of str
+        What reading did that a user should know of (shown as ``note:`` lines).
     """
 
-    data: Any  # pyarrow.Table
-    source: str  # the name shown in messages
-    path: str | bytes | None = None  # the CSV (a file, or stdin's bytes), to map rows to lines on error
+    data: Any
+    source: str
+    path: str | bytes | None = None
     delimiter: str = ","
     notices: list[str] = field(default_factory=list)
 
     def where(self, row: int | None = None, column: str | None = None) -> str:
+        """Where a cell is, as a user sees it: ``data.csv, line 7, column 'rainfall'``.
+
+        Parameters
+        ----------
+        row : int, optional
+            0-based data row; a CSV line number for CSV sources, else a 1-based row number.
+        column : str, optional
+
+        Returns
+        -------
+        str
+        """
         if row is None:
             return cell(self.source, None, column)
         if self.path is not None:
@@ -51,10 +75,20 @@ class Table:
 
 @dataclass
 class Dataset:
-    """Validated arrays ready for a solver.
+    """Validated arrays ready for a solver: finite float64, rows aligned.
 
-    X : (n_rows, n_features) float64; Y : (n_rows, n_targets) float64;
-    sample_weight : (n_rows,) float64 or None.
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+    Y : ndarray of shape (n_rows, n_targets)
+    feature_names : list of str, length n_features
+    target_names : list of str, length n_targets
+    sample_weight : ndarray of shape (n_rows,), optional
+        Non-negative, not all zero.
+    source : str
+        Where the rows came from, for messages and the model's metadata.
+    notices : list of str
+        Columns left out, rows dropped, and the like.
     """
 
     X: np.ndarray
@@ -67,6 +101,12 @@ class Dataset:
 
 
 def builtin_names() -> list[str]:
+    """The names of the built-in tables (``gradreg datasets``).
+
+    Returns
+    -------
+    list of str
+    """
     return sorted(BUILTIN)
 
 
@@ -125,6 +165,17 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
         name of a built-in table such as ``"crops"``.
     delimiter : str, optional
         CSV field separator; default ``,`` (tab for ``.tsv``).
+    name : str, optional
+        How messages name an in-memory source (default ``<table>``, ``<dict>``, ``<DataFrame>``).
+
+    Returns
+    -------
+    Table
+
+    Raises
+    ------
+    DataError
+        Missing or unreadable file, ragged row, unknown format; the message names the file and line.
     """
     import pyarrow as pa
 
@@ -330,8 +381,30 @@ def select(
 ) -> Dataset:
     """Pick target, feature and weight columns by name and validate them into a :class:`Dataset`.
 
-    Features default to every other column that holds numbers; a column with no numeric value at
-    all (such as ``region``) is left out with a notice.
+    Parameters
+    ----------
+    table : Table
+    target : str or sequence of str
+        Target column name(s); a string may list several, comma-separated.
+    features : str or sequence of str, optional
+        Feature columns; default every other column that holds numbers (a column with no numeric
+        value at all, such as ``region``, is left out with a notice).
+    weight : str, optional
+        Column of sample weights (>= 0, not all 0).
+    drop_missing : bool
+        Drop rows with a missing value (with a notice) instead of failing on the first one.
+    min_rows : int
+        Fewest rows accepted.
+
+    Returns
+    -------
+    Dataset
+        X of shape (n_rows, n_features), Y of shape (n_rows, n_targets).
+
+    Raises
+    ------
+    DataError
+        Naming the file, line and column of the first bad cell, the rule, and the value.
     """
     names = [str(n) for n in table.data.column_names]
     seen: dict[str, int] = {}
@@ -462,12 +535,43 @@ def load(
     drop_missing: bool = False,
     delimiter: str | None = None,
 ) -> Dataset:
-    """Read ``source`` and select columns: :func:`read_table` then :func:`select`."""
+    """Read ``source`` and select columns: :func:`read_table`, then :func:`select`.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, pandas.DataFrame, pyarrow.Table or dict
+        As for :func:`read_table`.
+    target : str or sequence of str
+    features : str or sequence of str, optional
+    weight : str, optional
+    drop_missing : bool
+    delimiter : str, optional
+        As for :func:`select` and :func:`read_table`.
+
+    Returns
+    -------
+    Dataset
+    """
     return select(read_table(source, delimiter=delimiter), target, features, weight=weight, drop_missing=drop_missing)
 
 
 def feature_matrix(table: Table, features: Sequence[str], *, drop_missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Features for prediction, by name in the model's order: (X, kept-row mask)."""
+    """The feature columns for prediction, by name, in the model's order.
+
+    Parameters
+    ----------
+    table : Table
+        May hold other columns too, in any order.
+    features : sequence of str, length n_features
+    drop_missing : bool
+        Drop rows with a missing feature instead of failing.
+
+    Returns
+    -------
+    X : ndarray of shape (n_kept, n_features)
+    kept : ndarray of bool, shape (n_rows,)
+        Which rows of the table are in X.
+    """
     names = [str(n) for n in table.data.column_names]
     lacking = [f for f in features if f not in names]
     if lacking:
@@ -500,7 +604,15 @@ def as_2d_float(a: Any, name: str) -> np.ndarray:
 
 
 def write_table(columns: dict[str, np.ndarray], dest: str | io.TextIOBase) -> None:
-    """Write columns as CSV (or Parquet by extension) atomically; ``-`` or a stream is stdout."""
+    """Write columns as CSV (or Parquet, by extension) atomically: a temporary file, then a rename.
+
+    Parameters
+    ----------
+    columns : dict of str to ndarray of shape (n_rows,)
+    dest : str or text stream
+        A path ending in ``.parquet``/``.pq`` for Parquet, any other path for CSV; ``-`` or a
+        stream writes CSV to it (``-`` is stdout).
+    """
     import pyarrow as pa
 
     from .persist import atomic_path

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["Summary"]
+
 
 def fmt(x: Any, digits: int = 4) -> str:
     """A number for a table: 4 significant digits, NaN shown as 'nan'."""
@@ -130,12 +132,13 @@ def _terms(model) -> list[str]:
     return (["intercept"] if model.config.get("fit_intercept", True) else []) + list(model.feature_names)
 
 
-def coef_html(model) -> str:
-    """The coefficient/statistics table as an HTML ``<table>``: one block of columns per target."""
+def coef_html(model, with_stats: bool = True) -> str:
+    """The coefficient table as an HTML ``<table>``: a block of columns per target, with standard
+    errors, t, p and the confidence interval when ``with_stats`` and the model has statistics."""
     import html
 
     esc = html.escape
-    stats = model.stats
+    stats = model.stats if with_stats else []
     head = "".join(f'<th colspan="{5 if stats else 1}" style="text-align:center">{esc(t)}</th>' for t in model.target_names)
     sub = "".join(
         ("<th>coef</th><th>std err</th><th>t</th><th>P&gt;|t|</th><th>CI</th>" if stats else "<th>coef</th>")
@@ -217,11 +220,23 @@ class Summary:
         self.model = model
 
     def as_text(self) -> str:
-        """The summary as plain text (78 columns per table)."""
+        """The summary as plain text.
+
+        Returns
+        -------
+        str
+            One 78-column table per target.
+        """
         return "\n\n".join(summary_text(self.model, t) for t in self.targets)
 
     def as_html(self) -> str:
-        """The summary as HTML: the statistics table of each target."""
+        """The summary as HTML.
+
+        Returns
+        -------
+        str
+            A heading line and a statistics ``<table>`` per target.
+        """
         import html
 
         parts = []

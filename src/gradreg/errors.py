@@ -28,6 +28,12 @@ class DivergenceError(GradregError, RuntimeError):
     exit_code = 1  # a run-time failure, not bad input
 
 
+class MissingDependencyError(GradregError):
+    """An optional package that the requested feature needs (matplotlib for plots) is missing."""
+
+    exit_code = 1  # the input was fine; this machine lacks a package
+
+
 def __getattr__(name: str) -> type:
     # NotFittedError subclasses scikit-learn's, so sklearn tooling recognises it; it is built on
     # first use because importing scikit-learn costs seconds that the CLI must not pay.

@@ -20,6 +20,8 @@ from .data import Dataset, as_2d_float
 from .errors import DataError
 from .fitted import FittedModel, train
 
+__all__ = ["LinearRegressor", "load"]
+
 # scikit-learn's estimator checks that gradient descent fails by design, with the reason.
 # tests/test_sklearn.py passes these to parametrize_with_checks as expected failures; every other
 # check must pass for both solvers.

@@ -21,6 +21,8 @@ from .data import Dataset
 from .errors import DataError, ModelFileError
 from .metrics import regression_metrics
 
+__all__ = ["FittedModel", "train"]
+
 STAT_ARRAYS = ("coef", "std_err", "t", "p", "ci_low", "ci_high")
 STAT_SCALARS = ("r2", "r2_adj", "f", "f_p", "df_resid", "df_model", "sigma", "llf", "aic", "bic", "nobs")
 TENSORS = ("coef", "intercept", "x_mean", "x_scale", "y_mean", "y_scale")
@@ -28,7 +30,35 @@ TENSORS = ("coef", "intercept", "x_mean", "x_scale", "y_mean", "y_scale")
 
 @dataclass(repr=False)
 class FittedModel:
-    """coef : (q, p) and intercept : (q,), in original units, float64."""
+    """A fitted linear model: Ŷ = X coefᵀ + intercept, and everything that explains it.
+
+    Parameters
+    ----------
+    feature_names : list of str, length n_features
+    target_names : list of str, length n_targets
+    coef : ndarray of shape (n_targets, n_features)
+        In original units, float64.
+    intercept : ndarray of shape (n_targets,)
+    x_mean, x_scale : ndarray of shape (n_features,)
+        The standardization the model trained with (zeros and ones without it).
+    y_mean, y_scale : ndarray of shape (n_targets,)
+    config : dict
+        The :class:`~gradreg.config.TrainConfig` as a dict.
+    metrics : dict
+        Split (``train``, ``val``) → metric (``mse``, ``rmse``, ``mae``, ``r2``) → list per target.
+    optimum : dict
+        The exact least-squares objective and solution, and the gap of this fit to it.
+    stats : list of dict
+        Per target: ``coef``, ``std_err``, ``t``, ``p``, ``ci_low``, ``ci_high`` (intercept first)
+        and ``r2``, ``r2_adj``, ``f``, ``f_p``, ``aic``, ``bic``, … (see
+        :func:`gradreg.solvers.exact.statistics`).
+    history : list of dict
+        Per epoch of gradient descent: ``epoch``, ``loss``, ``val_loss``, ``lr``, ``seconds``.
+    info : dict
+        Versions, data source and fingerprint, rows, device, condition number, and the like.
+    warnings : list of str
+        For example collinear columns.
+    """
 
     feature_names: list[str]
     target_names: list[str]
@@ -51,7 +81,18 @@ class FittedModel:
         return len(self.feature_names)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predictions (n, q) in float64 for raw features X (n, p) in the model's column order."""
+        """Predict from raw features.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Columns in the order of ``feature_names``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_targets)
+            float64.
+        """
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise DataError(f"X must have {self.n_features} feature columns; got shape {X.shape}")
@@ -71,7 +112,12 @@ class FittedModel:
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str) -> None:
-        """Write the model atomically to ``path`` (.safetensors)."""
+        """Write the model to a ``.safetensors`` file, atomically (a temporary file, then a rename).
+
+        Parameters
+        ----------
+        path : str
+        """
         tensors = {k: getattr(self, k) for k in TENSORS}
         for name in STAT_ARRAYS[1:]:
             if self.stats:
@@ -91,7 +137,22 @@ class FittedModel:
 
     @classmethod
     def load(cls, path: str) -> FittedModel:
-        """Read a model file; shapes are checked against the names in its metadata."""
+        """Read a model file; loading cannot run code (no pickle).
+
+        Parameters
+        ----------
+        path : str
+
+        Returns
+        -------
+        FittedModel
+
+        Raises
+        ------
+        ModelFileError
+            A missing, truncated or corrupted file, an unknown format version, or tensors whose
+            shapes do not match the names in the metadata.
+        """
         tensors, meta = persist.load(path)
         try:
             features = [str(f) for f in meta["feature_names"]]
@@ -146,7 +207,12 @@ class FittedModel:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """What ``gradreg inspect --json`` prints."""
+        """The model as JSON-ready data: what ``gradreg inspect --json`` prints (NaN is None).
+
+        Returns
+        -------
+        dict
+        """
         out: dict[str, Any] = {
             "features": self.feature_names,
             "targets": self.target_names,
@@ -186,7 +252,25 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> FittedModel:
-    """Fit ``ds`` with ``cfg``: gradient descent and/or the exact solver, metrics and statistics."""
+    """Fit a dataset: the exact optimum always, gradient descent when asked, then metrics and statistics.
+
+    Parameters
+    ----------
+    ds : Dataset
+        X of shape (n_rows, n_features), Y of shape (n_rows, n_targets).
+    cfg : TrainConfig
+    on_epoch : callable, optional
+        Called with each epoch's record (``epoch``, ``loss``, ``val_loss``, ``rows_per_s``, …).
+
+    Returns
+    -------
+    FittedModel
+
+    Raises
+    ------
+    DivergenceError
+        When gradient descent's loss becomes NaN/inf or grows 1000-fold.
+    """
     import torch
 
     from .solvers import exact

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["regression_metrics"]
+
 NAMES = ("mse", "rmse", "mae", "r2")
 
 
 def regression_metrics(Y: np.ndarray, Yhat: np.ndarray, sample_weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per-target metrics for Y, Yhat of shape (n, q): each value is an array of shape (q,).
+    """MSE, RMSE, MAE and R² of each target.
 
     R² is 1 − SSE/SST about the (weighted) mean of Y, as scikit-learn's ``r2_score``; a constant
     target gives NaN.
+
+    Parameters
+    ----------
+    Y : array-like of shape (n_samples, n_targets) or (n_samples,)
+        Actual values.
+    Yhat : array-like of the same shape as Y
+        Predictions.
+    sample_weight : array-like of shape (n_samples,), optional
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n_targets,)
+        Keys ``mse``, ``rmse``, ``mae``, ``r2``.
     """
     Y = np.asarray(Y, dtype=np.float64).reshape(len(Y), -1)
     Yhat = np.asarray(Yhat, dtype=np.float64).reshape(len(Yhat), -1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+__all__ = ["LinearModel"]
+
 
 class LinearModel(nn.Module):
     """ŷ = ((x − x_mean) / x_scale) Wᵀ + b, then ŷ · y_scale + y_mean.
@@ -12,6 +14,15 @@ class LinearModel(nn.Module):
     W is (n_targets, n_features) and b is (n_targets,), both in standardized units; the buffers
     hold the training statistics. With every mean 0 and scale 1 this is the tutorial's
     ``X @ w.t() + b`` exactly.
+
+    Parameters
+    ----------
+    n_features : int
+    n_targets : int
+    fit_intercept : bool
+        Without it, b is a zero buffer rather than a parameter.
+    dtype : torch.dtype
+    device : torch.device or str, optional
     """
 
     def __init__(self, n_features: int, n_targets: int, *, fit_intercept: bool = True, dtype=torch.float32, device=None):
@@ -29,22 +40,66 @@ class LinearModel(nn.Module):
         self.register_buffer("y_scale", torch.ones(n_targets, **kw))
 
     def standardize_x(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardize raw features.
+
+        Parameters
+        ----------
+        x : Tensor of shape (n, n_features)
+
+        Returns
+        -------
+        Tensor of shape (n, n_features)
+        """
         return (x - self.x_mean) / self.x_scale
 
     def standardize_y(self, y: torch.Tensor) -> torch.Tensor:
+        """Standardize raw targets.
+
+        Parameters
+        ----------
+        y : Tensor of shape (n, n_targets)
+
+        Returns
+        -------
+        Tensor of shape (n, n_targets)
+        """
         return (y - self.y_mean) / self.y_scale
 
     def forward_standardized(self, xs: torch.Tensor) -> torch.Tensor:
-        """Prediction in standardized target units from standardized features: (n, q)."""
+        """Predict in standardized target units from standardized features.
+
+        Parameters
+        ----------
+        xs : Tensor of shape (n, n_features)
+
+        Returns
+        -------
+        Tensor of shape (n, n_targets)
+        """
         return xs @ self.weight.t() + self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Prediction in original units from raw features x of shape (n, p): (n, q)."""
+        """Predict in original units from raw features.
+
+        Parameters
+        ----------
+        x : Tensor of shape (n, n_features)
+
+        Returns
+        -------
+        Tensor of shape (n, n_targets)
+        """
         return self.forward_standardized(self.standardize_x(x)) * self.y_scale + self.y_mean
 
     @torch.no_grad()
     def original_units(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(coef (q, p), intercept (q,)) in original units, computed in float64."""
+        """The coefficients in original units, computed in float64.
+
+        Returns
+        -------
+        coef : Tensor of shape (n_targets, n_features)
+        intercept : Tensor of shape (n_targets,)
+        """
         W = self.weight.detach().double()
         xs, xm = self.x_scale.double(), self.x_mean.double()
         ys, ym = self.y_scale.double(), self.y_mean.double()

@@ -20,27 +20,56 @@ import torch
 
 from ..errors import ConfigError
 
+__all__ = ["Factor", "ExactSolution", "fit_exact", "solve", "statistics", "residual_pass", "refine", "RankWarning"]
+
 COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")
 RCOND = 1e-11  # singular values below this fraction of the largest count as collinear
 
 
 @dataclass
 class Factor:
-    """Mergeable sufficient statistics of the weighted augmented block [X, Y].
+    """Mergeable sufficient statistics of the weighted augmented block Z = [X, Y].
 
-    R : (k, p + q) upper triangular, k ≤ p + q, with RᵀR = Σ w (z − mean)(z − mean)ᵀ.
+    Parameters
+    ----------
+    n_rows : int
+        Rows seen, zero-weight rows included.
+    sum_w : float
+        Σ w.
+    sum_log_w : float
+        Σ log w, for the weighted log-likelihood.
+    mean : ndarray of shape (n_features + n_targets,)
+        Weighted column means of Z; zeros when there is no intercept.
+    R : ndarray of shape (k, n_features + n_targets)
+        Upper triangular, k ≤ n_features + n_targets, with RᵀR = Σ w (z − mean)(z − mean)ᵀ.
+    fit_intercept : bool
     """
 
     n_rows: int
     sum_w: float
-    sum_log_w: float  # for the weighted log-likelihood
-    mean: np.ndarray  # (p + q,); zeros when there is no intercept
+    sum_log_w: float
+    mean: np.ndarray
     R: np.ndarray
     fit_intercept: bool
 
     @classmethod
     def of_chunk(cls, X: torch.Tensor | np.ndarray, Y, w=None, *, fit_intercept: bool = True, device=None) -> Factor:
-        """Factor of one chunk: X (n, p), Y (n, q), w (n,) or None. Works in float64 on ``device``."""
+        """The factor of one chunk of rows, computed in float64 on ``device``.
+
+        Parameters
+        ----------
+        X : Tensor or ndarray of shape (n, n_features)
+        Y : Tensor or ndarray of shape (n, n_targets)
+        w : Tensor or ndarray of shape (n,), optional
+            Sample weights.
+        fit_intercept : bool
+            Center the columns (by their weighted means).
+        device : torch.device, optional
+
+        Returns
+        -------
+        Factor
+        """
         Z = torch.cat([torch.as_tensor(X), torch.as_tensor(Y)], dim=1).to(device=device, dtype=torch.float64)
         n = Z.shape[0]
         if w is None:
@@ -61,7 +90,16 @@ class Factor:
         return cls(n, sw, slw, mean.cpu().numpy(), R.cpu().numpy(), fit_intercept)
 
     def merge(self, other: Factor) -> Factor:
-        """The factor of both chunks' rows together."""
+        """The factor of both chunks' rows together, exactly (no Gram matrix is formed).
+
+        Parameters
+        ----------
+        other : Factor
+
+        Returns
+        -------
+        Factor
+        """
         if other.sum_w == 0:
             return self._plus_rows(other)
         if self.sum_w == 0:
@@ -105,8 +143,32 @@ def factor_chunks(chunks: Iterable[tuple], *, fit_intercept: bool = True, device
 class ExactSolution:
     """Coefficients in original units and what the statistics need.
 
-    coef : (q, p); intercept : (q,); rss : (q,) weighted residual sum of squares;
-    tss : (q,) weighted total sum of squares (centered with an intercept, else uncentered).
+    Parameters
+    ----------
+    coef : ndarray of shape (n_targets, n_features)
+    intercept : ndarray of shape (n_targets,)
+    rss : ndarray of shape (n_targets,)
+        Weighted residual sum of squares.
+    tss : ndarray of shape (n_targets,)
+        Weighted total sum of squares (centered with an intercept, else uncentered).
+    rank : int
+        Rank of the (centered) design.
+    n_rows : int
+    sum_w : float
+    sum_log_w : float
+    fit_intercept : bool
+    l2 : float
+    condition_number : float
+        Of the standardized design.
+    x_mean : ndarray of shape (n_features,)
+    x_std : ndarray of shape (n_features,)
+        Weighted population standard deviation of each feature (the standardized scale).
+    aliased : ndarray of bool, shape (n_features,)
+        The coefficient is not identified (collinear or constant column).
+    cov_unscaled : ndarray of shape (n_features, n_features)
+        (XcᵀWXc)⁺ in original units, on the identified columns.
+    collinear_groups : list of list of int
+    constant_columns : list of int
     """
 
     coef: np.ndarray
@@ -121,9 +183,9 @@ class ExactSolution:
     l2: float
     condition_number: float
     x_mean: np.ndarray
-    x_std: np.ndarray  # weighted population std of each feature (the standardized scale)
-    aliased: np.ndarray  # (p,) bool: the coefficient is not identified (collinear or constant column)
-    cov_unscaled: np.ndarray  # (p, p) (XcᵀWXc)⁺ in original units, on identified columns
+    x_std: np.ndarray
+    aliased: np.ndarray
+    cov_unscaled: np.ndarray
     collinear_groups: list[list[int]] = field(default_factory=list)
     constant_columns: list[int] = field(default_factory=list)
 
@@ -132,7 +194,12 @@ class ExactSolution:
         return self.n_rows - self.rank - int(self.fit_intercept)
 
     def objective(self) -> np.ndarray:
-        """Per target: weighted MSE + l2 · ‖x_std ⊙ coef‖² (the quantity gradient descent minimizes)."""
+        """The objective gradient descent minimizes: weighted MSE + l2 · ‖x_std ⊙ coef‖².
+
+        Returns
+        -------
+        ndarray of shape (n_targets,)
+        """
         return self.rss / self.sum_w + self.l2 * ((self.coef * self.x_std[None, :]) ** 2).sum(axis=1)
 
 
@@ -142,6 +209,21 @@ def solve(factor: Factor, n_features: int, *, l2: float = 0.0, rcond: float = RC
     The penalty is ``l2 · Σ_j (std_j · coef_j)²`` added to the weighted mean squared error: ridge in
     the standardized scale, intercept unpenalized. Rank deficiency gives the minimum-norm solution
     in that scale, with a warning naming the collinear columns.
+
+    Parameters
+    ----------
+    factor : Factor
+        Of [X, Y] with n_features feature columns first.
+    n_features : int
+    l2 : float
+        Ridge penalty (>= 0).
+    rcond : float
+        Singular values of the standardized design below ``rcond`` times the largest count as zero.
+
+    Returns
+    -------
+    ExactSolution
+        ``rss`` is the factor's own (refined later from the data by :func:`residual_pass`).
     """
     p = n_features
     R = _square(factor.R)
@@ -271,6 +353,20 @@ def refine(sol: ExactSolution, factor: Factor, chunks: ChunkSource) -> ExactSolu
     would carry the very rounding that refinement is meant to remove; this is what lifts NIST
     Wampler5 from 6 to over 9 correct digits. Skipped for ridge and rank-deficient fits, where the
     SVD path is already the answer.
+
+    Parameters
+    ----------
+    sol : ExactSolution
+    factor : Factor
+        The factor ``sol`` was solved from.
+    chunks : callable
+        Returns a fresh iterator of ``(X, Y, w)`` chunks: X (n, n_features), Y (n, n_targets),
+        w (n,) or None.
+
+    Returns
+    -------
+    ExactSolution
+        With corrected ``coef`` and ``intercept``.
     """
     p, q = sol.coef.shape[1], sol.coef.shape[0]
     if sol.l2 > 0 or sol.aliased.any():
@@ -304,10 +400,23 @@ def _numpy(a) -> np.ndarray:
 
 
 def residual_pass(sol: ExactSolution, chunks: ChunkSource, cov_type: str, *, device=None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Second data pass: the weighted RSS from the data and (for HC covariances) the sandwich meat.
+    """A data pass: the weighted RSS from the data and, for HC covariances, the sandwich meat.
 
-    Returns rss (q,) and meat (q, 1 + p, 1 + p) or None, the latter in the centered
-    parametrization [1, x − mean] (intercept first).
+    Parameters
+    ----------
+    sol : ExactSolution
+    chunks : callable
+        Returns a fresh iterator of ``(X, Y, w)`` chunks: X (n, n_features), Y (n, n_targets),
+        w (n,) or None.
+    cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3"}
+    device : torch.device, optional
+
+    Returns
+    -------
+    rss : ndarray of shape (n_targets,)
+    meat : ndarray of shape (n_targets, 1 + n_features, 1 + n_features) or None
+        Σ uᵢ² zᵢzᵢᵀ in the centered parametrization z = [1, x − mean] (intercept first), with
+        the HC2/HC3 leverage corrections applied; None for ``nonrobust``.
     """
     p = sol.coef.shape[1]
     q = sol.coef.shape[0]
@@ -356,6 +465,21 @@ def statistics(
     ``f_p``, ``df_resid``, ``df_model``, ``sigma`` (residual standard error), ``llf``, ``aic``,
     ``bic``, ``nobs``. Robust (HC*) covariances use the t distribution like Stata and
     statsmodels' ``use_t=True``; the F statistic then is the robust Wald test.
+
+    Parameters
+    ----------
+    sol : ExactSolution
+        With ``rss`` from the data (:func:`residual_pass`).
+    cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3"}
+    conf_level : float
+        Level of the confidence intervals, in (0, 1).
+    meat : ndarray of shape (n_targets, 1 + n_features, 1 + n_features), optional
+        From :func:`residual_pass`; required for the HC covariances.
+
+    Returns
+    -------
+    list of dict
+        One per target; the arrays have length n_features (+ 1 with an intercept).
     """
     from scipy import special as sp  # scipy.stats costs ~1 s to import; the special functions suffice
 
@@ -455,7 +579,28 @@ def fit_exact(
     device=None,
     refine_steps: int = 1,
 ) -> tuple[ExactSolution, Factor]:
-    """One factor pass, a stable solve, then ``refine_steps`` refinement passes over ``chunks()``."""
+    """Exact least squares over chunks: one factor pass, a stable solve, then refinement if needed.
+
+    Parameters
+    ----------
+    chunks : callable
+        Returns a fresh iterator of ``(X, Y, w)`` chunks: X (n, n_features), Y (n, n_targets),
+        w (n,) or None. It is called once more per refinement pass.
+    n_features : int
+    fit_intercept : bool
+    l2 : float
+        Ridge penalty in the standardized scale.
+    device : torch.device, optional
+        Where the chunk QRs run.
+    refine_steps : int
+        Refinement passes, made only when the error bound exceeds ``REFINE_ABOVE``.
+
+    Returns
+    -------
+    solution : ExactSolution
+    factor : Factor
+        Of all the rows; merge it with another's to add rows.
+    """
     factor = factor_chunks(chunks(), fit_intercept=fit_intercept, device=device)
     sol = solve(factor, n_features, l2=l2)
     if error_bound(sol) > REFINE_ABOVE:

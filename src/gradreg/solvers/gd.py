@@ -19,11 +19,28 @@ from ..config import TrainConfig, resolve_device
 from ..errors import DivergenceError
 from ..model import LinearModel
 
+__all__ = ["GDResult", "fit_gd", "auto_lr", "auto_batch_size"]
+
 DIVERGENCE_FACTOR = 1000.0  # an epoch loss this many times the best so far means divergence
 
 
 @dataclass
 class GDResult:
+    """What :func:`fit_gd` returns.
+
+    Parameters
+    ----------
+    model : LinearModel
+        The trained model (the best epoch's weights with early stopping).
+    history : list of dict
+        Per epoch: ``epoch``, ``loss``, ``val_loss``, ``lr``, ``seconds``, ``rows_per_s``.
+    best_epoch : int
+    stopped_early : bool
+    lr : float
+        The base learning rate used (chosen when ``cfg.lr`` is None).
+    batch_size : int
+    """
+
     model: LinearModel
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
@@ -33,7 +50,17 @@ class GDResult:
 
 
 def auto_batch_size(n: int) -> int:
-    """About 64 steps an epoch (small tables get many small steps), at most 4096 rows a batch."""
+    """The default batch size: about 64 steps an epoch, at most 4096 rows a batch.
+
+    Parameters
+    ----------
+    n : int
+        Training rows.
+
+    Returns
+    -------
+    int
+    """
     return int(min(4096, max(1, math.ceil(n / 64))))
 
 
@@ -66,6 +93,24 @@ def auto_lr(
     L = 2 λmax(UᵀWU / n) and per-row smoothness L_i = 2 w_i ‖u_i‖². A batch of B rows has
     expected smoothness L_B = n(B−1)/(B(n−1)) L + (n−B)/(B(n−1)) max L_i (Gower et al., 2019),
     and 1/L_B is stable for it. The loss averages over targets, hence the factor q.
+
+    Parameters
+    ----------
+    Xs : Tensor of shape (n, n_features)
+        Standardized features.
+    wn : Tensor of shape (n,), optional
+        Weights normalized to mean 1.
+    batch_size : int
+    n_targets : int
+    l2 : float
+    pen : Tensor of shape (n_features,)
+        Per-coefficient penalty scale in the training scale.
+    fit_intercept : bool
+    optimizer : {"sgd", "momentum", "adam"}
+
+    Returns
+    -------
+    float
     """
     if optimizer == "adam":
         return 1e-2  # Adam's steps are scale-free; parameters are O(1) in standardized units
@@ -174,6 +219,28 @@ def fit_gd(
 
     Losses in the history are in original target units: the mean over targets of each target's
     (weighted) MSE, plus the ridge penalty when ``cfg.l2 > 0``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, n_features)
+    Y : ndarray of shape (n, n_targets)
+    sample_weight : ndarray of shape (n,) or None
+    cfg : TrainConfig
+    X_val : ndarray of shape (n_val, n_features), optional
+    Y_val : ndarray of shape (n_val, n_targets), optional
+    w_val : ndarray of shape (n_val,), optional
+        Validation rows: their loss is recorded each epoch and drives early stopping.
+    on_epoch : callable, optional
+        Called with each epoch's history record.
+
+    Returns
+    -------
+    GDResult
+
+    Raises
+    ------
+    DivergenceError
+        When the loss becomes NaN/inf or grows 1000-fold.
     """
     device = resolve_device(cfg.device)
     dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
