@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint nist clean
+.PHONY: demo test lint nist gallery clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,11 @@ clean:
 
 nist: $(STAMP)
 	$(BIN)/python benchmarks/nist_accuracy.py
+
+# The README's pictures: the demo's PNGs and a screenshot of its report (needs chromium).
+gallery: $(STAMP)
+	$(BIN)/gradreg demo --out docs/gallery >/dev/null
+	$(BIN)/gradreg report docs/gallery/crops.safetensors crops -o docs/gallery/report.html
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,1400 \
+		--screenshot=docs/gallery/report.png file://$(CURDIR)/docs/gallery/report.html 2>/dev/null
+	rm -f docs/gallery/crops.safetensors docs/gallery/report.html

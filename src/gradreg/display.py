@@ -157,11 +157,12 @@ def coef_html(model, with_stats: bool = True) -> str:
                 ci = f"[{fmt(s['ci_low'][i])}, {fmt(s['ci_high'][i])}]"
                 cells.append(f"<td>{fmt(s['std_err'][i])}</td><td>{fmt(s['t'][i])}</td><td>{_p(s['p'][i])}</td><td>{ci}</td>")
         rows.append(f"<tr><th style='text-align:left'>{esc(term)}</th>{''.join(cells)}</tr>")
-    return (
-        '<table class="gradreg-coef"><thead>'
-        f"<tr><th></th>{head}</tr><tr><th style='text-align:left'>term</th>{sub}</tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
+    header = (
+        f"<tr><th></th>{head}</tr><tr><th style='text-align:left'>term</th>{sub}</tr>"
+        if stats
+        else f"<tr><th>term</th>{head}</tr>"
     )
+    return f'<table class="gradreg-coef"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def metrics_html(metrics: dict[str, dict[str, list[float]]], targets: list[str]) -> str:
