@@ -585,11 +585,15 @@ def feature_matrix(table: Table, features: Sequence[str], *, drop_missing: bool 
 
 
 def as_2d_float(a: Any, name: str) -> np.ndarray:
-    """Coerce an array-like or tensor to a 2-D float64 array, refusing NaN and inf."""
+    """Coerce an array-like or tensor to a 2-D float array, refusing NaN and inf.
+
+    float32 input stays float32 (no copy of a large array); anything else becomes float64."""
     if hasattr(a, "detach") and hasattr(a, "cpu"):
         a = a.detach().cpu().numpy()
     try:
-        arr = np.asarray(a, dtype=np.float64)
+        arr = np.asarray(a)
+        if arr.dtype != np.float32:
+            arr = np.asarray(arr, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise DataError(f"{name}: expected numbers: {e}") from None
     if arr.ndim == 1:

@@ -168,7 +168,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             _numpy(y),
             multi_output=True,
             y_numeric=True,
-            dtype=np.float64,
+            dtype=[np.float64, np.float32],  # float32 stays float32: no copy of a large X
             ensure_all_finite=False,  # checked below, with the row and column named
             ensure_min_samples=2,
         )
@@ -208,7 +208,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ndarray of shape (n_samples,) when ``y`` was 1-D in fit, else (n_samples, n_targets)
         """
         check_is_fitted(self)
-        X = validate_data(self, _numpy(X), reset=False, dtype=np.float64, ensure_all_finite=False)
+        X = validate_data(self, _numpy(X), reset=False, dtype=[np.float64, np.float32], ensure_all_finite=False)
         out = self.model_.predict(as_2d_float(X, "X"))
         return out[:, 0] if self._y_1d else out
 

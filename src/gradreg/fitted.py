@@ -21,6 +21,8 @@ from .data import Dataset
 from .errors import DataError, ModelFileError
 from .metrics import regression_metrics
 
+CHUNK_ROWS = 65_536  # rows per block of the exact solver's passes over in-memory data
+
 __all__ = ["FittedModel", "train"]
 
 STAT_ARRAYS = ("coef", "std_err", "t", "p", "ci_low", "ci_high")
@@ -93,10 +95,18 @@ class FittedModel:
         ndarray of shape (n_samples, n_targets)
             float64.
         """
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise DataError(f"X must have {self.n_features} feature columns; got shape {X.shape}")
-        return X @ self.coef.T + self.intercept
+        out = np.empty((X.shape[0], len(self.target_names)))
+        coef_t = self.coef.T.copy()
+        for start in range(0, len(X), CHUNK_ROWS):  # blocks: a float32 X is never copied whole to float64
+            block = X[start : start + CHUNK_ROWS]
+            np.matmul(block.astype(np.float64, copy=False), coef_t, out=out[start : start + CHUNK_ROWS])
+        out += self.intercept
+        return out
 
     def __repr__(self) -> str:
         solver = self.config.get("solver", "?")
@@ -230,10 +240,15 @@ class FittedModel:
 
 
 def fingerprint(ds: Dataset) -> str:
-    """sha256 of the training arrays (values, names, weights): the same table gives the same hash."""
+    """sha256 of the training arrays (values, names, weights): the same table gives the same hash.
+
+    The bytes are hashed as they are held (float32 or float64), without a converted copy.
+    """
     h = hashlib.sha256()
     for part in (ds.X, ds.Y) + ((ds.sample_weight,) if ds.sample_weight is not None else ()):
-        h.update(np.ascontiguousarray(part, dtype=np.float64).tobytes())
+        part = np.ascontiguousarray(part)
+        h.update(part.dtype.str.encode())
+        h.update(memoryview(part).cast("B"))
     h.update("\0".join(ds.feature_names + ["|"] + ds.target_names).encode())
     return h.hexdigest()
 
@@ -281,13 +296,18 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
 
     device = resolve_device(cfg.device)
     tr, va = _split(len(ds.X), cfg.val_fraction, cfg.seed)
-    X, Y = ds.X[tr], ds.Y[tr]
-    w = ds.sample_weight[tr] if ds.sample_weight is not None else None
+    if len(va):
+        X, Y = ds.X[tr], ds.Y[tr]
+        w = ds.sample_weight[tr] if ds.sample_weight is not None else None
+    else:  # no copies of (possibly very large) arrays
+        X, Y, w = ds.X, ds.Y, ds.sample_weight
     if w is not None and not (w > 0).any():
         raise DataError(f"{ds.source}: all training weights are zero")
 
     def chunks():
-        yield X, Y, w
+        for start in range(0, len(X), CHUNK_ROWS):  # views, processed in cache-sized float64 blocks
+            stop = start + CHUNK_ROWS
+            yield X[start:stop], Y[start:stop], None if w is None else w[start:stop]
 
     p, q = X.shape[1], Y.shape[1]
     opt_sol, factor = exact.fit_exact(chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device)
@@ -319,6 +339,7 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
             Y_val=ds.Y[va] if len(va) else None,
             w_val=ds.sample_weight[va] if (len(va) and ds.sample_weight is not None) else None,
             on_epoch=on_epoch,
+            **_gd_hints(factor, p),
         )
         coef_t, icpt_t = res.model.original_units()
         coef, intercept = coef_t.cpu().numpy(), icpt_t.cpu().numpy()
@@ -338,14 +359,17 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
         sol = opt_sol
         coef, intercept = sol.coef, sol.intercept
         scaling = [sol.x_mean, np.where(sol.x_std > 0, sol.x_std, 1.0), np.zeros(q), np.ones(q)]
-    rss, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device)
+    from .metrics import MetricsAccumulator
+
+    acc = MetricsAccumulator(q)
+    rss, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device, metrics=acc)
     sol.rss = rss
     if sol is not opt_sol:  # gradient descent: the optimum's own RSS, from the data as well
         opt_sol.rss = exact.residual_pass(opt_sol, chunks, "nonrobust", device=device)[0]
     optimum_obj = opt_sol.objective()
     stats = exact.statistics(sol, cov_type=cfg.cov_type, conf_level=cfg.conf_level, meat=meat)
     objective = sol.objective()
-    metrics = {"train": _metrics(X, Y, w, coef, intercept)}
+    metrics = {"train": {k: v.tolist() for k, v in acc.result().items()}}
     if len(va):
         metrics["val"] = _metrics(
             ds.X[va], ds.Y[va], ds.sample_weight[va] if ds.sample_weight is not None else None, coef, intercept
@@ -377,6 +401,22 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
         info=info,
         warnings=warn,
     )
+
+
+def _gd_hints(factor, p: int) -> dict[str, Any]:
+    """What gradient descent would otherwise make passes over the data for: the weighted means and
+    standard deviations of every column, and the top eigenvalue of the standardized Gram."""
+    from .solvers.exact import _square
+
+    R = _square(factor.R)
+    std = np.linalg.norm(R, axis=0) / np.sqrt(factor.sum_w)
+    std = np.where(std > 0, std, 1.0)  # a constant column stays as it is, as weighted_moments does
+    Rs = R[:, :p] / std[:p]
+    lam = float(np.linalg.eigvalsh(Rs.T @ Rs / factor.sum_w)[-1]) if p else 0.0
+    if factor.fit_intercept:
+        lam = max(lam, 1.0)  # the intercept's column of ones, uncorrelated with centered features
+    mean = factor.mean
+    return {"moments": (mean[:p], std[:p], mean[p:], std[p:]), "gram_max_eig": lam}
 
 
 def _metrics(X, Y, w, coef, intercept) -> dict[str, list[float]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["regression_metrics"]
+__all__ = ["regression_metrics", "MetricsAccumulator"]
 
 NAMES = ("mse", "rmse", "mae", "r2")
 
@@ -40,3 +40,63 @@ def regression_metrics(Y: np.ndarray, Yhat: np.ndarray, sample_weight: np.ndarra
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(sst > 0, 1 - (mse * sw) / sst, np.nan)
     return {"mse": mse, "rmse": np.sqrt(mse), "mae": mae, "r2": r2}
+
+
+class MetricsAccumulator:
+    """:func:`regression_metrics` over chunks of rows, in one pass and bounded memory.
+
+    Sums of w·r² and w·|r| add up; the total sum of squares of Y about its (weighted) mean is
+    merged chunk by chunk with Chan's update, so a large mean does not cancel the spread.
+
+    Parameters
+    ----------
+    n_targets : int
+    """
+
+    def __init__(self, n_targets: int) -> None:
+        self.sw = 0.0
+        self.sse = np.zeros(n_targets)
+        self.sae = np.zeros(n_targets)
+        self.mean = np.zeros(n_targets)
+        self.m2 = np.zeros(n_targets)
+
+    def add(self, Y: np.ndarray, residual: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
+        """Add a chunk.
+
+        Parameters
+        ----------
+        Y : ndarray of shape (n, n_targets)
+            Actual values.
+        residual : ndarray of shape (n, n_targets)
+            Y minus the predictions.
+        sample_weight : ndarray of shape (n,), optional
+        """
+        Y = np.asarray(Y, dtype=np.float64)
+        r = np.asarray(residual, dtype=np.float64)
+        w = np.ones(len(Y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        swc = float(w.sum())
+        if swc <= 0:
+            return
+        self.sse += w @ (r * r)
+        self.sae += w @ np.abs(r)
+        mc = (w @ Y) / swc
+        m2c = w @ ((Y - mc) ** 2)
+        tot = self.sw + swc
+        d = mc - self.mean
+        self.m2 += m2c + d * d * (self.sw * swc / tot)
+        self.mean += d * (swc / tot)
+        self.sw = tot
+
+    def result(self) -> dict[str, np.ndarray]:
+        """The metrics so far.
+
+        Returns
+        -------
+        dict of str to ndarray of shape (n_targets,)
+            Keys ``mse``, ``rmse``, ``mae``, ``r2``, as :func:`regression_metrics`.
+        """
+        mse = self.sse / self.sw if self.sw > 0 else np.full_like(self.sse, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(self.m2 > 0, 1 - self.sse / self.m2, np.nan)
+            mae = self.sae / self.sw
+        return {"mse": mse, "rmse": np.sqrt(mse), "mae": mae, "r2": r2}

@@ -4,8 +4,17 @@ The factor of a chunk is the R of the Householder QR of its weighted, centered a
 ``sqrt(w) * ([X, Y] - mean)``. Two factors merge exactly (a QR form of Chan's parallel variance
 update): stack both R's and one row ``sqrt(sw_a sw_b / sw) (mean_a - mean_b)``, and QR again.
 So in-memory data, chunks of a file larger than memory and ranks of a distributed job all take
-the same path, and nothing ever forms XᵀX: centered QR keeps the digits that normal equations
-lose on ill-conditioned designs (high-degree polynomials, near-collinear columns).
+the same path.
+
+Two ways to build the factor, chosen by the data (see :func:`fit_exact`):
+
+- **Gram** (first, fast): the centered co-moment matrix of each chunk at matrix-multiply speed,
+  merged by Chan's update, then R by Cholesky. Its error grows like κ², so it is kept only when
+  the standardized design is well conditioned (κ ≤ ``GRAM_COND_LIMIT``), and then refined once
+  against the data in float64.
+- **Householder QR** (otherwise): never forms XᵀX, so it keeps the digits that normal equations
+  lose on ill-conditioned designs (high-degree polynomials, near-collinear columns), refined in
+  extended precision when the error bound asks for it.
 """
 
 from __future__ import annotations
@@ -41,8 +50,10 @@ class Factor:
     mean : ndarray of shape (n_features + n_targets,)
         Weighted column means of Z; zeros when there is no intercept.
     R : ndarray of shape (k, n_features + n_targets)
-        Upper triangular, k ≤ n_features + n_targets, with RᵀR = Σ w (z − mean)(z − mean)ᵀ.
+        With RᵀR = Σ w (z − mean)(z − mean)ᵀ; its first n_features columns are upper triangular.
     fit_intercept : bool
+    method : {"qr", "gram"}
+        How R was computed; "gram" (normal equations) when any merged part came from a Gram.
     """
 
     n_rows: int
@@ -51,6 +62,7 @@ class Factor:
     mean: np.ndarray
     R: np.ndarray
     fit_intercept: bool
+    method: str = "qr"
 
     @classmethod
     def of_chunk(cls, X: torch.Tensor | np.ndarray, Y, w=None, *, fit_intercept: bool = True, device=None) -> Factor:
@@ -108,12 +120,19 @@ class Factor:
         mean = (self.sum_w * self.mean + other.sum_w * other.mean) / sw
         shift = math.sqrt(self.sum_w * other.sum_w / sw) * (self.mean - other.mean)
         R = _qr_r(np.vstack([self.R, other.R, shift[None, :]]))
-        return Factor(self.n_rows + other.n_rows, sw, self.sum_log_w + other.sum_log_w, mean, R, self.fit_intercept)
+        method = "gram" if "gram" in (self.method, other.method) else "qr"
+        return Factor(self.n_rows + other.n_rows, sw, self.sum_log_w + other.sum_log_w, mean, R, self.fit_intercept, method)
 
     def _plus_rows(self, empty: Factor) -> Factor:
         # Rows of zero weight change nothing but the row count (which statsmodels counts too).
         return Factor(
-            self.n_rows + empty.n_rows, self.sum_w, self.sum_log_w + empty.sum_log_w, self.mean, self.R, self.fit_intercept
+            self.n_rows + empty.n_rows,
+            self.sum_w,
+            self.sum_log_w + empty.sum_log_w,
+            self.mean,
+            self.R,
+            self.fit_intercept,
+            "gram" if "gram" in (self.method, empty.method) else "qr",
         )
 
 
@@ -137,6 +156,76 @@ def factor_chunks(chunks: Iterable[tuple], *, fit_intercept: bool = True, device
     if total is None:
         raise ValueError("no chunks to factor")
     return total
+
+
+def gram_factor(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None) -> Factor | None:
+    """The factor by normal equations: a float64 Gram pass at matrix-multiply speed, then Cholesky.
+
+    Each chunk's co-moment matrix is computed about the chunk's own (weighted) mean and merged by
+    Chan's update, so large column offsets do not cancel. Returns None when the feature block is
+    not numerically positive definite (constant or collinear columns): the QR path handles those.
+
+    Parameters
+    ----------
+    chunks : iterable of (X, Y, w)
+        X (n, n_features), Y (n, n_targets), w (n,) or None.
+    fit_intercept : bool
+    device : torch.device, optional
+
+    Returns
+    -------
+    Factor or None
+    """
+    G = mean = None
+    n_rows, sw, slw, p = 0, 0.0, 0.0, 0
+    buf = None
+    for X, Y, w in chunks:
+        Xt, Yt = torch.as_tensor(X), torch.as_tensor(Y)
+        m = Xt.shape[0]
+        if m == 0:
+            continue
+        p, k = Xt.shape[1], Xt.shape[1] + Yt.shape[1]
+        if buf is None or buf.shape[0] < m:
+            buf = torch.empty(m, k, dtype=torch.float64, device=device)  # reused: no allocation per chunk
+        Z = buf[:m]
+        Z[:, : Xt.shape[1]].copy_(Xt)
+        Z[:, Xt.shape[1] :].copy_(Yt)
+        if w is None:
+            swc, slwc = float(m), 0.0
+            mc = Z.mean(dim=0) if fit_intercept else torch.zeros(k, dtype=Z.dtype, device=Z.device)
+            Z.sub_(mc)
+        else:
+            wt = torch.as_tensor(w).to(device=Z.device, dtype=torch.float64)
+            swc = float(wt.sum())
+            pos = wt > 0
+            slwc = float(torch.log(wt[pos]).sum()) if bool(pos.all()) else -math.inf
+            if swc == 0:
+                n_rows, slw = n_rows + m, slw + slwc
+                continue
+            mc = (wt @ Z) / swc if fit_intercept else torch.zeros(k, dtype=Z.dtype, device=Z.device)
+            Z.sub_(mc).mul_(wt.sqrt()[:, None])
+        Gc = Z.T @ Z
+        if G is None:
+            G, mean = Gc, mc
+        else:
+            tot = sw + swc
+            d = mc - mean
+            G += Gc + (sw * swc / tot) * torch.outer(d, d)
+            mean = mean + d * (swc / tot)
+        n_rows, sw, slw = n_rows + m, sw + swc, slw + slwc
+    if G is None:
+        return None
+    G = G.cpu()
+    L, info = torch.linalg.cholesky_ex(G[:p, :p])
+    if int(info) != 0:
+        return None
+    R11 = L.T
+    R12 = torch.linalg.solve_triangular(L, G[:p, p:], upper=False)
+    S = G[p:, p:] - R12.T @ R12  # the residual co-moments; PSD up to rounding
+    evals, evecs = torch.linalg.eigh((S + S.T) / 2)
+    R22 = evals.clamp(min=0).sqrt()[:, None] * evecs.T  # any R22 with R22ᵀR22 = S serves
+    R = torch.cat([torch.cat([R11, R12], 1), torch.cat([torch.zeros(R22.shape[0], p, dtype=G.dtype), R22], 1)], 0)
+    return Factor(n_rows, sw, slw, mean.cpu().numpy(), R.numpy(), fit_intercept, "gram")
 
 
 @dataclass
@@ -345,7 +434,7 @@ class RankWarning(UserWarning):
 ChunkSource = Callable[[], Iterator[tuple]]
 
 
-def refine(sol: ExactSolution, factor: Factor, chunks: ChunkSource) -> ExactSolution:
+def refine(sol: ExactSolution, factor: Factor, chunks: ChunkSource, *, extended: bool = True, device=None) -> ExactSolution:
     """One step of iterative refinement (corrected semi-normal equations) over a data pass.
 
     The residual r = y − ŷ and the gradient Xcᵀ W r are accumulated in extended precision
@@ -362,6 +451,12 @@ def refine(sol: ExactSolution, factor: Factor, chunks: ChunkSource) -> ExactSolu
     chunks : callable
         Returns a fresh iterator of ``(X, Y, w)`` chunks: X (n, n_features), Y (n, n_targets),
         w (n,) or None.
+    extended : bool
+        Accumulate in numpy longdouble (the QR path, for ill-conditioned designs); False uses
+        float64 on ``device`` at matrix speed, which suffices for a well-conditioned design whose
+        factor came from the Gram (its error, eps·κ², is what this step removes).
+    device : torch.device, optional
+        Where the float64 pass runs.
 
     Returns
     -------
@@ -371,6 +466,11 @@ def refine(sol: ExactSolution, factor: Factor, chunks: ChunkSource) -> ExactSolu
     p, q = sol.coef.shape[1], sol.coef.shape[0]
     if sol.l2 > 0 or sol.aliased.any():
         return sol
+    if not extended:
+        g, rsum = _gradient_double(sol, factor.mean[:p], chunks, device)
+        ld = np.float64
+        coef, b0, xm = sol.coef, sol.intercept, factor.mean[:p]
+        return _apply_refinement(sol, factor, g, rsum, coef, b0, xm, ld)
     ld = np.longdouble
     coef, b0 = sol.coef.astype(ld), sol.intercept.astype(ld)
     xm = factor.mean[:p].astype(ld)
@@ -383,7 +483,29 @@ def refine(sol: ExactSolution, factor: Factor, chunks: ChunkSource) -> ExactSolu
             r *= _numpy(w).astype(ld)[:, None]
         g += (Xl - xm).T @ r
         rsum += r.sum(axis=0)
+    return _apply_refinement(sol, factor, g, rsum, coef, b0, xm, ld)
+
+
+def _gradient_double(sol: ExactSolution, xm_np: np.ndarray, chunks: ChunkSource, device) -> tuple[np.ndarray, np.ndarray]:
+    """Xcᵀ W r and Σ w r at the current solution, in float64 (torch, on ``device``)."""
+    dd = {"device": device, "dtype": torch.float64}
+    coef, b0 = torch.as_tensor(sol.coef, **dd), torch.as_tensor(sol.intercept, **dd)
+    xm = torch.as_tensor(xm_np, **dd)
+    g = torch.zeros(coef.shape[1], coef.shape[0], **dd)
+    rsum = torch.zeros(coef.shape[0], **dd)
+    for X, Y, w in chunks():
+        Xd = torch.as_tensor(X).to(**dd, copy=True)  # centered in place below: never the caller's array
+        r = torch.as_tensor(Y).to(**dd) - torch.addmm(b0, Xd, coef.T)
+        if w is not None:
+            r *= torch.as_tensor(w).to(**dd)[:, None]
+        g += Xd.sub_(xm).T @ r
+        rsum += r.sum(dim=0)
+    return g.cpu().numpy(), rsum.cpu().numpy()
+
+
+def _apply_refinement(sol, factor, g, rsum, coef, b0, xm, ld) -> ExactSolution:
     std = sol.x_std
+    p = len(std)
     Rs = _square(factor.R)[:p, :p] / std
     # Solve (Rsᵀ Rs) γ = g / std in the standardized scale, then map back.
     t = _solve_upper(Rs, (g / std[:, None]).astype(np.float64), transpose=True)
@@ -399,7 +521,9 @@ def _numpy(a) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
-def residual_pass(sol: ExactSolution, chunks: ChunkSource, cov_type: str, *, device=None) -> tuple[np.ndarray, np.ndarray | None]:
+def residual_pass(
+    sol: ExactSolution, chunks: ChunkSource, cov_type: str, *, device=None, metrics=None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """A data pass: the weighted RSS from the data and, for HC covariances, the sandwich meat.
 
     Parameters
@@ -410,6 +534,8 @@ def residual_pass(sol: ExactSolution, chunks: ChunkSource, cov_type: str, *, dev
         w (n,) or None.
     cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3"}
     device : torch.device, optional
+    metrics : gradreg.metrics.MetricsAccumulator, optional
+        Given, it also receives every chunk's targets and residuals.
 
     Returns
     -------
@@ -434,9 +560,12 @@ def residual_pass(sol: ExactSolution, chunks: ChunkSource, cov_type: str, *, dev
         power = {"HC0": 0, "HC1": 0, "HC2": 1, "HC3": 2}[cov_type]
     for X, Y, w in chunks():
         Xd = torch.as_tensor(X).to(**dd)
-        r = torch.as_tensor(Y).to(**dd) - (Xd @ coef.T + b0)
+        Yd = torch.as_tensor(Y).to(**dd)
+        r = Yd - torch.addmm(b0, Xd, coef.T)
         wt = torch.ones(Xd.shape[0], **dd) if w is None else torch.as_tensor(w).to(**dd)
-        rss += (wt[:, None] * r * r).sum(dim=0)
+        rss += (r * r).sum(dim=0) if w is None else (wt[:, None] * r * r).sum(dim=0)
+        if metrics is not None:
+            metrics.add(Yd.cpu().numpy(), r.cpu().numpy(), None if w is None else wt.cpu().numpy())
         if robust:
             Xc = Xd - xm
             U = torch.cat(
@@ -601,19 +730,27 @@ def fit_exact(
     factor : Factor
         Of all the rows; merge it with another's to add rows.
     """
-    factor = factor_chunks(chunks(), fit_intercept=fit_intercept, device=device)
-    sol = solve(factor, n_features, l2=l2)
-    if error_bound(sol) > REFINE_ABOVE:
+    factor = gram_factor(chunks(), fit_intercept=fit_intercept, device=device)
+    sol = solve(factor, n_features, l2=l2) if factor is not None else None
+    # The Gram is kept only where QR itself would need no extended-precision refinement: a
+    # well-conditioned design whose residuals are not large beside the fit (see error_bound).
+    if sol is None or not (sol.condition_number <= GRAM_COND_LIMIT and error_bound(sol) <= REFINE_ABOVE) or sol.rank < n_features:
+        factor = factor_chunks(chunks(), fit_intercept=fit_intercept, device=device)
+        sol = solve(factor, n_features, l2=l2)
+    if error_bound(sol, factor.method) > REFINE_ABOVE:
         for _ in range(refine_steps):
-            sol = refine(sol, factor, chunks)
+            sol = refine(sol, factor, chunks, extended=factor.method == "qr", device=device)
     return sol, factor
 
 
 REFINE_ABOVE = 1e-14  # the bound omits growth factors of ~n·p, so refine well before it reaches 1e-12
+GRAM_COND_LIMIT = 1e4  # κ of the standardized design up to which the Gram path (error ~ eps·κ²) is used
 
 
-def error_bound(sol: ExactSolution) -> float:
+def error_bound(sol: ExactSolution, method: str = "qr") -> float:
     """First-order relative error bound of a QR least-squares solve: eps·κ·(1 + κ·tan θ).
+
+    For a factor from the Gram (normal equations) it is eps·κ² whatever the residual.
 
     κ is the condition number of the standardized design and tan θ = ‖r‖ / ‖ŷ − ȳ‖ (worst
     target). Large residuals on a moderately conditioned design (NIST Wampler5) need refinement
@@ -623,4 +760,7 @@ def error_bound(sol: ExactSolution) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         tan = np.where(fitted > 0, np.sqrt(np.maximum(sol.rss, 0) / fitted), np.inf)
     kappa = sol.condition_number
-    return float(np.finfo(np.float64).eps * kappa * (1 + kappa * np.max(tan, initial=0.0)))
+    eps = np.finfo(np.float64).eps
+    if method == "gram":
+        return float(eps * kappa * kappa)
+    return float(eps * kappa * (1 + kappa * np.max(tan, initial=0.0)))

@@ -49,6 +49,17 @@ class GDResult:
     batch_size: int = 0
 
 
+_BLOCK = 65_536  # rows per block when standardizing or measuring large arrays
+
+
+def _standardized(A: np.ndarray, mean: np.ndarray, scale: np.ndarray, dtype, device) -> torch.Tensor:
+    """(A − mean) / scale in ``dtype`` on ``device``, computed in float64 block by block."""
+    out = torch.empty(A.shape, dtype=dtype, device=device)
+    for s in range(0, len(A), _BLOCK):
+        out[s : s + _BLOCK] = torch.from_numpy((A[s : s + _BLOCK] - mean) / scale)
+    return out
+
+
 def auto_batch_size(n: int) -> int:
     """The default batch size: about 64 steps an epoch, at most 4096 rows a batch.
 
@@ -65,15 +76,23 @@ def auto_batch_size(n: int) -> int:
 
 
 def weighted_moments(A: np.ndarray, w: np.ndarray | None, center: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Column (mean, scale) of A (n, k): std about the weighted mean, or RMS without centering."""
-    if w is None:
-        mean = A.mean(axis=0) if center else np.zeros(A.shape[1])
-        var = ((A - mean) ** 2).mean(axis=0)
-    else:
-        sw = w.sum()
-        mean = (w @ A) / sw if center else np.zeros(A.shape[1])
-        var = (w @ (A - mean) ** 2) / sw
-    scale = np.sqrt(var)
+    """Column (mean, scale) of A (n, k): std about the weighted mean, or RMS without centering.
+
+    Computed in float64 over blocks of rows, so a large float32 A is never copied whole.
+    """
+    n, k = A.shape
+    sw = float(n) if w is None else float(w.sum())
+    mean = np.zeros(k)
+    if center:
+        for s in range(0, n, _BLOCK):
+            blk = A[s : s + _BLOCK].astype(np.float64, copy=False)
+            mean += blk.sum(axis=0) if w is None else w[s : s + _BLOCK] @ blk
+        mean /= sw
+    ss = np.zeros(k)
+    for s in range(0, n, _BLOCK):
+        d = A[s : s + _BLOCK] - mean
+        ss += (d * d).sum(axis=0) if w is None else w[s : s + _BLOCK] @ (d * d)
+    scale = np.sqrt(ss / sw)
     return mean, np.where(scale > 0, scale, 1.0)  # a constant column stays as it is
 
 
@@ -86,6 +105,7 @@ def auto_lr(
     pen: torch.Tensor,
     fit_intercept: bool,
     optimizer: str,
+    gram_max_eig: float | None = None,
 ) -> float:
     """A safe step size from the curvature of the (scaled) problem.
 
@@ -107,6 +127,8 @@ def auto_lr(
         Per-coefficient penalty scale in the training scale.
     fit_intercept : bool
     optimizer : {"sgd", "momentum", "adam"}
+    gram_max_eig : float, optional
+        λmax(UᵀWU / n) when already known (from the exact solver's factor); else computed here.
 
     Returns
     -------
@@ -115,23 +137,36 @@ def auto_lr(
     if optimizer == "adam":
         return 1e-2  # Adam's steps are scale-free; parameters are O(1) in standardized units
     n, p = Xs.shape
-    X64 = Xs.double()
-    w = torch.ones(n, dtype=torch.float64, device=Xs.device) if wn is None else wn.double()
-    G = (X64 * w[:, None]).T @ X64 / n
-    if fit_intercept:
-        c = (w @ X64 / n)[:, None]
-        G = torch.cat([torch.cat([w.mean().reshape(1, 1), c.T], 1), torch.cat([c, G], 1)], 0)
-    if G.shape[0] <= 2048:
-        lam = float(torch.linalg.eigvalsh(G)[-1])
-    else:  # power iteration; its estimate is a lower bound, hence the margin
-        v = torch.ones(G.shape[0], dtype=torch.float64, device=G.device)
-        for _ in range(50):
-            v = G @ v
-            v = v / v.norm()
-        lam = 1.1 * float(v @ G @ v)
+    G = torch.zeros(p, p, dtype=torch.float64, device=Xs.device)
+    c = torch.zeros(p, dtype=torch.float64, device=Xs.device)
+    lmax = 0.0
+    for s in range(0, n, _BLOCK):  # float64 blocks: no full-size copy of Xs
+        X64 = Xs[s : s + _BLOCK].double()
+        w = torch.ones(len(X64), dtype=torch.float64, device=Xs.device) if wn is None else wn[s : s + _BLOCK].double()
+        if gram_max_eig is None:
+            G += (X64 * w[:, None]).T @ X64
+            c += w @ X64
+        row = (X64 * X64).sum(dim=1) + (1.0 if fit_intercept else 0.0)
+        lmax = max(lmax, float((w * row).max()))
+    if gram_max_eig is not None:
+        lam = float(gram_max_eig)
+    else:
+        G /= n
+        if fit_intercept:
+            c = (c / n)[:, None]
+            w_mean = 1.0 if wn is None else float(wn.double().mean())
+            G = torch.cat(
+                [torch.cat([torch.full((1, 1), w_mean, dtype=G.dtype, device=G.device), c.T], 1), torch.cat([c, G], 1)], 0
+            )
+        if G.shape[0] <= 2048:
+            lam = float(torch.linalg.eigvalsh(G)[-1])
+        else:  # power iteration; its estimate is a lower bound, hence the margin
+            v = torch.ones(G.shape[0], dtype=torch.float64, device=G.device)
+            for _ in range(50):
+                v = G @ v
+                v = v / v.norm()
+            lam = 1.1 * float(v @ G @ v)
     lam += l2 * float((pen.double() ** 2).max()) if l2 > 0 else 0.0
-    row = (X64 * X64).sum(dim=1) + (1.0 if fit_intercept else 0.0)
-    lmax = float((w * row).max())
     L, Lmax = 2 * lam, 2 * max(lmax, lam)
     B = batch_size
     LB = L if B >= n else (n * (B - 1) / (B * (n - 1))) * L + ((n - B) / (B * (n - 1))) * Lmax
@@ -214,6 +249,8 @@ def fit_gd(
     Y_val: np.ndarray | None = None,
     w_val: np.ndarray | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    moments: tuple[np.ndarray, ...] | None = None,
+    gram_max_eig: float | None = None,
 ) -> GDResult:
     """Train a :class:`LinearModel` on X (n, p), Y (n, q) by minibatch gradient descent.
 
@@ -232,6 +269,12 @@ def fit_gd(
         Validation rows: their loss is recorded each epoch and drives early stopping.
     on_epoch : callable, optional
         Called with each epoch's history record.
+    moments : tuple of ndarray, optional
+        ``(x_mean, x_std, y_mean, y_std)`` as :func:`weighted_moments` would compute them, when
+        already known (the exact solver's factor holds them); saves two passes over the data.
+    gram_max_eig : float, optional
+        The largest eigenvalue of the standardized design's weighted Gram (with the intercept
+        column), for :func:`auto_lr`; saves another pass.
 
     Returns
     -------
@@ -248,10 +291,13 @@ def fit_gd(
     q = Y.shape[1]
     gen = torch.Generator().manual_seed(cfg.seed)
     model = LinearModel(p, q, fit_intercept=cfg.fit_intercept, dtype=dtype, device=device)
-    x_center, x_std = weighted_moments(X, sample_weight, cfg.fit_intercept)  # x_std also scales the ridge penalty
+    if moments is None:
+        x_center, x_std = weighted_moments(X, sample_weight, cfg.fit_intercept)  # x_std also scales the ridge penalty
+    else:
+        x_center, x_std = moments[0], moments[1]
     if cfg.standardize:
         xm, xs = x_center, x_std
-        ym, ys = weighted_moments(Y, sample_weight, cfg.fit_intercept)
+        ym, ys = weighted_moments(Y, sample_weight, cfg.fit_intercept) if moments is None else (moments[2], moments[3])
     else:
         xm, xs, ym, ys = np.zeros(p), np.ones(p), np.zeros(q), np.ones(q)
     with torch.no_grad():
@@ -262,8 +308,8 @@ def fit_gd(
             if cfg.fit_intercept:
                 model.bias.copy_(torch.randn(q, generator=gen, dtype=torch.float64))
     # Standardize once, in float64, then keep the training copy in the working dtype.
-    Xs = torch.as_tensor((X - xm) / xs, dtype=dtype).to(device)
-    Ys = torch.as_tensor((Y - ym) / ys, dtype=dtype).to(device)
+    Xs = _standardized(X, xm, xs, dtype, device)
+    Ys = _standardized(Y, ym, ys, dtype, device)
     wn = None
     if sample_weight is not None:
         wn = torch.as_tensor(sample_weight / sample_weight.mean(), dtype=dtype).to(device)
@@ -271,7 +317,11 @@ def fit_gd(
     y_var = torch.as_tensor(ys**2, dtype=torch.float64, device=device)
     B = cfg.batch_size or auto_batch_size(n)
     B = min(B, n)
-    lr = cfg.lr if cfg.lr is not None else auto_lr(Xs, wn, B, q, cfg.l2, pen, cfg.fit_intercept, cfg.optimizer)
+    if cfg.lr is not None:
+        lr = cfg.lr
+    else:
+        lam = gram_max_eig if cfg.standardize else None  # the hint is for the standardized design
+        lr = auto_lr(Xs, wn, B, q, cfg.l2, pen, cfg.fit_intercept, cfg.optimizer, gram_max_eig=lam)
     params = [model.weight] + ([model.bias] if cfg.fit_intercept else [])
     opt = Optimizer(cfg.optimizer, params, lr)
     steps_per_epoch = math.ceil(n / B)  # the last batch may be partial
@@ -336,9 +386,16 @@ def run_epoch(model, opt, schedule, first_step, Xs, Ys, wn, B, gen, l2, pen) -> 
     n = Xs.shape[0]
     perm = torch.randperm(n, generator=gen).to(Xs.device)
     sse = torch.zeros(Ys.shape[1], dtype=torch.float64, device=Xs.device)
+    # Gather each batch into the same buffers: index_select with out= is several times faster
+    # than fancy indexing, which allocates a fresh tensor per batch.
+    xbuf = torch.empty((min(B, n), Xs.shape[1]), dtype=Xs.dtype, device=Xs.device)
+    ybuf = torch.empty((min(B, n), Ys.shape[1]), dtype=Ys.dtype, device=Ys.device)
     for k, start in enumerate(range(0, n, B)):
         idx = perm[start : start + B]
-        sse += train_step(model, opt, schedule(first_step + k), Xs[idx], Ys[idx], None if wn is None else wn[idx], l2, pen)
+        m = len(idx)
+        xb = torch.index_select(Xs, 0, idx, out=xbuf[:m])
+        yb = torch.index_select(Ys, 0, idx, out=ybuf[:m])
+        sse += train_step(model, opt, schedule(first_step + k), xb, yb, None if wn is None else wn[idx], l2, pen)
     return sse
 
 
