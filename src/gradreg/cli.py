@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .errors import ConfigError, GradregError
+from .errors import ConfigError, DataError, GradregError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+OUT_OF_MEMORY = "out of memory; train from CSV/Parquet files with --stream (bounded memory), or use a larger machine"
 
 EXAMPLES = {
     "train": "examples:\n  gradreg train crops --target mangoes --target oranges -o crops.safetensors\n"
@@ -117,9 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, epilog=EXAMPLES[name], formatter_class=fmt)
 
-    def data_options(c: argparse.ArgumentParser) -> None:
+    def data_options(c: argparse.ArgumentParser, chunks: bool = False, stream: bool = False) -> None:
         c.add_argument("--delimiter", help="CSV field separator (default: ',' or tab for .tsv)")
         c.add_argument("--drop-missing", action="store_true", help="drop rows with a missing value instead of failing")
+        if chunks:
+            c.add_argument(
+                "--chunk-rows",
+                type=_positive_int,
+                default=65_536,
+                metavar="N",
+                help="rows read at a time from CSV/Parquet files, folders and globs (default: %(default)s)",
+            )
+        if stream:
+            c.add_argument(
+                "--stream",
+                action="store_true",
+                help="read in chunks even if the data would fit in memory (automatic above ~1 GiB)",
+            )
 
     def model_arg(c: argparse.ArgumentParser) -> None:
         c.add_argument("model", metavar="MODEL", help="a .safetensors model file written by gradreg").complete = FILE
@@ -129,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
             "data",
             metavar="DATA",
             nargs="?" if optional else None,
-            help=help or "CSV/TSV, Parquet, .npy/.npz file, a built-in table (see `gradreg datasets`), or - for stdin",
+            help=help
+            or "CSV/TSV or Parquet file, folder or glob ('data/*.parquet'), .npy/.npz, a built-in table, or - for stdin",
         ).complete = FILE
 
     t = command("train", "Fit a linear model and write it to a .safetensors file.")
@@ -137,13 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--target", action="append", required=True, help="target column (repeat or comma-separate for several)")
     t.add_argument("--features", help="comma-separated feature columns (default: every other numeric column)")
     t.add_argument("--weight", help="column of sample weights (>= 0)")
-    data_options(t)
+    data_options(t, chunks=True, stream=True)
     t.add_argument(
         "-o", "--output", default="model.safetensors", help="model file to write (default: %(default)s)"
     ).complete = FILE
     t.add_argument(
         "--plots", metavar="DIR", help="also write the loss curve, predicted-vs-actual and residual PNGs here"
     ).complete = DIRECTORY
+    t.add_argument(
+        "--shuffle-buffer",
+        type=_positive_int,
+        default=1 << 20,
+        metavar="ROWS",
+        help="streamed data: rows shuffled together by gradient descent (default: %(default)s)",
+    )
     t.add_argument(
         "--solver",
         choices=["gd", "exact"],
@@ -190,13 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(pr)
     pr.add_argument("-o", "--output", default="-", help="CSV or Parquet (by extension); '-' is stdout (default)").complete = FILE
     pr.add_argument("--json", action="store_true", help="write JSON lines (one object per row) instead of CSV")
-    data_options(pr)
+    data_options(pr, chunks=True)
 
     ev = command("evaluate", "Metrics of a model on a table that has the target columns.")
     model_arg(ev)
     data_arg(ev)
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    data_options(ev)
+    data_options(ev, chunks=True)
 
     ins = command("inspect", "Show a model's coefficients, statistics and metadata.")
     model_arg(ins)
@@ -258,7 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except MemoryError:
-        sys.stderr.write("Error: out of memory; use smaller data or a machine with more memory\n")
+        sys.stderr.write(f"Error: {OUT_OF_MEMORY}\n")
+        return EXIT_FAILURE
+    except RuntimeError as e:  # torch reports a failed allocation as a RuntimeError
+        if args.debug or not any(s in str(e) for s in ("can't allocate memory", "out of memory")):
+            raise
+        sys.stderr.write(f"Error: {OUT_OF_MEMORY}\n")
         return EXIT_FAILURE
     except OSError as e:
         if args.debug:
@@ -356,10 +384,34 @@ def _mode(args: argparse.Namespace) -> str:
     return "tty" if sys.stdout.isatty() else "lines"
 
 
-def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: Any = None, weight: Any = None):
-    from .data import load
+def _stream(args: argparse.Namespace, data: str):
+    """A Stream over DATA when it is CSV/Parquet file(s) on disk; None for stdin, .npy/.npz, built-ins."""
+    from .data import BUILTIN
+    from .stream import CSV_SUFFIXES, PARQUET_SUFFIXES, Stream, _is_glob
 
-    return load(data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter)
+    if data == "-" or (data in BUILTIN and not os.path.exists(data)) or not hasattr(args, "chunk_rows"):
+        return None
+    if not (os.path.isdir(data) or _is_glob(data) or data.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)):
+        return None
+    if os.path.isfile(data) and os.path.getsize(data) == 0:
+        return None  # the whole-table reader says "file is empty" with its usual words
+    return Stream(data, chunk_rows=args.chunk_rows, delimiter=args.delimiter)
+
+
+def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: Any = None, weight: Any = None):
+    """The training data: in memory when it fits (the fast path), else a StreamingDataset."""
+    from .data import load
+    from .stream import IN_MEMORY_BYTES, StreamingDataset
+
+    stream = _stream(args, data)
+    if stream is None:
+        return load(data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter)
+    sds = StreamingDataset(stream, targets, features, weight=weight, drop_missing=args.drop_missing)
+    if getattr(args, "stream", False) or stream.estimated_bytes(len(sds.columns)) > IN_MEMORY_BYTES:
+        return sds
+    if len(stream.files) == 1:  # one file that fits: read it whole, as always
+        return load(data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter)
+    return sds.in_memory()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -378,15 +430,33 @@ def cmd_train(args: argparse.Namespace) -> int:
         for n in ds.notices:
             err.print(f"note: {n}")
     with EpochPrinter(cfg.epochs, mode=mode) as printer:
-        model = train(ds, cfg, on_epoch=printer if cfg.solver == "gd" else None)
+        model = train(ds, cfg, on_epoch=printer if cfg.solver == "gd" else None, shuffle_buffer=args.shuffle_buffer)
     model.save(args.output)
     plots = []
     if args.plots:
         from .plots import model_plots
 
-        plots = model_plots(model, args.plots, ds.X, ds.Y, title=_data_label(args.data))
+        X, Y = (ds.X, ds.Y) if hasattr(ds, "X") else _sample_rows(ds)
+        plots = model_plots(model, args.plots, X, Y, title=_data_label(args.data))
     _report_trained(model, args.output, mode, err, plots)
     return EXIT_OK
+
+
+def _sample_rows(sds, limit: int = 200_000):
+    """Up to ``limit`` rows of a streamed dataset, for pictures (spread over its chunks)."""
+    import numpy as np
+
+    from .plots import MAX_POINTS
+
+    Xs, Ys, kept = [], [], 0
+    for X, Y, _ in sds.chunks():
+        take = max(1, min(len(X), MAX_POINTS // 8))
+        Xs.append(X[:take])
+        Ys.append(Y[:take])
+        kept += take
+        if kept >= limit:
+            break
+    return np.concatenate(Xs), np.concatenate(Ys)
 
 
 def _data_label(data: str) -> str:
@@ -424,22 +494,82 @@ def _load_model(path: str):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .data import feature_matrix, read_table, write_table
+    from .data import feature_matrix, read_table
 
     model = _load_model(args.model)
     if args.output != "-":
         _check_output(args.output)
-    table = read_table(args.data, delimiter=args.delimiter)
-    X, _ = feature_matrix(table, model.feature_names, drop_missing=args.drop_missing)
-    pred = model.predict(X)
-    if args.json:
-        _write_text(args.output, _json_lines(model.target_names, pred))
-        return EXIT_OK
-    cols = {name: np.ascontiguousarray(pred[:, j]) for j, name in enumerate(model.target_names)}
-    write_table(cols, args.output)
+    stream = _stream(args, args.data)
+    if stream is None:
+        tables = iter([read_table(args.data, delimiter=args.delimiter)])
+    else:
+        lacking = [f for f in model.feature_names if f not in stream.columns]
+        if lacking:
+            raise DataError(
+                f"{stream.files[0].path}: lacks model feature column(s) {', '.join(map(repr, lacking))}; "
+                f"columns are {', '.join(stream.columns)}"
+            )
+        tables = stream.tables(model.feature_names)
+    with _PredictionWriter(args.output, model.target_names, json_lines=args.json) as out:
+        for table in tables:  # chunk by chunk: memory stays bounded whatever the input's size
+            X, _ = feature_matrix(table, model.feature_names, drop_missing=args.drop_missing)
+            out.write(model.predict(X))
     return EXIT_OK
+
+
+class _PredictionWriter:
+    """Predictions written chunk by chunk as CSV, Parquet (by extension) or JSON lines; a file
+    appears only when complete (written to a temporary file, then renamed)."""
+
+    def __init__(self, dest: str, names: list[str], *, json_lines: bool) -> None:
+        self.dest, self.names, self.json_lines = dest, names, json_lines
+        self.parquet = dest != "-" and dest.lower().endswith((".parquet", ".pq")) and not json_lines
+        self._atomic = self._file = self._writer = None
+
+    def __enter__(self) -> _PredictionWriter:
+        if self.dest == "-":
+            self._file = sys.stdout
+        else:
+            from .persist import atomic_path
+
+            self._atomic = atomic_path(self.dest)
+            tmp = self._atomic.__enter__()
+            if self.parquet:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                self._writer = pq.ParquetWriter(tmp, pa.schema([(n, pa.float64()) for n in self.names]))
+            else:
+                self._file = open(tmp, "w", encoding="utf-8", newline="")
+        if not self.parquet and not self.json_lines:
+            import csv
+
+            csv.writer(self._file, lineterminator="\n").writerow(self.names)
+        return self
+
+    def write(self, pred) -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        table = pa.table({n: np.ascontiguousarray(pred[:, j]) for j, n in enumerate(self.names)})
+        if self.parquet:
+            self._writer.write_table(table)
+        elif self.json_lines:
+            self._file.write(_json_lines(self.names, pred))
+        else:
+            from .data import _csv_body
+
+            self._file.write(_csv_body(table))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._file is not None and self._file is not sys.stdout:
+            self._file.close()
+        elif self._file is sys.stdout:
+            sys.stdout.flush()
+        if self._atomic is not None:
+            self._atomic.__exit__(exc_type, exc, tb)  # renames only on success
 
 
 def _json_lines(names: list[str], values) -> str:
@@ -463,15 +593,26 @@ def _write_text(path: str, text: str) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import read_table, select
     from .display import metrics_table
-    from .metrics import regression_metrics
+    from .metrics import MetricsAccumulator
 
     model = _load_model(args.model)
-    table = read_table(args.data, delimiter=args.delimiter)
-    ds = select(table, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=1)
-    m = regression_metrics(ds.Y, model.predict(ds.X))
+    stream = _stream(args, args.data)
+    if stream is None:
+        tables = iter([read_table(args.data, delimiter=args.delimiter)])
+    else:
+        tables = stream.tables([c for c in model.target_names + model.feature_names if c in stream.columns])
+    acc = MetricsAccumulator(len(model.target_names))
+    n_rows = 0
+    for table in tables:  # chunk by chunk
+        ds = select(table, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=0)
+        acc.add(ds.Y, ds.Y - model.predict(ds.X))
+        n_rows += len(ds.X)
+    if n_rows == 0:
+        raise DataError(f"{args.data}: no data rows to evaluate")
+    m = acc.result()
     result = {"data": {k: v.tolist() for k, v in m.items()}}
     if args.json:
-        print(json.dumps(_clean({"targets": model.target_names, "n_rows": len(ds.X), "metrics": result["data"]})))
+        print(json.dumps(_clean({"targets": model.target_names, "n_rows": n_rows, "metrics": result["data"]})))
     else:
         _console().print(metrics_table(result, model.target_names))
     return EXIT_OK

@@ -45,6 +45,8 @@ class Table:
         The CSV field separator.
     notices : list of str
         What reading did that a user should know of (shown as ``note:`` lines).
+    row_offset : int
+        Data rows of the same file before this table's first row (a chunk of a larger file).
     """
 
     data: Any
@@ -52,6 +54,7 @@ class Table:
     path: str | bytes | None = None
     delimiter: str = ","
     notices: list[str] = field(default_factory=list)
+    row_offset: int = 0
 
     def where(self, row: int | None = None, column: str | None = None) -> str:
         """Where a cell is, as a user sees it: ``data.csv, line 7, column 'rainfall'``.
@@ -68,6 +71,7 @@ class Table:
         """
         if row is None:
             return cell(self.source, None, column)
+        row += self.row_offset
         if self.path is not None:
             return cell(self.source, _csv_line_of_row(self.path, row, self.delimiter), column)
         return f"{self.source}, row {row + 1}" + (f", column {column!r}" if column else "")
@@ -271,6 +275,8 @@ def _read_parquet(path: str) -> Table:
 
     try:
         data = pq.read_table(path)
+    except MemoryError:
+        raise  # "out of memory", not a bad file
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: not a readable Parquet file: {str(e).splitlines()[0]}") from None
     return Table(data, path)
@@ -637,6 +643,15 @@ def write_table(columns: dict[str, np.ndarray], dest: str | io.TextIOBase) -> No
         else:
             with open(tmp, "w", encoding="utf-8", newline="") as f:
                 f.write(_csv_text(table))
+
+
+def _csv_body(table: Any) -> str:
+    """The rows of a table as CSV text, without a header (pyarrow's shortest round-trip floats)."""
+    import pyarrow.csv as pcsv
+
+    body = io.BytesIO()
+    pcsv.write_csv(table, body, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
+    return body.getvalue().decode("utf-8")
 
 
 def _csv_text(table: Any) -> str:

@@ -22,6 +22,7 @@ from .errors import DataError, ModelFileError
 from .metrics import regression_metrics
 
 CHUNK_ROWS = 65_536  # rows per block of the exact solver's passes over in-memory data
+SHUFFLE_BUFFER = 1 << 20  # rows that streamed gradient descent shuffles together (--shuffle-buffer)
 
 __all__ = ["FittedModel", "train"]
 
@@ -266,7 +267,9 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> FittedModel:
+def train(
+    ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None, shuffle_buffer: int = SHUFFLE_BUFFER
+) -> FittedModel:
     """Fit a dataset: the exact optimum always, gradient descent when asked, then metrics and statistics.
 
     Parameters
@@ -276,6 +279,8 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
     cfg : TrainConfig
     on_epoch : callable, optional
         Called with each epoch's record (``epoch``, ``loss``, ``val_loss``, ``rows_per_s``, …).
+    shuffle_buffer : int
+        For a :class:`~gradreg.stream.StreamingDataset`: rows shuffled together by gradient descent.
 
     Returns
     -------
@@ -286,12 +291,13 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
     DivergenceError
         When gradient descent's loss becomes NaN/inf or grows 1000-fold.
     """
-    import torch
 
     from .solvers import exact
     from .solvers.gd import fit_gd
 
     cfg.validate()
+    if not isinstance(ds, Dataset):  # a StreamingDataset: chunks read again for every pass
+        return _train_stream(ds, cfg, on_epoch, shuffle_buffer)
     from .config import resolve_device
 
     device = resolve_device(cfg.device)
@@ -309,26 +315,11 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
             stop = start + CHUNK_ROWS
             yield X[start:stop], Y[start:stop], None if w is None else w[start:stop]
 
-    p, q = X.shape[1], Y.shape[1]
+    p = X.shape[1]
     opt_sol, factor = exact.fit_exact(chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device)
     warn = exact.warn_rank(opt_sol, ds.feature_names)
-    info: dict[str, Any] = {
-        "gradreg_version": __version__,
-        "torch_version": torch.__version__,
-        "numpy_version": np.__version__,
-        "python_version": platform.python_version(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": ds.source,
-        "data_sha256": fingerprint(ds),
-        "n_rows": int(len(ds.X)),
-        "n_train": int(len(tr)),
-        "n_val": int(len(va)),
-        "device": str(device),
-        "condition_number": opt_sol.condition_number,
-        "rank": opt_sol.rank,
-        "notices": ds.notices,
-    }
-    history: list[dict] = []
+    info = _info(ds.source, fingerprint(ds), len(ds.X), len(tr), len(va), device, opt_sol, ds.notices)
+    res = None
     if cfg.solver == "gd":
         res = fit_gd(
             X,
@@ -341,6 +332,23 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
             on_epoch=on_epoch,
             **_gd_hints(factor, p),
         )
+
+    def val_metrics(coef, intercept):
+        if not len(va):
+            return None
+        return _metrics(ds.X[va], ds.Y[va], ds.sample_weight[va] if ds.sample_weight is not None else None, coef, intercept)
+
+    return _finish(cfg, device, ds.feature_names, ds.target_names, opt_sol, chunks, res, val_metrics, info, warn)
+
+
+def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_metrics, info, warn) -> FittedModel:
+    """After the solvers: the residual pass, statistics, metrics and the gap, as a FittedModel."""
+    from .metrics import MetricsAccumulator
+    from .solvers import exact
+
+    q = len(target_names)
+    history: list[dict] = []
+    if res is not None:
         coef_t, icpt_t = res.model.original_units()
         coef, intercept = coef_t.cpu().numpy(), icpt_t.cpu().numpy()
         scaling = [
@@ -359,8 +367,6 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
         sol = opt_sol
         coef, intercept = sol.coef, sol.intercept
         scaling = [sol.x_mean, np.where(sol.x_std > 0, sol.x_std, 1.0), np.zeros(q), np.ones(q)]
-    from .metrics import MetricsAccumulator
-
     acc = MetricsAccumulator(q)
     rss, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device, metrics=acc)
     sol.rss = rss
@@ -370,10 +376,9 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
     stats = exact.statistics(sol, cov_type=cfg.cov_type, conf_level=cfg.conf_level, meat=meat)
     objective = sol.objective()
     metrics = {"train": {k: v.tolist() for k, v in acc.result().items()}}
-    if len(va):
-        metrics["val"] = _metrics(
-            ds.X[va], ds.Y[va], ds.sample_weight[va] if ds.sample_weight is not None else None, coef, intercept
-        )
+    val = val_metrics(coef, intercept)
+    if val is not None:
+        metrics["val"] = val
     optimum = {
         "objective": optimum_obj.tolist(),
         "mean_objective": float(optimum_obj.mean()),
@@ -385,8 +390,8 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
         "kind": "ridge objective" if cfg.l2 > 0 else "MSE",
     }
     return FittedModel(
-        feature_names=list(ds.feature_names),
-        target_names=list(ds.target_names),
+        feature_names=list(feature_names),
+        target_names=list(target_names),
         coef=coef,
         intercept=intercept,
         x_mean=scaling[0],
@@ -401,6 +406,122 @@ def train(ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | N
         info=info,
         warnings=warn,
     )
+
+
+def _info(source, sha, n_rows, n_train, n_val, device, opt_sol, notices) -> dict[str, Any]:
+    import torch
+
+    return {
+        "gradreg_version": __version__,
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "data_sha256": sha,
+        "n_rows": int(n_rows),
+        "n_train": int(n_train),
+        "n_val": int(n_val),
+        "device": str(device),
+        "condition_number": opt_sol.condition_number,
+        "rank": opt_sol.rank,
+        "notices": notices,
+    }
+
+
+def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int) -> FittedModel:
+    """:func:`train` for a StreamingDataset: every pass reads the chunks again; memory stays bounded."""
+    import zlib
+
+    from .config import resolve_device
+    from .metrics import MetricsAccumulator
+    from .solvers import exact
+    from .solvers.gd import fit_gd_stream
+
+    device = resolve_device(cfg.device)
+    frac = cfg.val_fraction
+    p, q = sds.n_features, len(sds.target_names)
+
+    def split(units=None, part="train"):
+        # A seeded mask per chunk, keyed by file and first row: the same rows every pass and epoch.
+        for key, (X, Y, w) in sds.keyed_chunks(units):
+            if frac > 0:
+                mask = np.random.default_rng([cfg.seed, zlib.crc32(key[0].encode()), key[1]]).random(len(X)) < frac
+                keep = mask if part == "val" else ~mask
+                X, Y, w = X[keep], Y[keep], None if w is None else w[keep]
+            elif part == "val":
+                continue
+            yield X, Y, w
+
+    seen = {"n": 0, "n_val": 0, "lo": None, "hi": None, "w_max": 0.0}
+    digest = hashlib.sha256()
+    calls = [0]
+
+    def first_pass():
+        for X, Y, w in split():
+            for part in (X, Y) + ((w,) if w is not None else ()):
+                part = np.ascontiguousarray(part)
+                digest.update(memoryview(part).cast("B"))
+            if len(X):
+                lo, hi = X.min(axis=0), X.max(axis=0)
+                seen["lo"] = lo if seen["lo"] is None else np.minimum(seen["lo"], lo)
+                seen["hi"] = hi if seen["hi"] is None else np.maximum(seen["hi"], hi)
+                if w is not None:
+                    seen["w_max"] = max(seen["w_max"], float(w.max()))
+            seen["n"] += len(X)
+            yield X, Y, w
+
+    def chunks():
+        calls[0] += 1
+        return first_pass() if calls[0] == 1 else split()
+
+    opt_sol, factor = exact.fit_exact(chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device)
+    n = seen["n"]
+    if n < 2:
+        raise DataError(f"{sds.source}: need at least 2 training rows; got {n}")
+    if factor.sum_w <= 0:
+        raise DataError(f"{sds.source}: all training weights are zero")
+    digest.update("\0".join(sds.feature_names + ["|"] + sds.target_names).encode())
+    warn = exact.warn_rank(opt_sol, sds.feature_names)
+    n_val = sum(len(X) for X, _, _ in split(part="val")) if frac > 0 else 0
+    info = _info(sds.source, digest.hexdigest(), n + n_val, n, n_val, device, opt_sol, sds.notices)
+    info["streamed"] = True
+    info["chunk_rows"] = sds.stream.chunk_rows
+    res = None
+    if cfg.solver == "gd":
+        hints = _gd_hints(factor, p)
+        xm, xs = hints["moments"][0], hints["moments"][1]
+        dev = np.maximum((seen["hi"] - xm) ** 2, (seen["lo"] - xm) ** 2) / xs**2
+        w_mean = factor.sum_w / n
+        row_max = (float(dev.sum()) + (1.0 if cfg.fit_intercept else 0.0)) * (seen["w_max"] / w_mean if seen["w_max"] else 1.0)
+        units = sds.stream.units()
+
+        def epoch_chunks(epoch: int):
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(len(units))
+            return split([units[i] for i in order])
+
+        res = fit_gd_stream(
+            epoch_chunks,
+            n,
+            cfg,
+            moments=hints["moments"],
+            gram_max_eig=hints["gram_max_eig"],
+            row_norm_max=row_max,
+            sum_w=factor.sum_w,
+            val_chunks=(lambda: split(part="val")) if frac > 0 else None,
+            on_epoch=on_epoch,
+            shuffle_buffer=shuffle_buffer,
+        )
+
+    def val_metrics(coef, intercept):
+        if frac <= 0:
+            return None
+        acc = MetricsAccumulator(q)
+        for X, Y, w in split(part="val"):
+            acc.add(Y, Y - (X @ coef.T + intercept), w)
+        return {k: v.tolist() for k, v in acc.result().items()}
+
+    return _finish(cfg, device, sds.feature_names, sds.target_names, opt_sol, split, res, val_metrics, info, warn)
 
 
 def _gd_hints(factor, p: int) -> dict[str, Any]:

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..config import TrainConfig, resolve_device
-from ..errors import DivergenceError
+from ..errors import ConfigError, DivergenceError
 from ..model import LinearModel
 
-__all__ = ["GDResult", "fit_gd", "auto_lr", "auto_batch_size"]
+__all__ = ["GDResult", "fit_gd", "fit_gd_stream", "auto_lr", "lr_from_curvature", "auto_batch_size"]
 
 DIVERGENCE_FACTOR = 1000.0  # an epoch loss this many times the best so far means divergence
 
@@ -167,6 +167,27 @@ def auto_lr(
                 v = v / v.norm()
             lam = 1.1 * float(v @ G @ v)
     lam += l2 * float((pen.double() ** 2).max()) if l2 > 0 else 0.0
+    return lr_from_curvature(lam, lmax, n, batch_size, n_targets, optimizer)
+
+
+def lr_from_curvature(lam: float, lmax: float, n: int, batch_size: int, n_targets: int, optimizer: str) -> float:
+    """The step size 1/L_B of :func:`auto_lr` from λmax of the Gram and the largest row norm.
+
+    Parameters
+    ----------
+    lam : float
+        λmax(UᵀWU / n), the ridge term included.
+    lmax : float
+        max wᵢ‖uᵢ‖² (or an upper bound of it).
+    n : int
+    batch_size : int
+    n_targets : int
+    optimizer : {"sgd", "momentum"}
+
+    Returns
+    -------
+    float
+    """
     L, Lmax = 2 * lam, 2 * max(lmax, lam)
     B = batch_size
     LB = L if B >= n else (n * (B - 1) / (B * (n - 1))) * L + ((n - B) / (B * (n - 1))) * Lmax
@@ -335,12 +356,23 @@ def fit_gd(
             None if w_val is None else torch.as_tensor(w_val / w_val.mean(), dtype=dtype).to(device),
         )
     result = GDResult(model, lr=lr, batch_size=B)
+
+    def train_epoch(epoch: int) -> torch.Tensor:
+        return run_epoch(model, opt, schedule, (epoch - 1) * steps_per_epoch, Xs, Ys, wn, B, gen, cfg.l2, pen)
+
+    val_loss = (lambda: evaluate_loss(model, *val, y_var)) if val is not None else None
+    return _epochs(result, cfg, n, train_epoch, val_loss, schedule, steps_per_epoch, pen, y_var, on_epoch)
+
+
+def _epochs(result: GDResult, cfg: TrainConfig, n: int, train_epoch, val_loss, schedule, steps_per_epoch, pen, y_var, on_epoch):
+    """The epoch loop shared by in-memory and streaming descent: history, divergence, early stopping."""
+    model, lr = result.model, result.lr
     best = math.inf
     best_state = None
     since_best = 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        sse = run_epoch(model, opt, schedule, (epoch - 1) * steps_per_epoch, Xs, Ys, wn, B, gen, cfg.l2, pen)
+        sse = train_epoch(epoch)
         train_loss = float((sse / n * y_var).mean()) + _penalty(model, cfg.l2, pen, y_var)
         elapsed = time.perf_counter() - t0
         record = {
@@ -350,8 +382,8 @@ def fit_gd(
             "seconds": elapsed,
             "rows_per_s": n / elapsed if elapsed > 0 else math.inf,
         }
-        if val is not None:
-            record["val_loss"] = evaluate_loss(model, *val, y_var)
+        if val_loss is not None:
+            record["val_loss"] = val_loss()
         result.history.append(record)
         if not math.isfinite(train_loss) or train_loss > DIVERGENCE_FACTOR * min(best_train(result.history[:-1]), 1e300):
             raise DivergenceError(
@@ -375,6 +407,150 @@ def fit_gd(
     elif not cfg.early_stopping:
         result.best_epoch = len(result.history)
     return result
+
+
+def fit_gd_stream(
+    chunks: Callable[[int], Iterator[tuple]],
+    n: int,
+    cfg: TrainConfig,
+    *,
+    moments: tuple[np.ndarray, ...],
+    gram_max_eig: float,
+    row_norm_max: float,
+    sum_w: float,
+    val_chunks: Callable[[], Iterator[tuple]] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    shuffle_buffer: int = 1 << 20,
+) -> GDResult:
+    """Minibatch gradient descent over chunks that need not fit in memory.
+
+    Each epoch reads the chunks in the order ``chunks(epoch)`` gives (a fresh random order of
+    files/row groups), standardizes them, and shuffles rows inside a buffer of ``shuffle_buffer``
+    rows before cutting batches; leftover rows carry over, so an epoch takes ceil(n / B) steps,
+    as in memory. The moments and curvature come from the exact solver's factor (one pass done
+    already), so no extra pass is needed before the first step.
+
+    Parameters
+    ----------
+    chunks : callable
+        ``chunks(epoch)`` returns an iterator of ``(X, Y, w)``: X (m, n_features), Y (m, n_targets),
+        w (m,) or None.
+    n : int
+        Training rows in all chunks.
+    cfg : TrainConfig
+    moments : tuple of ndarray
+        ``(x_mean, x_std, y_mean, y_std)``.
+    gram_max_eig : float
+        Largest eigenvalue of the standardized weighted Gram (intercept column included).
+    row_norm_max : float
+        An upper bound of max wᵢ‖uᵢ‖² over standardized rows uᵢ = [1, (xᵢ − mean)/std], weights
+        normalized to mean 1.
+    sum_w : float
+        Σ w over the training rows (n without weights).
+    val_chunks : callable, optional
+        Returns an iterator of validation ``(X, Y, w)`` chunks.
+    on_epoch : callable, optional
+    shuffle_buffer : int
+        Rows shuffled together.
+
+    Returns
+    -------
+    GDResult
+    """
+    device = resolve_device(cfg.device)
+    dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
+    x_center, x_std, y_center, y_std = moments
+    p, q = len(x_center), len(y_center)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = LinearModel(p, q, fit_intercept=cfg.fit_intercept, dtype=dtype, device=device)
+    if cfg.standardize:
+        xm, xs, ym, ys = x_center, x_std, y_center, y_std
+    else:
+        xm, xs, ym, ys = np.zeros(p), np.ones(p), np.zeros(q), np.ones(q)
+    with torch.no_grad():
+        for buf, val in ((model.x_mean, xm), (model.x_scale, xs), (model.y_mean, ym), (model.y_scale, ys)):
+            buf.copy_(torch.as_tensor(val))
+        if not cfg.standardize:
+            model.weight.copy_(torch.randn(q, p, generator=gen, dtype=torch.float64))
+            if cfg.fit_intercept:
+                model.bias.copy_(torch.randn(q, generator=gen, dtype=torch.float64))
+    pen = torch.as_tensor(x_std / xs, dtype=dtype, device=device)
+    y_var = torch.as_tensor(ys**2, dtype=torch.float64, device=device)
+    w_mean = sum_w / n
+    B = min(cfg.batch_size or auto_batch_size(n), n)
+    if cfg.lr is not None:
+        lr = cfg.lr
+    elif cfg.optimizer == "adam":
+        lr = 1e-2
+    elif not cfg.standardize:
+        raise ConfigError("--no-standardize on streamed data needs an explicit --lr")
+    else:
+        lam = gram_max_eig + (cfg.l2 * float((pen.double() ** 2).max()) if cfg.l2 > 0 else 0.0)
+        lr = lr_from_curvature(lam, row_norm_max, n, B, q, cfg.optimizer)
+    params = [model.weight] + ([model.bias] if cfg.fit_intercept else [])
+    opt = Optimizer(cfg.optimizer, params, lr)
+    steps_per_epoch = math.ceil(n / B)
+    total_steps = cfg.epochs * steps_per_epoch
+    schedule = (lambda step: cosine_lr(lr, step, total_steps)) if cfg.lr_schedule == "cosine" else (lambda step: lr)
+
+    def prepared(X, Y, w):
+        return (
+            _standardized(X, xm, xs, dtype, device),
+            _standardized(Y, ym, ys, dtype, device),
+            None if w is None else torch.as_tensor(w / w_mean, dtype=dtype, device=device),
+        )
+
+    def train_epoch(epoch: int) -> torch.Tensor:
+        sse = torch.zeros(q, dtype=torch.float64, device=device)
+        step = (epoch - 1) * steps_per_epoch
+        held: list[tuple] = []
+        rows = 0
+
+        def drain(final: bool) -> None:
+            nonlocal held, rows, step, sse
+            Xs = torch.cat([h[0] for h in held])
+            Ys = torch.cat([h[1] for h in held])
+            ws = None if held[0][2] is None else torch.cat([h[2] for h in held])
+            perm = torch.randperm(len(Xs), generator=gen).to(device)
+            usable = len(Xs) if final else (len(Xs) // B) * B
+            for start in range(0, usable, B):
+                idx = perm[start : min(start + B, usable)]
+                wb = None if ws is None else ws[idx]
+                sse += train_step(model, opt, schedule(step), Xs[idx], Ys[idx], wb, cfg.l2, pen)
+                step += 1
+            rest = perm[usable:]
+            held = [(Xs[rest], Ys[rest], None if ws is None else ws[rest])] if len(rest) else []
+            rows = len(rest)
+
+        for X, Y, w in chunks(epoch):
+            if len(X) == 0:
+                continue
+            held.append(prepared(X, Y, w))
+            rows += len(X)
+            if rows >= max(shuffle_buffer, B):
+                drain(final=False)
+        if rows:
+            drain(final=True)
+        return sse
+
+    def val_loss() -> float:
+        total = torch.zeros(q, dtype=torch.float64, device=device)
+        sw = 0.0
+        with torch.no_grad():
+            for X, Y, w in val_chunks():
+                if len(X) == 0:
+                    continue
+                Xs, Ys, _ = prepared(X, Y, None)
+                err = (model.forward_standardized(Xs) - Ys).double()
+                wt = torch.ones(len(X), dtype=torch.float64, device=device) if w is None else torch.as_tensor(w, device=device)
+                total += (wt[:, None] * err * err).sum(dim=0)
+                sw += float(wt.sum())
+        return float((total / sw * y_var).mean()) if sw > 0 else math.nan
+
+    result = GDResult(model, lr=lr, batch_size=B)
+    return _epochs(
+        result, cfg, n, train_epoch, val_loss if val_chunks is not None else None, schedule, steps_per_epoch, pen, y_var, on_epoch
+    )
 
 
 def best_train(history: list[dict]) -> float:

@@ -1,0 +1,387 @@
+"""Tables larger than memory: CSV and Parquet files, folders and globs, read in chunks of rows.
+
+A :class:`Stream` names its files and reads any columns of them as a sequence of
+:class:`~gradreg.data.Table` chunks of at most ``chunk_rows`` rows (pyarrow's streaming CSV reader
+and Parquet's row groups), each knowing its file and first row, so a bad cell is reported by file,
+line and column exactly as when the whole table is read. :class:`StreamingDataset` turns the
+chunks into validated ``(X, Y, w)`` arrays for the solvers.
+
+Memory stays bounded by a few chunks, whatever the size of the data. Gradient descent gets a
+fresh random order of *units* each epoch (Parquet row groups; for CSV, whole files, which cannot
+be entered in the middle) and shuffles rows inside a buffer (``--shuffle-buffer``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .data import Table, select
+from .errors import ConfigError, DataError
+
+__all__ = ["Stream", "StreamingDataset", "expand", "DEFAULT_CHUNK_ROWS", "IN_MEMORY_BYTES"]
+
+DEFAULT_CHUNK_ROWS = 65_536
+IN_MEMORY_BYTES = 1 << 30  # data estimated below this (as float64) is read whole: the fast path
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _is_glob(spec: str) -> bool:
+    return any(c in spec for c in "*?[")
+
+
+def expand(spec: str) -> list[str]:
+    """The files a data argument names: a file, a folder (its CSV/Parquet files), or a glob.
+
+    Parameters
+    ----------
+    spec : str
+
+    Returns
+    -------
+    list of str
+        Sorted, so that the order (and the model's fingerprint) does not depend on the file system.
+    """
+    if _is_glob(spec):
+        files = sorted(f for f in glob.glob(spec, recursive=True) if os.path.isfile(f))
+        files = [f for f in files if f.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)]
+        if not files:
+            raise DataError(f"{spec}: the pattern matches no CSV or Parquet file")
+        return files
+    if os.path.isdir(spec):
+        files = sorted(
+            os.path.join(root, f)
+            for root, _, names in os.walk(spec)
+            for f in names
+            if f.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES) and not f.startswith((".", "_"))
+        )
+        if not files:
+            raise DataError(f"{spec}: the folder holds no CSV or Parquet file")
+        return files
+    if not os.path.exists(spec):
+        raise DataError(f"{spec}: no such file")
+    return [spec]
+
+
+@dataclass
+class _File:
+    path: str
+    kind: str  # "csv" or "parquet"
+    columns: list[str]
+    rows: int | None  # known for Parquet
+    row_groups: list[int] = field(default_factory=list)  # rows per row group (Parquet)
+
+
+class Stream:
+    """CSV/Parquet files read in chunks of rows.
+
+    Parameters
+    ----------
+    spec : str
+        A file, a folder, or a glob such as ``"data/part-*.parquet"``.
+    chunk_rows : int
+        Rows per chunk (the unit of memory).
+    delimiter : str, optional
+        CSV field separator (default ``,``; tab for ``.tsv``).
+    """
+
+    def __init__(self, spec: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None) -> None:
+        if chunk_rows < 1:
+            raise ConfigError(f"--chunk-rows must be a positive integer; got {chunk_rows}")
+        if delimiter is not None and len(delimiter) != 1:
+            raise ConfigError(f"--delimiter must be one character; got {delimiter!r}")
+        self.spec, self.chunk_rows, self.delimiter = spec, chunk_rows, delimiter
+        self.files = [self._open(path) for path in expand(spec)]
+        first = self.files[0]
+        for f in self.files[1:]:
+            if sorted(f.columns) != sorted(first.columns):
+                missing = sorted(set(first.columns) - set(f.columns))
+                extra = sorted(set(f.columns) - set(first.columns))
+                what = f"lacks {', '.join(map(repr, missing))}" if missing else f"has extra {', '.join(map(repr, extra))}"
+                raise DataError(f"{f.path}: columns differ from {first.path}: it {what}")
+        self.columns = first.columns
+
+    def _delimiter(self, path: str) -> str:
+        return self.delimiter or ("\t" if path.lower().endswith(".tsv") else ",")
+
+    def _open(self, path: str) -> _File:
+        import pyarrow as pa
+
+        if path.lower().endswith(PARQUET_SUFFIXES):
+            import pyarrow.parquet as pq
+
+            try:
+                meta = pq.ParquetFile(path).metadata
+            except MemoryError:
+                raise
+            except (pa.ArrowException, OSError) as e:
+                raise DataError(f"{path}: not a readable Parquet file: {str(e).splitlines()[0]}") from None
+            groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            return _File(path, "parquet", list(meta.schema.to_arrow_schema().names), meta.num_rows, groups)
+        import csv
+
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                header = next((rec for rec in csv.reader(f, delimiter=self._delimiter(path)) if rec), None)
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+        if header is None:
+            raise DataError(f"{path}: file is empty; expected a header row and data rows")
+        return _File(path, "csv", header, None)
+
+    def estimated_bytes(self, n_columns: int) -> int:
+        """What ``n_columns`` float64 columns of every row would take in memory (CSV: the file size).
+
+        Parameters
+        ----------
+        n_columns : int
+
+        Returns
+        -------
+        int
+        """
+        total = 0
+        for f in self.files:
+            total += f.rows * n_columns * 8 if f.rows is not None else os.path.getsize(f.path)
+        return total
+
+    def units(self) -> list[tuple[int, int | None]]:
+        """What can be read independently, in file order: ``(file, row group)`` for Parquet,
+        ``(file, None)`` for a CSV file (read from its start).
+
+        Returns
+        -------
+        list of tuple
+        """
+        out: list[tuple[int, int | None]] = []
+        for i, f in enumerate(self.files):
+            if f.kind == "parquet":
+                out += [(i, g) for g in range(len(f.row_groups))]
+            else:
+                out.append((i, None))
+        return out
+
+    def tables(self, columns: Sequence[str], units: Sequence[tuple[int, int | None]] | None = None) -> Iterator[Table]:
+        """Chunks of the named columns, each a Table of at most ``chunk_rows`` rows.
+
+        Parameters
+        ----------
+        columns : sequence of str
+        units : sequence of (file, row group), optional
+            Which parts to read, in this order; default everything in file order.
+
+        Yields
+        ------
+        Table
+            With ``source`` the file and ``row_offset`` its first data row in that file.
+        """
+        for i, group in self.units() if units is None else units:
+            f = self.files[i]
+            if f.kind == "parquet":
+                yield from self._parquet(f, columns, group)
+            else:
+                yield from self._csv(f, columns)
+
+    def _parquet(self, f: _File, columns: Sequence[str], group: int | None) -> Iterator[Table]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        offset = sum(f.row_groups[:group]) if group is not None else 0
+        try:
+            reader = pq.ParquetFile(f.path)
+            groups = [group] if group is not None else None
+            for batch in reader.iter_batches(batch_size=self.chunk_rows, row_groups=groups, columns=list(columns)):
+                yield Table(pa.Table.from_batches([batch]), f.path, row_offset=offset)
+                offset += batch.num_rows
+        except MemoryError:
+            raise
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{f.path}: not a readable Parquet file: {str(e).splitlines()[0]}") from None
+
+    def _csv(self, f: _File, columns: Sequence[str]) -> Iterator[Table]:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        delimiter = self._delimiter(f.path)
+        try:
+            reader = pcsv.open_csv(
+                f.path,
+                read_options=pcsv.ReadOptions(block_size=1 << 22),
+                parse_options=pcsv.ParseOptions(delimiter=delimiter),
+                convert_options=pcsv.ConvertOptions(
+                    include_columns=list(columns),
+                    column_types={c: pa.float64() for c in columns},
+                    strings_can_be_null=True,
+                ),
+            )
+        except pa.ArrowInvalid as e:
+            raise self._csv_error(f, columns, 0, e) from None
+        offset = 0
+        pending: list[Any] = []
+        rows = 0
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as e:
+                raise self._csv_error(f, columns, offset + rows, e) from None
+            pending.append(batch)
+            rows += batch.num_rows
+            while rows >= self.chunk_rows:
+                table = pa.Table.from_batches(pending)
+                yield Table(table.slice(0, self.chunk_rows), f.path, path=f.path, delimiter=delimiter, row_offset=offset)
+                rest = table.slice(self.chunk_rows)
+                pending, rows = rest.to_batches(), rest.num_rows
+                offset += self.chunk_rows
+        if rows:
+            yield Table(pa.Table.from_batches(pending), f.path, path=f.path, delimiter=delimiter, row_offset=offset)
+
+    def _csv_error(self, f: _File, columns: Sequence[str], from_row: int, err: Exception) -> DataError:
+        """pyarrow names neither the row nor the value's line: find the bad cell from ``from_row``."""
+        from .data import _records
+
+        delimiter = self._delimiter(f.path)
+        wanted = [f.columns.index(c) for c in columns if c in f.columns]
+        for index, (line, record) in enumerate(_records(f.path, delimiter)):
+            if index == 0:
+                continue
+            if index - 1 < from_row:
+                continue
+            if len(record) != len(f.columns):
+                return DataError(f"{f.path}, line {line}: expected {len(f.columns)} fields like the header, got {len(record)}")
+            for j in wanted:
+                value = record[j]
+                if value.strip() == "":
+                    continue
+                try:
+                    float(value)
+                except ValueError:
+                    return DataError(f"{f.path}, line {line}, column {f.columns[j]!r}: expected a number, got {value!r}")
+        return DataError(f"{f.path}: not a readable CSV file: {str(err).splitlines()[0]}")
+
+
+class StreamingDataset:
+    """Validated ``(X, Y, w)`` chunks of a :class:`Stream`: what the solvers read when data is too
+    large for memory.
+
+    The feature columns are settled from the first chunk (every other numeric column unless
+    named), and every chunk is then checked by the same rules as a whole table.
+
+    Parameters
+    ----------
+    stream : Stream
+    target : str or sequence of str
+    features : str or sequence of str, optional
+    weight : str, optional
+    drop_missing : bool
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        target: Sequence[str] | str,
+        features: Sequence[str] | str | None = None,
+        *,
+        weight: str | None = None,
+        drop_missing: bool = False,
+    ) -> None:
+        self.stream, self.weight, self.drop_missing = stream, weight, drop_missing
+        first = next(self._first_tables(), None)
+        if first is None:
+            raise DataError(f"{stream.spec}: no data rows")
+        probe = select(first, target, features, weight=weight, drop_missing=drop_missing, min_rows=0)
+        self.feature_names, self.target_names = probe.feature_names, probe.target_names
+        self.notices = probe.notices
+        self.source = stream.spec
+        self.columns = self.target_names + self.feature_names + ([weight] if weight else [])
+
+    def _first_tables(self) -> Iterator[Table]:
+        # The first chunk of the first file, with pyarrow's type inference (to find numeric columns).
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+
+        f = self.stream.files[0]
+        if f.kind == "parquet":
+            batch = next(pq.ParquetFile(f.path).iter_batches(batch_size=min(self.stream.chunk_rows, 10_000)), None)
+            if batch is not None:
+                yield Table(pa.Table.from_batches([batch]), f.path)
+            return
+        delimiter = self.stream._delimiter(f.path)
+        try:
+            reader = pcsv.open_csv(
+                f.path,
+                parse_options=pcsv.ParseOptions(delimiter=delimiter),
+                convert_options=pcsv.ConvertOptions(strings_can_be_null=True),
+            )
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as e:
+            raise self.stream._csv_error(f, f.columns, 0, e) from None
+        yield Table(pa.Table.from_batches([batch]), f.path, path=f.path, delimiter=delimiter)
+
+    @property
+    def n_features(self) -> int:
+        """Number of feature columns.
+
+        Returns
+        -------
+        int
+        """
+        return len(self.feature_names)
+
+    def chunks(self, units: Sequence[tuple[int, int | None]] | None = None) -> Iterator[tuple]:
+        """Validated chunks.
+
+        Parameters
+        ----------
+        units : sequence of (file, row group), optional
+            See :meth:`Stream.tables`.
+
+        Yields
+        ------
+        tuple of (ndarray, ndarray, ndarray or None)
+            X (n, n_features), Y (n, n_targets), w (n,) or None, float64.
+        """
+        for _, arrays in self.keyed_chunks(units):
+            yield arrays
+
+    def keyed_chunks(self, units: Sequence[tuple[int, int | None]] | None = None) -> Iterator[tuple]:
+        """Like :meth:`chunks`, each with a key that names it in every pass: (file, first row).
+
+        Parameters
+        ----------
+        units : sequence of (file, row group), optional
+
+        Yields
+        ------
+        tuple of (tuple of (str, int), tuple of arrays)
+        """
+        for table in self.stream.tables(self.columns, units):
+            ds = select(
+                table, self.target_names, self.feature_names, weight=self.weight, drop_missing=self.drop_missing, min_rows=0
+            )
+            yield (table.source, table.row_offset), (ds.X, ds.Y, ds.sample_weight)
+
+    def in_memory(self):
+        """Every chunk concatenated into one :class:`~gradreg.data.Dataset` (for data that fits).
+
+        Returns
+        -------
+        Dataset
+        """
+        from .data import Dataset
+
+        parts = list(self.chunks())
+        X = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, self.n_features))
+        Y = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, len(self.target_names)))
+        w = np.concatenate([p[2] for p in parts]) if parts and self.weight else None
+        return Dataset(X, Y, self.feature_names, self.target_names, w, self.source, list(self.notices))
