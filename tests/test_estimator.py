@@ -84,3 +84,48 @@ def test_bad_arrays():
         LinearRegressor().fit(np.ones((2, 1)), np.ones(3))
     with pytest.raises(ValueError, match=r"Found array with 1 sample\(s\) \(shape=\(1, 1\)\) while a minimum of 2 is required"):
         LinearRegressor().fit(np.ones((1, 1)), np.ones(1))
+
+
+def test_exact_partial_fit_equals_one_fit_on_all_rows():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 3)) * [1, 100, 0.01] + [5, 0, 3]
+    Y = X @ np.array([[1.0, 0.02, 50], [2, -0.01, 3]]).T + rng.normal(size=(1000, 2))
+    w = rng.uniform(0.5, 2, size=1000)
+    inc = LinearRegressor(solver="exact")
+    for start in range(0, 1000, 137):  # uneven batches, the first smaller than the features + 2
+        inc.partial_fit(X[start : start + 137], Y[start : start + 137], sample_weight=w[start : start + 137])
+    whole = LinearRegressor(solver="exact").fit(X, Y, sample_weight=w)
+    np.testing.assert_allclose(inc.coef_, whole.coef_, rtol=1e-10)
+    np.testing.assert_allclose(inc.intercept_, whole.intercept_, rtol=1e-10)
+    for a, b in zip(inc.model_.stats, whole.model_.stats):
+        for key in ("std_err", "t", "p", "ci_low", "ci_high"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-8)
+        assert a["r2"] == pytest.approx(b["r2"], rel=1e-10)
+    np.testing.assert_allclose(inc.model_.metrics["train"]["mse"], whole.model_.metrics["train"]["mse"], rtol=1e-8)
+    # after fit, partial_fit merges into the same factor: fit(first half) + partial_fit(second) = fit(all)
+    half = LinearRegressor(solver="exact").fit(X[:500], Y[:500], sample_weight=w[:500])
+    half.partial_fit(X[500:], Y[500:], sample_weight=w[500:])
+    np.testing.assert_allclose(half.coef_, whole.coef_, rtol=1e-10)
+
+
+def test_gd_partial_fit_converges_and_checks_shapes():
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(4000, 3)) * [1, 10, 100]
+    y = X @ np.array([1.0, 0.1, 0.01]) + 2 + 0.1 * rng.normal(size=4000)
+    est = LinearRegressor(batch_size=32)
+    for _ in range(5):
+        for start in range(0, 4000, 500):
+            est.partial_fit(X[start : start + 500], y[start : start + 500])
+    ref = LinearRegression().fit(X, y)
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=0.02)
+    assert est.n_iter_ == 40 and est.coef_.shape == (3,)
+    with pytest.raises(ValueError, match="X has 2 features, but LinearRegressor is expecting 3 features"):
+        est.partial_fit(X[:10, :2], y[:10])
+    with pytest.raises(ValueError, match="cov_type='HC3' needs a pass over every row"):
+        LinearRegressor(solver="exact", cov_type="HC3").partial_fit(X, y)
+    fitted = LinearRegressor(epochs=20).fit(X, y)
+    before = fitted.score(X, y)
+    fitted.partial_fit(X, y)  # continues from the fit instead of starting over
+    assert fitted.score(X, y) == pytest.approx(before, abs=1e-3)

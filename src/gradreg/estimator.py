@@ -184,11 +184,88 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             target_names = ["y"] if y_1d else [f"y{t}" for t in range(Ya.shape[1])]
         ds = Dataset(Xa, Ya, [str(f) for f in names], target_names, w, "<array>")
         self._set_fitted(train(ds, cfg), y_1d)
+        self.__dict__.pop("_incremental", None)  # fit starts afresh; partial_fit continues from here
+        return self
+
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearRegressor:
+        """Fit incrementally on one batch of rows; call again with the next batch.
+
+        With ``solver="exact"`` every batch's QR factor is merged into the running one, so after
+        any number of calls the coefficients and the (nonrobust) statistics are those of one fit
+        on all rows seen. With ``solver="gd"`` each call is one shuffled pass over its batch at a
+        constant learning rate (as ``SGDRegressor.partial_fit``); the first batch fixes the
+        standardization, batch size and learning rate, and the optimizer's state carries over.
+        A call after :meth:`fit` continues from that fit.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self : LinearRegressor
+        """
+        from .fitted import from_factor, from_incremental
+
+        cfg = self._config()
+        first = not hasattr(self, "model_")
+        if not first and self.model_.config.get("solver") != cfg.solver:
+            raise ValueError(
+                f"partial_fit: the model was fitted with solver={self.model_.config.get('solver')!r}; got {cfg.solver!r}"
+            )
+        if cfg.solver == "exact" and cfg.cov_type != "nonrobust":
+            raise ValueError(
+                f"partial_fit: cov_type={cfg.cov_type!r} needs a pass over every row; use fit, or cov_type='nonrobust'"
+            )
+        target_names = _target_names(y)
+        X, y = validate_data(
+            self,
+            _numpy(X),
+            _numpy(y),
+            reset=first,
+            multi_output=True,
+            y_numeric=True,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite=False,
+            ensure_min_samples=1,
+        )
+        y_1d = y.ndim == 1
+        if not first and y_1d != self._y_1d:
+            raise ValueError("partial_fit: y must keep the shape it had in the first call (1-D or 2-D)")
+        Xa, Ya = as_2d_float(X, "X"), as_2d_float(y, "y")
+        if not first and Ya.shape[1] != len(self.model_.target_names):
+            raise ValueError(f"partial_fit: y has {Ya.shape[1]} target(s); the model has {len(self.model_.target_names)}")
+        w = None if sample_weight is None else _check_sample_weight(sample_weight, Xa, dtype=np.float64, ensure_non_negative=True)
+        names = list(getattr(self, "feature_names_in_", [f"x{j}" for j in range(Xa.shape[1])]))
+        if first:
+            targets = target_names or (["y"] if y_1d else [f"y{t}" for t in range(Ya.shape[1])])
+        else:
+            targets = self.model_.target_names
+        if cfg.solver == "exact":
+            from .solvers.exact import Factor
+
+            part = Factor.of_chunk(Xa, Ya, w, fit_intercept=cfg.fit_intercept)
+            state = getattr(self.model_, "_factor", None) if not first else None
+            factor = part if state is None else state.merge(part)
+            model = from_factor(factor, names, targets, cfg)
+        else:
+            from .solvers.gd import IncrementalGD
+
+            inc = getattr(self, "_incremental", None)
+            if inc is None:
+                inc = IncrementalGD(Xa, Ya, w, cfg) if first else IncrementalGD.resume(self.model_, Xa, Ya, w, cfg)
+                self._incremental = inc
+            inc.step(Xa, Ya, w)
+            model = from_incremental(inc, names, targets, cfg)
+        self._set_fitted(model, y_1d)
         return self
 
     def _set_fitted(self, model: FittedModel, y_1d: bool) -> None:
         self.model_ = model
         model.info["y_1d"] = y_1d
+        model.info["named_features"] = hasattr(self, "feature_names_in_")  # False: x0, x1, ... stand in
         self._y_1d = y_1d
         self.coef_ = model.coef[0].copy() if y_1d else model.coef.copy()
         self.intercept_ = float(model.intercept[0]) if y_1d else model.intercept.copy()
@@ -281,12 +358,14 @@ def load(path: str) -> LinearRegressor:
     Returns
     -------
     LinearRegressor
-        Fitted, with ``feature_names_in_`` set from the file's column names.
+        Fitted, with ``feature_names_in_`` set from the file's column names (unless the model
+        was fitted on arrays without names).
     """
     model = FittedModel.load(path)
     params = {k: v for k, v in model.config.items() if k in LinearRegressor._get_param_names()}
     est = LinearRegressor(**params)
     est._set_fitted(model, len(model.target_names) == 1 and model.info.get("y_1d", False))
     est.n_features_in_ = model.n_features
-    est.feature_names_in_ = np.asarray(model.feature_names, dtype=object)
+    if model.info.get("named_features", True):  # CLI models always have column names
+        est.feature_names_in_ = np.asarray(model.feature_names, dtype=object)
     return est

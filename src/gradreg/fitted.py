@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import math
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -338,7 +339,9 @@ def train(
             return None
         return _metrics(ds.X[va], ds.Y[va], ds.sample_weight[va] if ds.sample_weight is not None else None, coef, intercept)
 
-    return _finish(cfg, device, ds.feature_names, ds.target_names, opt_sol, chunks, res, val_metrics, info, warn)
+    model = _finish(cfg, device, ds.feature_names, ds.target_names, opt_sol, chunks, res, val_metrics, info, warn)
+    model._factor = factor  # not saved: LinearRegressor.partial_fit can merge more rows into it
+    return model
 
 
 def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_metrics, info, warn) -> FittedModel:
@@ -522,6 +525,114 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int) -> Fitte
         return {k: v.tolist() for k, v in acc.result().items()}
 
     return _finish(cfg, device, sds.feature_names, sds.target_names, opt_sol, split, res, val_metrics, info, warn)
+
+
+def from_factor(factor, feature_names: list[str], target_names: list[str], cfg: TrainConfig) -> FittedModel:
+    """The exact model of everything merged into ``factor`` (``partial_fit``): no data pass.
+
+    The RSS comes from the factor, so the metrics are MSE, RMSE and R² (MAE would need the rows
+    again and is NaN) and the statistics are the nonrobust ones.
+
+    Parameters
+    ----------
+    factor : Factor
+    feature_names : list of str
+    target_names : list of str
+    cfg : TrainConfig
+
+    Returns
+    -------
+    FittedModel
+    """
+    from .solvers import exact
+
+    p, q = len(feature_names), len(target_names)
+    with np.errstate(all="ignore"):
+        sol = exact.solve(factor, p, l2=cfg.l2)
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("ignore", exact.RankWarning)
+        warn = exact.warn_rank(sol, feature_names)
+    stats = exact.statistics(sol, cov_type="nonrobust", conf_level=cfg.conf_level) if factor.n_rows > p + 1 else []
+    mse = sol.rss / sol.sum_w
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(sol.tss > 0, 1 - sol.rss / sol.tss, np.nan) if cfg.fit_intercept else np.full(q, np.nan)
+    obj = sol.objective()
+    model = FittedModel(
+        feature_names=list(feature_names),
+        target_names=list(target_names),
+        coef=sol.coef,
+        intercept=sol.intercept,
+        x_mean=sol.x_mean,
+        x_scale=np.where(sol.x_std > 0, sol.x_std, 1.0),
+        y_mean=np.zeros(q),
+        y_scale=np.ones(q),
+        config=cfg.to_dict(),
+        metrics={"train": {"mse": mse.tolist(), "rmse": np.sqrt(mse).tolist(), "mae": [math.nan] * q, "r2": r2.tolist()}},
+        optimum={
+            "objective": obj.tolist(),
+            "mean_objective": float(obj.mean()),
+            "train_objective": obj.tolist(),
+            "mean_train_objective": float(obj.mean()),
+            "gap": 0.0,
+            "coef": sol.coef.tolist(),
+            "intercept": sol.intercept.tolist(),
+            "kind": "ridge objective" if cfg.l2 > 0 else "MSE",
+        },
+        stats=stats,
+        info={
+            "gradreg_version": __version__,
+            "source": "<partial_fit>",
+            "n_rows": int(factor.n_rows),
+            "n_train": int(factor.n_rows),
+            "n_val": 0,
+            "condition_number": sol.condition_number,
+            "rank": sol.rank,
+            "incremental": True,
+        },
+        warnings=warn,
+    )
+    model._factor = factor  # not saved: partial_fit merges the next batch into it
+    return model
+
+
+def from_incremental(inc, feature_names: list[str], target_names: list[str], cfg: TrainConfig) -> FittedModel:
+    """The current model of an :class:`~gradreg.solvers.gd.IncrementalGD` (``partial_fit``).
+
+    Parameters
+    ----------
+    inc : IncrementalGD
+    feature_names : list of str
+    target_names : list of str
+    cfg : TrainConfig
+
+    Returns
+    -------
+    FittedModel
+        Coefficients and history; no statistics (they need every row again: use ``fit``).
+    """
+    coef, intercept = (t.cpu().numpy() for t in inc.model.original_units())
+    return FittedModel(
+        feature_names=list(feature_names),
+        target_names=list(target_names),
+        coef=coef,
+        intercept=intercept,
+        x_mean=np.asarray(inc.xm, dtype=np.float64),
+        x_scale=np.asarray(inc.xs, dtype=np.float64),
+        y_mean=np.asarray(inc.ym, dtype=np.float64),
+        y_scale=np.asarray(inc.ys, dtype=np.float64),
+        config=cfg.to_dict(),
+        history=list(inc.history),
+        info={
+            "gradreg_version": __version__,
+            "source": "<partial_fit>",
+            "lr": inc.lr,
+            "batch_size": inc.B,
+            "epochs_run": len(inc.history),
+            "incremental": True,
+        },
+    )
 
 
 def _gd_hints(factor, p: int) -> dict[str, Any]:

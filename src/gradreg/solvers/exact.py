@@ -82,14 +82,14 @@ class Factor:
         -------
         Factor
         """
-        Z = torch.cat([torch.as_tensor(X), torch.as_tensor(Y)], dim=1).to(device=device, dtype=torch.float64)
+        Z = torch.cat([_tensor(X), _tensor(Y)], dim=1).to(device=device, dtype=torch.float64)
         n = Z.shape[0]
         if w is None:
             sw, slw = float(n), 0.0
             mean = Z.mean(dim=0) if fit_intercept else torch.zeros(Z.shape[1], dtype=Z.dtype, device=Z.device)
             Zc = Z - mean
         else:
-            wt = torch.as_tensor(w).to(device=Z.device, dtype=torch.float64)
+            wt = _tensor(w).to(device=Z.device, dtype=torch.float64)
             sw = float(wt.sum())
             pos = wt > 0
             slw = float(torch.log(wt[pos]).sum()) if bool(pos.all()) else -math.inf
@@ -136,6 +136,16 @@ class Factor:
         )
 
 
+def _tensor(a) -> torch.Tensor:
+    """torch.as_tensor without the warning for read-only arrays (pandas' values, memory maps): the
+    solvers only read them."""
+    if isinstance(a, np.ndarray) and not a.flags.writeable:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.as_tensor(a)
+    return torch.as_tensor(a)
+
+
 def _qr_r(A: np.ndarray) -> np.ndarray:
     return np.linalg.qr(A, mode="r")
 
@@ -180,7 +190,7 @@ def gram_factor(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=N
     n_rows, sw, slw, p = 0, 0.0, 0.0, 0
     buf = None
     for X, Y, w in chunks:
-        Xt, Yt = torch.as_tensor(X), torch.as_tensor(Y)
+        Xt, Yt = _tensor(X), _tensor(Y)
         m = Xt.shape[0]
         if m == 0:
             continue
@@ -195,7 +205,7 @@ def gram_factor(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=N
             mc = Z.mean(dim=0) if fit_intercept else torch.zeros(k, dtype=Z.dtype, device=Z.device)
             Z.sub_(mc)
         else:
-            wt = torch.as_tensor(w).to(device=Z.device, dtype=torch.float64)
+            wt = _tensor(w).to(device=Z.device, dtype=torch.float64)
             swc = float(wt.sum())
             pos = wt > 0
             slwc = float(torch.log(wt[pos]).sum()) if bool(pos.all()) else -math.inf
@@ -494,10 +504,10 @@ def _gradient_double(sol: ExactSolution, xm_np: np.ndarray, chunks: ChunkSource,
     g = torch.zeros(coef.shape[1], coef.shape[0], **dd)
     rsum = torch.zeros(coef.shape[0], **dd)
     for X, Y, w in chunks():
-        Xd = torch.as_tensor(X).to(**dd, copy=True)  # centered in place below: never the caller's array
-        r = torch.as_tensor(Y).to(**dd) - torch.addmm(b0, Xd, coef.T)
+        Xd = _tensor(X).to(**dd, copy=True)  # centered in place below: never the caller's array
+        r = _tensor(Y).to(**dd) - torch.addmm(b0, Xd, coef.T)
         if w is not None:
-            r *= torch.as_tensor(w).to(**dd)[:, None]
+            r *= _tensor(w).to(**dd)[:, None]
         g += Xd.sub_(xm).T @ r
         rsum += r.sum(dim=0)
     return g.cpu().numpy(), rsum.cpu().numpy()
@@ -559,10 +569,10 @@ def residual_pass(
         A_t = torch.as_tensor(A, **dd)
         power = {"HC0": 0, "HC1": 0, "HC2": 1, "HC3": 2}[cov_type]
     for X, Y, w in chunks():
-        Xd = torch.as_tensor(X).to(**dd)
-        Yd = torch.as_tensor(Y).to(**dd)
+        Xd = _tensor(X).to(**dd)
+        Yd = _tensor(Y).to(**dd)
         r = Yd - torch.addmm(b0, Xd, coef.T)
-        wt = torch.ones(Xd.shape[0], **dd) if w is None else torch.as_tensor(w).to(**dd)
+        wt = torch.ones(Xd.shape[0], **dd) if w is None else _tensor(w).to(**dd)
         rss += (r * r).sum(dim=0) if w is None else (wt[:, None] * r * r).sum(dim=0)
         if metrics is not None:
             metrics.add(Yd.cpu().numpy(), r.cpu().numpy(), None if w is None else wt.cpu().numpy())

@@ -19,7 +19,7 @@ from ..config import TrainConfig, resolve_device
 from ..errors import ConfigError, DivergenceError
 from ..model import LinearModel
 
-__all__ = ["GDResult", "fit_gd", "fit_gd_stream", "auto_lr", "lr_from_curvature", "auto_batch_size"]
+__all__ = ["GDResult", "fit_gd", "fit_gd_stream", "IncrementalGD", "auto_lr", "lr_from_curvature", "auto_batch_size"]
 
 DIVERGENCE_FACTOR = 1000.0  # an epoch loss this many times the best so far means divergence
 
@@ -604,3 +604,124 @@ def evaluate_loss(model, Xs, Ys, wn, y_var) -> float:
     if wn is not None:
         sq = sq * wn.double()[:, None]
     return float((sq.mean(dim=0) * y_var).mean())
+
+
+class IncrementalGD:
+    """Gradient descent fed one batch of rows at a time (``LinearRegressor.partial_fit``).
+
+    The first batch fixes the standardization, the batch size and (unless given) the learning
+    rate; every call then makes one shuffled pass over its rows with a constant learning rate,
+    as scikit-learn's ``SGDRegressor.partial_fit`` does. The optimizer's state carries over.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, n_features)
+        The first batch.
+    Y : ndarray of shape (n, n_targets)
+    sample_weight : ndarray of shape (n,) or None
+    cfg : TrainConfig
+    """
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
+        n, p = X.shape
+        q = Y.shape[1]
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.model = LinearModel(p, q, fit_intercept=cfg.fit_intercept, dtype=self.dtype, device=self.device)
+        x_center, x_std = weighted_moments(X, sample_weight, cfg.fit_intercept)
+        if cfg.standardize:
+            self.xm, self.xs = x_center, x_std
+            self.ym, self.ys = weighted_moments(Y, sample_weight, cfg.fit_intercept)
+        else:
+            self.xm, self.xs, self.ym, self.ys = np.zeros(p), np.ones(p), np.zeros(q), np.ones(q)
+        with torch.no_grad():
+            for buf, val in (
+                (self.model.x_mean, self.xm),
+                (self.model.x_scale, self.xs),
+                (self.model.y_mean, self.ym),
+                (self.model.y_scale, self.ys),
+            ):
+                buf.copy_(torch.as_tensor(val))
+            if not cfg.standardize:
+                self.model.weight.copy_(torch.randn(q, p, generator=self.gen, dtype=torch.float64))
+                if cfg.fit_intercept:
+                    self.model.bias.copy_(torch.randn(q, generator=self.gen, dtype=torch.float64))
+        self.pen = torch.as_tensor(x_std / self.xs, dtype=self.dtype, device=self.device)
+        self.y_var = torch.as_tensor(self.ys**2, dtype=torch.float64, device=self.device)
+        self.B = min(cfg.batch_size or auto_batch_size(n), n)
+        Xs, _, wn = self._prepared(X, Y, sample_weight)
+        self.lr = cfg.lr or auto_lr(Xs, wn, self.B, q, cfg.l2, self.pen, cfg.fit_intercept, cfg.optimizer)
+        params = [self.model.weight] + ([self.model.bias] if cfg.fit_intercept else [])
+        self.opt = Optimizer(cfg.optimizer, params, self.lr)
+        self.history: list[dict] = []
+
+    @classmethod
+    def resume(cls, fitted, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None, cfg: TrainConfig) -> IncrementalGD:
+        """Continue from a model fitted by ``fit``: its standardization and coefficients.
+
+        Parameters
+        ----------
+        fitted : FittedModel
+        X : ndarray of shape (n, n_features)
+        Y : ndarray of shape (n, n_targets)
+        sample_weight : ndarray of shape (n,) or None
+        cfg : TrainConfig
+
+        Returns
+        -------
+        IncrementalGD
+        """
+        inc = cls(X, Y, sample_weight, cfg)
+        inc.xm, inc.xs, inc.ym, inc.ys = fitted.x_mean, fitted.x_scale, fitted.y_mean, fitted.y_scale
+        W = fitted.coef * fitted.x_scale[None, :] / fitted.y_scale[:, None]
+        b = (fitted.intercept + fitted.coef @ fitted.x_mean - fitted.y_mean) / fitted.y_scale
+        m = inc.model
+        with torch.no_grad():
+            for buf, val in ((m.x_mean, inc.xm), (m.x_scale, inc.xs), (m.y_mean, inc.ym), (m.y_scale, inc.ys), (m.weight, W)):
+                buf.copy_(torch.as_tensor(val))
+            if cfg.fit_intercept:
+                m.bias.copy_(torch.as_tensor(b))
+        inc.lr = cfg.lr or fitted.info.get("lr") or inc.lr
+        inc.opt.base_lr = inc.lr
+        inc.history = list(fitted.history)
+        return inc
+
+    def _prepared(self, X, Y, w):
+        Xs = _standardized(X, self.xm, self.xs, self.dtype, self.device)
+        Ys = _standardized(Y, self.ym, self.ys, self.dtype, self.device)
+        wn = None if w is None else torch.as_tensor(w / w.mean(), dtype=self.dtype, device=self.device)
+        return Xs, Ys, wn
+
+    def step(self, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None) -> dict:
+        """One shuffled pass over a batch of rows.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, n_features)
+        Y : ndarray of shape (n, n_targets)
+        sample_weight : ndarray of shape (n,), optional
+
+        Returns
+        -------
+        dict
+            The history record: ``epoch`` (calls so far), ``loss`` (mean MSE over the pass, original
+            units), ``lr``, ``seconds``, ``rows_per_s``.
+        """
+        t0 = time.perf_counter()
+        Xs, Ys, wn = self._prepared(X, Y, sample_weight)
+        sse = run_epoch(self.model, self.opt, lambda step: self.lr, 0, Xs, Ys, wn, self.B, self.gen, self.cfg.l2, self.pen)
+        loss = float((sse / len(X) * self.y_var).mean()) + _penalty(self.model, self.cfg.l2, self.pen, self.y_var)
+        if not math.isfinite(loss):
+            raise DivergenceError(f"partial_fit diverged: loss {loss:.4g}; use a smaller lr (now {self.lr:.3g})")
+        elapsed = time.perf_counter() - t0
+        record = {
+            "epoch": len(self.history) + 1,
+            "loss": loss,
+            "lr": self.lr,
+            "seconds": elapsed,
+            "rows_per_s": len(X) / max(elapsed, 1e-12),
+        }
+        self.history.append(record)
+        return record
