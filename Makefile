@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint nist gallery clean
+.PHONY: demo test lint nist bench gallery clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ clean:
 
 nist: $(STAMP)
 	$(BIN)/python benchmarks/nist_accuracy.py
+
+# gradreg and its peers side by side (data cached in benchmarks/.cache; about 10 minutes on 2 cores)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
 
 # The README's pictures: the demo's PNGs and a screenshot of its report (needs chromium).
 gallery: $(STAMP)

@@ -183,7 +183,7 @@ def test_no_intercept_gd_converges_to_origin_fit():
 def test_auto_batch_size():
     assert auto_batch_size(15) == 1
     assert auto_batch_size(10_000) == 157
-    assert auto_batch_size(10_000_000) == 4096
+    assert auto_batch_size(10_000_000) == 65_536
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="gd: minibatch gradient descent; exact: least squares (default: %(default)s)",
     )
     t.add_argument("--epochs", type=_positive_int, default=50, help="passes over the data (default: %(default)s)")
-    t.add_argument("--batch-size", type=_positive_int, help="rows per step (default: auto, about n/64, at most 4096)")
+    t.add_argument("--batch-size", type=_positive_int, help="rows per step (default: auto, about n/64, at most 65536)")
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: auto from the data's curvature)")
     t.add_argument(
         "--optimizer", choices=["sgd", "momentum", "adam"], default="sgd", help="torch.optim optimizer (default: %(default)s)"

@@ -28,7 +28,7 @@ class TrainConfig:
     epochs : int
         Passes over the training rows (the tutorial's 50).
     batch_size : int or None
-        Rows per step; None picks about n/64 (64 steps an epoch), at most 4096.
+        Rows per step; None picks about n/64 (64 steps an epoch), at most 65536.
     lr : float or None
         Learning rate; None derives it from the largest curvature of the scaled problem.
     optimizer : {"sgd", "momentum", "adam"}

@@ -330,7 +330,10 @@ def _parse_float(value: Any) -> float | None:
 
 
 def _numeric_column(table: Table, name: str, index: int) -> np.ndarray | None:
-    """The column as float64 with NaN for missing cells, or None when no cell is numeric.
+    """The column as floats with NaN for missing cells, or None when no cell is numeric.
+
+    float32 columns stay float32 (half the memory; the solvers work in float64 blocks); every
+    other numeric type becomes float64.
 
     A text column with some numeric cells is an error naming its first non-numeric cell.
     """
@@ -341,6 +344,8 @@ def _numeric_column(table: Table, name: str, index: int) -> np.ndarray | None:
     typ = col.type
     if pa.types.is_null(typ):
         return np.full(len(col), np.nan)
+    if pa.types.is_float32(typ) or pa.types.is_float64(typ):
+        return _to_numpy(col)
     if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_decimal(typ):
         return _to_numpy(pc.cast(col, pa.float64()))
     if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
@@ -356,12 +361,14 @@ def _numeric_column(table: Table, name: str, index: int) -> np.ndarray | None:
 
 
 def _to_numpy(col: Any) -> np.ndarray:
-    """A float64 ChunkedArray as numpy, NaN for nulls (ChunkedArray.to_numpy would import pandas)."""
+    """A float ChunkedArray as numpy, NaN for nulls (ChunkedArray.to_numpy would import pandas)."""
     import pyarrow.compute as pc
 
-    filled = pc.fill_null(col, float("nan"))
+    filled = pc.fill_null(col, float("nan")) if col.null_count else col
     if filled.num_chunks == 0:
-        return np.empty(0)
+        return np.empty(0, dtype=col.type.to_pandas_dtype())
+    if filled.num_chunks == 1:
+        return filled.chunk(0).to_numpy(zero_copy_only=False)
     return np.concatenate([c.to_numpy(zero_copy_only=False) for c in filled.chunks])
 
 
@@ -479,8 +486,8 @@ def select(
     if w is not None and not (w > 0).any():
         raise DataError(f"{table.where(None, weight)}: all weights are zero; at least one must be > 0")
     return Dataset(
-        np.ascontiguousarray(Xa, dtype=np.float64),
-        np.ascontiguousarray(Ya, dtype=np.float64),
+        Xa,  # column_stack makes it C-contiguous; float32 columns stay float32
+        Ya,
         list(chosen_features),
         targets,
         w,
@@ -502,6 +509,8 @@ def _rows_to_keep(table: Table, columns: list[tuple[list[str], np.ndarray]], dro
 
     ``columns`` pairs names with their (n, k) values; the first bad cell in their order is named.
     """
+    if all(_all_finite(arr) for _, arr in columns):  # the common case: one cheap sum per block
+        return np.ones(table.data.num_rows, dtype=bool)
     missing = np.zeros(table.data.num_rows, dtype=bool)
     for _cols, arr in columns:
         missing |= np.isnan(arr).any(axis=1)
@@ -606,11 +615,20 @@ def as_2d_float(a: Any, name: str) -> np.ndarray:
         arr = arr[:, None]
     if arr.ndim != 2:
         raise DataError(f"{name}: expected a 1-D or 2-D array; got shape {arr.shape}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise DataError(f"{name}, row {i + 1}, column {j}: values must be finite (not NaN or inf); got {arr[i, j]}")
+    if not _all_finite(arr):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise DataError(f"{name}, row {i + 1}, column {j}: values must be finite (not NaN or inf); got {arr[i, j]}")
     return arr
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """True when the float64 sum is finite: then every value is (NaN and inf propagate). A False
+    may also be an overflow of huge finite values; callers then look cell by cell. No n-sized
+    temporary, unlike np.isfinite(arr).all()."""
+    with np.errstate(all="ignore"):
+        return bool(np.isfinite(np.add.reduce(arr, axis=None, dtype=np.float64)))
 
 
 def write_table(columns: dict[str, np.ndarray], dest: str | io.TextIOBase) -> None:

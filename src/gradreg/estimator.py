@@ -52,7 +52,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     epochs : int, default=50
         Passes over the training rows (gradient descent).
     batch_size : int or None, default=None
-        Rows per step; ``None`` picks about ``n/64`` (at most 4096).
+        Rows per step; ``None`` picks about ``n/64`` (at most 65536).
     lr : float or None, default=None
         Learning rate; ``None`` derives it from the data's curvature.
     optimizer : {"sgd", "momentum", "adam"}, default="sgd"

@@ -371,10 +371,10 @@ def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_
         coef, intercept = sol.coef, sol.intercept
         scaling = [sol.x_mean, np.where(sol.x_std > 0, sol.x_std, 1.0), np.zeros(q), np.ones(q)]
     acc = MetricsAccumulator(q)
-    rss, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device, metrics=acc)
+    # gradient descent: the optimum's own RSS, from the data as well, in the same pass
+    reference = opt_sol if sol is not opt_sol else None
+    rss, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device, metrics=acc, reference=reference)
     sol.rss = rss
-    if sol is not opt_sol:  # gradient descent: the optimum's own RSS, from the data as well
-        opt_sol.rss = exact.residual_pass(opt_sol, chunks, "nonrobust", device=device)[0]
     optimum_obj = opt_sol.objective()
     stats = exact.statistics(sol, cov_type=cfg.cov_type, conf_level=cfg.conf_level, meat=meat)
     objective = sol.objective()

@@ -24,7 +24,7 @@ import numpy as np
 from .data import Table, select
 from .errors import ConfigError, DataError
 
-__all__ = ["Stream", "StreamingDataset", "expand", "DEFAULT_CHUNK_ROWS", "IN_MEMORY_BYTES"]
+__all__ = ["Stream", "StreamingDataset", "expand", "prefetch", "DEFAULT_CHUNK_ROWS", "IN_MEMORY_BYTES"]
 
 DEFAULT_CHUNK_ROWS = 65_536
 IN_MEMORY_BYTES = 1 << 30  # data estimated below this (as float64) is read whole: the fast path
@@ -192,13 +192,21 @@ class Stream:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        offset = sum(f.row_groups[:group]) if group is not None else 0
+        groups = range(len(f.row_groups)) if group is None else [group]
         try:
             reader = pq.ParquetFile(f.path)
-            groups = [group] if group is not None else None
-            for batch in reader.iter_batches(batch_size=self.chunk_rows, row_groups=groups, columns=list(columns)):
-                yield Table(pa.Table.from_batches([batch]), f.path, row_offset=offset)
-                offset += batch.num_rows
+            for g in groups:
+                offset = sum(f.row_groups[:g])
+                if f.row_groups[g] <= 4 * self.chunk_rows:
+                    # A whole (small) row group decodes its columns in parallel, much faster than
+                    # iter_batches; it is then cut into chunks of chunk_rows.
+                    data = reader.read_row_group(g, columns=list(columns), use_threads=True)
+                    for start in range(0, data.num_rows, self.chunk_rows):
+                        yield Table(data.slice(start, self.chunk_rows), f.path, row_offset=offset + start)
+                else:  # a large row group: batch by batch, so memory stays bounded
+                    for batch in reader.iter_batches(batch_size=self.chunk_rows, row_groups=[g], columns=list(columns)):
+                        yield Table(pa.Table.from_batches([batch]), f.path, row_offset=offset)
+                        offset += batch.num_rows
         except MemoryError:
             raise
         except (pa.ArrowException, OSError) as e:
@@ -365,11 +373,15 @@ class StreamingDataset:
         ------
         tuple of (tuple of (str, int), tuple of arrays)
         """
-        for table in self.stream.tables(self.columns, units):
-            ds = select(
-                table, self.target_names, self.feature_names, weight=self.weight, drop_missing=self.drop_missing, min_rows=0
-            )
-            yield (table.source, table.row_offset), (ds.X, ds.Y, ds.sample_weight)
+
+        def validated():
+            for table in self.stream.tables(self.columns, units):
+                ds = select(
+                    table, self.target_names, self.feature_names, weight=self.weight, drop_missing=self.drop_missing, min_rows=0
+                )
+                yield (table.source, table.row_offset), (ds.X, ds.Y, ds.sample_weight)
+
+        yield from prefetch(validated())
 
     def in_memory(self):
         """Every chunk concatenated into one :class:`~gradreg.data.Dataset` (for data that fits).
@@ -385,3 +397,59 @@ class StreamingDataset:
         Y = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, len(self.target_names)))
         w = np.concatenate([p[2] for p in parts]) if parts and self.weight else None
         return Dataset(X, Y, self.feature_names, self.target_names, w, self.source, list(self.notices))
+
+
+def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run ``items`` in a background thread, ``depth`` items ahead: reading and parsing the next
+    chunk (pyarrow and numpy release the GIL) overlaps the solver's work on this one. An error in
+    the reader is raised here, in order; stopping early stops the reader.
+
+    Parameters
+    ----------
+    items : iterator
+    depth : int
+
+    Yields
+    ------
+    object
+        The items, in order.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as e:  # handed to the consumer, raised in its thread
+            q.put((done, e))
+
+    thread = threading.Thread(target=work, name="gradreg-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # drain so a blocked put can see the stop flag
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)

@@ -146,6 +146,22 @@ def _tensor(a) -> torch.Tensor:
     return torch.as_tensor(a)
 
 
+class _Float64Buffer:
+    """One reused float64 block: converting each chunk into it avoids allocating (and page
+    faulting) a fresh chunk-sized tensor per chunk, which costs more than the arithmetic."""
+
+    def __init__(self, device) -> None:
+        self.device, self.buf = device, None
+
+    def __call__(self, a) -> torch.Tensor:
+        t = _tensor(a)
+        if self.buf is None or self.buf.shape[0] < t.shape[0] or self.buf.shape[1:] != t.shape[1:]:
+            self.buf = torch.empty(t.shape, dtype=torch.float64, device=self.device)
+        out = self.buf[: t.shape[0]]
+        out.copy_(t)
+        return out
+
+
 def _qr_r(A: np.ndarray) -> np.ndarray:
     return np.linalg.qr(A, mode="r")
 
@@ -503,8 +519,9 @@ def _gradient_double(sol: ExactSolution, xm_np: np.ndarray, chunks: ChunkSource,
     xm = torch.as_tensor(xm_np, **dd)
     g = torch.zeros(coef.shape[1], coef.shape[0], **dd)
     rsum = torch.zeros(coef.shape[0], **dd)
+    block = _Float64Buffer(device)
     for X, Y, w in chunks():
-        Xd = _tensor(X).to(**dd, copy=True)  # centered in place below: never the caller's array
+        Xd = block(X)  # a copy, centered in place below: never the caller's array
         r = _tensor(Y).to(**dd) - torch.addmm(b0, Xd, coef.T)
         if w is not None:
             r *= _tensor(w).to(**dd)[:, None]
@@ -532,7 +549,7 @@ def _numpy(a) -> np.ndarray:
 
 
 def residual_pass(
-    sol: ExactSolution, chunks: ChunkSource, cov_type: str, *, device=None, metrics=None
+    sol: ExactSolution, chunks: ChunkSource, cov_type: str, *, device=None, metrics=None, reference: ExactSolution | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A data pass: the weighted RSS from the data and, for HC covariances, the sandwich meat.
 
@@ -546,6 +563,9 @@ def residual_pass(
     device : torch.device, optional
     metrics : gradreg.metrics.MetricsAccumulator, optional
         Given, it also receives every chunk's targets and residuals.
+    reference : ExactSolution, optional
+        Another solution (the optimum, beside a gradient-descent fit) whose weighted RSS is
+        computed in the same pass and stored in its ``rss``.
 
     Returns
     -------
@@ -561,6 +581,10 @@ def residual_pass(
     b0 = torch.as_tensor(sol.intercept, **dd)
     xm = torch.as_tensor(sol.x_mean if sol.fit_intercept else np.zeros(p), **dd)
     rss = torch.zeros(q, **dd)
+    if reference is not None:
+        ref_coef = torch.as_tensor(reference.coef, **dd)
+        ref_b0 = torch.as_tensor(reference.intercept, **dd)
+        ref_rss = torch.zeros(q, **dd)
     robust = cov_type != "nonrobust"
     k = p + 1
     meat = torch.zeros(q, k, k, **dd) if robust else None
@@ -568,12 +592,16 @@ def residual_pass(
         A = np.nan_to_num(sol.cov_unscaled)  # (XcᵀWXc)⁺ on identified columns
         A_t = torch.as_tensor(A, **dd)
         power = {"HC0": 0, "HC1": 0, "HC2": 1, "HC3": 2}[cov_type]
+    block = _Float64Buffer(device)
     for X, Y, w in chunks():
-        Xd = _tensor(X).to(**dd)
+        Xd = block(X)
         Yd = _tensor(Y).to(**dd)
         r = Yd - torch.addmm(b0, Xd, coef.T)
         wt = torch.ones(Xd.shape[0], **dd) if w is None else _tensor(w).to(**dd)
         rss += (r * r).sum(dim=0) if w is None else (wt[:, None] * r * r).sum(dim=0)
+        if reference is not None:
+            r_ref = Yd - torch.addmm(ref_b0, Xd, ref_coef.T)
+            ref_rss += (r_ref * r_ref).sum(dim=0) if w is None else (wt[:, None] * r_ref * r_ref).sum(dim=0)
         if metrics is not None:
             metrics.add(Yd.cpu().numpy(), r.cpu().numpy(), None if w is None else wt.cpu().numpy())
         if robust:
@@ -587,6 +615,8 @@ def residual_pass(
                 scale = scale / (1.0 - lev)[:, None] ** power
             for t in range(q):
                 meat[t] += U.T @ (U * scale[:, t : t + 1])
+    if reference is not None:
+        reference.rss = ref_rss.cpu().numpy()
     return rss.cpu().numpy(), None if meat is None else meat.cpu().numpy()
 
 

@@ -60,8 +60,14 @@ def _standardized(A: np.ndarray, mean: np.ndarray, scale: np.ndarray, dtype, dev
     return out
 
 
+# Large tables take large batches: the minibatch noise floor falls as 1/B, so on B1 (1M rows)
+# 15,625-row batches come within 1% of the optimum in 2 epochs where 4,096-row ones took 23, and
+# each epoch is faster (fewer Python steps). Small tables still get about 64 steps an epoch.
+MAX_AUTO_BATCH = 65_536
+
+
 def auto_batch_size(n: int) -> int:
-    """The default batch size: about 64 steps an epoch, at most 4096 rows a batch.
+    """The default batch size: about 64 steps an epoch, at most 65536 rows a batch.
 
     Parameters
     ----------
@@ -72,7 +78,7 @@ def auto_batch_size(n: int) -> int:
     -------
     int
     """
-    return int(min(4096, max(1, math.ceil(n / 64))))
+    return int(min(MAX_AUTO_BATCH, max(1, math.ceil(n / 64))))
 
 
 def weighted_moments(A: np.ndarray, w: np.ndarray | None, center: bool) -> tuple[np.ndarray, np.ndarray]:
