@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--shuffle-buffer",
         type=_positive_int,
-        default=1 << 20,
+        default=1 << 18,
         metavar="ROWS",
         help="streamed data: rows shuffled together by gradient descent (default: %(default)s)",
     )
@@ -510,9 +510,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 f"columns are {', '.join(stream.columns)}"
             )
         tables = stream.tables(model.feature_names)
+    from .stream import prefetch
+
+    # chunk by chunk: memory stays bounded whatever the input's size; the next chunk is parsed in
+    # a background thread while this one is predicted and written
+    features = prefetch(feature_matrix(t, model.feature_names, drop_missing=args.drop_missing)[0] for t in tables)
     with _PredictionWriter(args.output, model.target_names, json_lines=args.json) as out:
-        for table in tables:  # chunk by chunk: memory stays bounded whatever the input's size
-            X, _ = feature_matrix(table, model.feature_names, drop_missing=args.drop_missing)
+        for X in features:
             out.write(model.predict(X))
     return EXIT_OK
 
@@ -603,8 +607,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         tables = stream.tables([c for c in model.target_names + model.feature_names if c in stream.columns])
     acc = MetricsAccumulator(len(model.target_names))
     n_rows = 0
-    for table in tables:  # chunk by chunk
-        ds = select(table, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=0)
+    from .stream import prefetch
+
+    selected = (select(t, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=0) for t in tables)
+    for ds in prefetch(selected):  # chunk by chunk, the next one parsed while this one is scored
         acc.add(ds.Y, ds.Y - model.predict(ds.X))
         n_rows += len(ds.X)
     if n_rows == 0:

@@ -23,7 +23,7 @@ from .errors import DataError, ModelFileError
 from .metrics import regression_metrics
 
 CHUNK_ROWS = 65_536  # rows per block of the exact solver's passes over in-memory data
-SHUFFLE_BUFFER = 1 << 20  # rows that streamed gradient descent shuffles together (--shuffle-buffer)
+SHUFFLE_BUFFER = 1 << 18  # rows that streamed gradient descent shuffles together (--shuffle-buffer)
 
 __all__ = ["FittedModel", "train"]
 

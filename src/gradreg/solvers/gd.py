@@ -426,7 +426,7 @@ def fit_gd_stream(
     sum_w: float,
     val_chunks: Callable[[], Iterator[tuple]] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
-    shuffle_buffer: int = 1 << 20,
+    shuffle_buffer: int = 1 << 18,
 ) -> GDResult:
     """Minibatch gradient descent over chunks that need not fit in memory.
 
