@@ -161,31 +161,34 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self : LinearRegressor
         """
         cfg = self._config()
+        Xa, Ya, w, y_1d, names, target_names = self._arrays(X, y, sample_weight, reset=True, min_samples=2)
+        if w is not None and not (w > 0).any():
+            raise DataError("sample_weight: all weights are zero; at least one must be > 0")
+        ds = Dataset(Xa, Ya, names, target_names, w, "<array>")
+        self._set_fitted(train(ds, cfg), y_1d)
+        self.__dict__.pop("_incremental", None)  # fit starts afresh; partial_fit continues from here
+        return self
+
+    def _arrays(self, X: Any, y: Any, sample_weight: Any, *, reset: bool, min_samples: int) -> tuple:
+        """scikit-learn's validation, then gradreg's: (X, Y 2-D, w, y was 1-D, feature and target names)."""
         target_names = _target_names(y)
         X, y = validate_data(
             self,
             _numpy(X),
             _numpy(y),
+            reset=reset,
             multi_output=True,
             y_numeric=True,
             dtype=[np.float64, np.float32],  # float32 stays float32: no copy of a large X
-            ensure_all_finite=False,  # checked below, with the row and column named
-            ensure_min_samples=2,
+            ensure_all_finite=False,  # checked by as_2d_float, with the row and column named
+            ensure_min_samples=min_samples,
         )
-        y_1d = y.ndim == 1
         Xa, Ya = as_2d_float(X, "X"), as_2d_float(y, "y")
-        w = None
-        if sample_weight is not None:
-            w = _check_sample_weight(sample_weight, Xa, dtype=np.float64, ensure_non_negative=True)
-            if not (w > 0).any():
-                raise DataError("sample_weight: all weights are zero; at least one must be > 0")
-        names = list(getattr(self, "feature_names_in_", [f"x{j}" for j in range(Xa.shape[1])]))
+        w = None if sample_weight is None else _check_sample_weight(sample_weight, Xa, dtype=np.float64, ensure_non_negative=True)
+        names = [str(f) for f in getattr(self, "feature_names_in_", [f"x{j}" for j in range(Xa.shape[1])])]
         if target_names is None:
-            target_names = ["y"] if y_1d else [f"y{t}" for t in range(Ya.shape[1])]
-        ds = Dataset(Xa, Ya, [str(f) for f in names], target_names, w, "<array>")
-        self._set_fitted(train(ds, cfg), y_1d)
-        self.__dict__.pop("_incremental", None)  # fit starts afresh; partial_fit continues from here
-        return self
+            target_names = ["y"] if y.ndim == 1 else [f"y{t}" for t in range(Ya.shape[1])]
+        return Xa, Ya, w, y.ndim == 1, names, target_names
 
     def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearRegressor:
         """Fit incrementally on one batch of rows; call again with the next batch.
@@ -219,29 +222,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"partial_fit: cov_type={cfg.cov_type!r} needs a pass over every row; use fit, or cov_type='nonrobust'"
             )
-        target_names = _target_names(y)
-        X, y = validate_data(
-            self,
-            _numpy(X),
-            _numpy(y),
-            reset=first,
-            multi_output=True,
-            y_numeric=True,
-            dtype=[np.float64, np.float32],
-            ensure_all_finite=False,
-            ensure_min_samples=1,
-        )
-        y_1d = y.ndim == 1
-        if not first and y_1d != self._y_1d:
-            raise ValueError("partial_fit: y must keep the shape it had in the first call (1-D or 2-D)")
-        Xa, Ya = as_2d_float(X, "X"), as_2d_float(y, "y")
-        if not first and Ya.shape[1] != len(self.model_.target_names):
-            raise ValueError(f"partial_fit: y has {Ya.shape[1]} target(s); the model has {len(self.model_.target_names)}")
-        w = None if sample_weight is None else _check_sample_weight(sample_weight, Xa, dtype=np.float64, ensure_non_negative=True)
-        names = list(getattr(self, "feature_names_in_", [f"x{j}" for j in range(Xa.shape[1])]))
-        if first:
-            targets = target_names or (["y"] if y_1d else [f"y{t}" for t in range(Ya.shape[1])])
-        else:
+        Xa, Ya, w, y_1d, names, targets = self._arrays(X, y, sample_weight, reset=first, min_samples=1)
+        if not first:
+            if y_1d != self._y_1d:
+                raise ValueError("partial_fit: y must keep the shape it had in the first call (1-D or 2-D)")
+            if Ya.shape[1] != len(self.model_.target_names):
+                raise ValueError(f"partial_fit: y has {Ya.shape[1]} target(s); the model has {len(self.model_.target_names)}")
             targets = self.model_.target_names
         if cfg.solver == "exact":
             from .solvers.exact import Factor

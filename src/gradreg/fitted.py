@@ -445,11 +445,13 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int) -> Fitte
     frac = cfg.val_fraction
     p, q = sds.n_features, len(sds.target_names)
 
-    def split(units=None, part="train"):
+    def split(units=None, part="train", held_out=None):
         # A seeded mask per chunk, keyed by file and first row: the same rows every pass and epoch.
         for key, (X, Y, w) in sds.keyed_chunks(units):
             if frac > 0:
                 mask = np.random.default_rng([cfg.seed, zlib.crc32(key[0].encode()), key[1]]).random(len(X)) < frac
+                if held_out is not None:
+                    held_out["n_val"] += int(mask.sum())
                 keep = mask if part == "val" else ~mask
                 X, Y, w = X[keep], Y[keep], None if w is None else w[keep]
             elif part == "val":
@@ -461,7 +463,7 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int) -> Fitte
     calls = [0]
 
     def first_pass():
-        for X, Y, w in split():
+        for X, Y, w in split(held_out=seen):
             for part in (X, Y) + ((w,) if w is not None else ()):
                 part = np.ascontiguousarray(part)
                 digest.update(memoryview(part).cast("B"))
@@ -486,7 +488,7 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int) -> Fitte
         raise DataError(f"{sds.source}: all training weights are zero")
     digest.update("\0".join(sds.feature_names + ["|"] + sds.target_names).encode())
     warn = exact.warn_rank(opt_sol, sds.feature_names)
-    n_val = sum(len(X) for X, _, _ in split(part="val")) if frac > 0 else 0
+    n_val = seen["n_val"]  # counted in the first pass
     info = _info(sds.source, digest.hexdigest(), n + n_val, n, n_val, device, opt_sol, sds.notices)
     info["streamed"] = True
     info["chunk_rows"] = sds.stream.chunk_rows
