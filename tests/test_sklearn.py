@@ -164,3 +164,20 @@ def test_summary_prints_like_statsmodels():
     assert "<table" in s._repr_html_() and s.as_text() == text == repr(s)
     with pytest.raises(ValueError, match="target 'apples' is not one of"):
         est.summary("apples")
+
+
+def test_loaded_models_show_the_same_tables(tmp_path):
+    import gradreg
+    from gradreg.fitted import FittedModel
+
+    df = pd.DataFrame(CROPS_X, columns=["temperature", "rainfall", "humidity"])
+    est = LinearRegressor(solver="exact").fit(df, pd.Series(CROPS_Y[:, 0], name="mangoes"))
+    path = str(tmp_path / "m.safetensors")
+    est.save(path)
+    loaded = gradreg.load(path)
+    assert repr(loaded) == "LinearRegressor(solver='exact')"
+    assert loaded._repr_html_() == est._repr_html_()
+    raw = FittedModel.load(path)
+    assert repr(raw) == "<FittedModel exact: mangoes ~ temperature, rainfall, humidity (15 rows)>"
+    assert "<table" in raw._repr_html_() and "humidity" in raw._repr_html_()
+    assert str(loaded.summary()) == str(est.summary())
