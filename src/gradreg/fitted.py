@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__, persist
 from .config import TrainConfig
 from .data import Dataset
-from .errors import DataError, ModelFileError
+from .errors import ConfigError, DataError, ModelFileError
 from .metrics import regression_metrics
 
 CHUNK_ROWS = 65_536  # rows per block of the exact solver's passes over in-memory data
@@ -316,6 +316,12 @@ def train(
             stop = start + CHUNK_ROWS
             yield X[start:stop], Y[start:stop], None if w is None else w[start:stop]
 
+    peak = np.zeros(X.shape[1] + Y.shape[1])
+    for Xc, Yc, _ in chunks():
+        if len(Xc):
+            peak = np.maximum(peak, np.concatenate([np.abs(Xc).max(axis=0), np.abs(Yc).max(axis=0)]))
+    check_magnitudes(peak, list(ds.feature_names) + list(ds.target_names), ds.source, cfg)
+
     p = X.shape[1]
     opt_sol, factor = exact.fit_exact(chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device)
     warn = exact.warn_rank(opt_sol, ds.feature_names)
@@ -471,6 +477,7 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int) -> Fitte
                 lo, hi = X.min(axis=0), X.max(axis=0)
                 seen["lo"] = lo if seen["lo"] is None else np.minimum(seen["lo"], lo)
                 seen["hi"] = hi if seen["hi"] is None else np.maximum(seen["hi"], hi)
+                seen["y_peak"] = np.maximum(seen.get("y_peak", 0.0), np.abs(Y).max(axis=0))
                 if w is not None:
                     seen["w_max"] = max(seen["w_max"], float(w.max()))
             seen["n"] += len(X)
@@ -484,6 +491,12 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int) -> Fitte
     n = seen["n"]
     if n < 2:
         raise DataError(f"{sds.source}: need at least 2 training rows; got {n}")
+    check_magnitudes(
+        np.concatenate([np.maximum(np.abs(seen["lo"]), np.abs(seen["hi"])), seen["y_peak"]]),
+        list(sds.feature_names) + list(sds.target_names),
+        sds.source,
+        cfg,
+    )
     if factor.sum_w <= 0:
         raise DataError(f"{sds.source}: all training weights are zero")
     digest.update("\0".join(sds.feature_names + ["|"] + sds.target_names).encode())
@@ -635,6 +648,45 @@ def from_incremental(inc, feature_names: list[str], target_names: list[str], cfg
             "incremental": True,
         },
     )
+
+
+SQUARE_SAFE = (1e-150, 1e150)  # column magnitudes whose squares stay normal float64 numbers
+
+
+def check_magnitudes(peak: np.ndarray, names: list[str], source: str, cfg: TrainConfig) -> None:
+    """Refuse columns whose squares leave float64 (or float32, where gradient descent squares raw
+    values), instead of returning a silently wrong fit.
+
+    Parameters
+    ----------
+    peak : ndarray of shape (n_columns,)
+        The largest |value| of each feature and target column.
+    names : list of str
+    source : str
+    cfg : TrainConfig
+
+    Raises
+    ------
+    DataError
+        Naming the column, its magnitude and the factor that would bring it into range.
+    """
+    lo, hi = SQUARE_SAFE
+    for name, m in zip(names, peak):
+        if m > hi:
+            raise DataError(
+                f"{source}, column {name!r}: values up to {m:.3g} overflow float64 when squared (the limit is {hi:.0e}); "
+                f"rescale the column, e.g. multiply it by 1e-{math.ceil(math.log10(m))}"
+            )
+        if 0 < m < lo:
+            raise DataError(
+                f"{source}, column {name!r}: all values are below {m:.3g} in magnitude and underflow when squared "
+                f"(the limit is {lo:.0e}); rescale the column, e.g. multiply it by 1e{math.ceil(-math.log10(m))}"
+            )
+    if cfg.solver == "gd" and cfg.dtype == "float32" and not cfg.standardize and len(peak) and peak.max() > 1e19:
+        raise ConfigError(
+            f"{source}: values up to {peak.max():.3g} overflow float32 when squared (above 1.8e19); "
+            "use --dtype float64, or drop --no-standardize"
+        )
 
 
 def _gd_hints(factor, p: int) -> dict[str, Any]:

@@ -34,10 +34,13 @@ class LinearModel(nn.Module):
             self.bias = nn.Parameter(torch.zeros(n_targets, **kw))
         else:
             self.register_buffer("bias", torch.zeros(n_targets, **kw))
-        self.register_buffer("x_mean", torch.zeros(n_features, **kw))
-        self.register_buffer("x_scale", torch.ones(n_features, **kw))
-        self.register_buffer("y_mean", torch.zeros(n_targets, **kw))
-        self.register_buffer("y_scale", torch.ones(n_targets, **kw))
+        # The standardization stays float64 whatever the working dtype: a column at 1e-140 or
+        # 1e+140 has a scale that float32 cannot hold (the weights are O(1) either way).
+        kw64 = {"dtype": torch.float64, "device": device}
+        self.register_buffer("x_mean", torch.zeros(n_features, **kw64))
+        self.register_buffer("x_scale", torch.ones(n_features, **kw64))
+        self.register_buffer("y_mean", torch.zeros(n_targets, **kw64))
+        self.register_buffer("y_scale", torch.ones(n_targets, **kw64))
 
     def standardize_x(self, x: torch.Tensor) -> torch.Tensor:
         """Standardize raw features.
@@ -89,7 +92,8 @@ class LinearModel(nn.Module):
         -------
         Tensor of shape (n, n_targets)
         """
-        return self.forward_standardized(self.standardize_x(x)) * self.y_scale + self.y_mean
+        xs = self.standardize_x(x).to(self.weight.dtype)
+        return self.forward_standardized(xs).double() * self.y_scale + self.y_mean
 
     @torch.no_grad()
     def original_units(self) -> tuple[torch.Tensor, torch.Tensor]:
