@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--plots", metavar="DIR", help="also write the loss curve, predicted-vs-actual and residual PNGs here"
     ).complete = DIRECTORY
     t.add_argument(
+        "--checkpoint-dir", metavar="DIR", help="save the training state here (atomically) every --checkpoint-every epochs"
+    ).complete = DIRECTORY
+    t.add_argument(
+        "--checkpoint-every", type=_positive_int, default=1, metavar="N", help="epochs between checkpoints (default: 1)"
+    )
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+    t.add_argument(
         "--shuffle-buffer",
         type=_positive_int,
         default=1 << 18,
@@ -430,7 +437,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         for n in ds.notices:
             err.print(f"note: {n}")
     with EpochPrinter(cfg.epochs, mode=mode) as printer:
-        model = train(ds, cfg, on_epoch=printer if cfg.solver == "gd" else None, shuffle_buffer=args.shuffle_buffer)
+        model = train(
+            ds,
+            cfg,
+            on_epoch=printer if cfg.solver == "gd" else None,
+            shuffle_buffer=args.shuffle_buffer,
+            checkpoint_dir=args.checkpoint_dir,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+        )
     model.save(args.output)
     plots = []
     if args.plots:

@@ -269,7 +269,14 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train(
-    ds: Dataset, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None, shuffle_buffer: int = SHUFFLE_BUFFER
+    ds: Dataset,
+    cfg: TrainConfig,
+    *,
+    on_epoch: Callable[[dict], None] | None = None,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
 ) -> FittedModel:
     """Fit a dataset: the exact optimum always, gradient descent when asked, then metrics and statistics.
 
@@ -282,6 +289,11 @@ def train(
         Called with each epoch's record (``epoch``, ``loss``, ``val_loss``, ``rows_per_s``, …).
     shuffle_buffer : int
         For a :class:`~gradreg.stream.StreamingDataset`: rows shuffled together by gradient descent.
+    checkpoint_dir : str, optional
+        Save gradient descent's state there every ``checkpoint_every`` epochs.
+    checkpoint_every : int
+    resume : bool
+        Continue from the checkpoint in ``checkpoint_dir`` (same data and settings).
 
     Returns
     -------
@@ -297,8 +309,11 @@ def train(
     from .solvers.gd import fit_gd
 
     cfg.validate()
+    if resume and not checkpoint_dir:
+        raise ConfigError("--resume needs --checkpoint-dir (the folder of the checkpoint)")
+    ckpt = {"folder": checkpoint_dir, "every": checkpoint_every, "resume": resume} if checkpoint_dir else None
     if not isinstance(ds, Dataset):  # a StreamingDataset: chunks read again for every pass
-        return _train_stream(ds, cfg, on_epoch, shuffle_buffer)
+        return _train_stream(ds, cfg, on_epoch, shuffle_buffer, ckpt)
     from .config import resolve_device
 
     device = resolve_device(cfg.device)
@@ -337,6 +352,7 @@ def train(
             Y_val=ds.Y[va] if len(va) else None,
             w_val=ds.sample_weight[va] if (len(va) and ds.sample_weight is not None) else None,
             on_epoch=on_epoch,
+            checkpoint=_checkpoint(ckpt, cfg, info["data_sha256"]),
             **_gd_hints(factor, p),
         )
 
@@ -438,7 +454,16 @@ def _info(source, sha, n_rows, n_train, n_val, device, opt_sol, notices) -> dict
     }
 
 
-def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int) -> FittedModel:
+def _checkpoint(ckpt: dict | None, cfg: TrainConfig, sha: str):
+    """The Checkpoint for these settings and data, or None."""
+    if ckpt is None:
+        return None
+    from .checkpoint import Checkpoint
+
+    return Checkpoint(ckpt["folder"], every=ckpt["every"], resume=ckpt["resume"], identity={"config": cfg.to_dict(), "data": sha})
+
+
+def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: dict | None = None) -> FittedModel:
     """:func:`train` for a StreamingDataset: every pass reads the chunks again; memory stays bounded."""
     import zlib
 
@@ -529,6 +554,7 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int) -> Fitte
             val_chunks=(lambda: split(part="val")) if frac > 0 else None,
             on_epoch=on_epoch,
             shuffle_buffer=shuffle_buffer,
+            checkpoint=_checkpoint(ckpt, cfg, info["data_sha256"]),
         )
 
     def val_metrics(coef, intercept):

@@ -71,12 +71,15 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def save(path: str, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """Write ``tensors`` (float64 arrays) and ``meta`` (JSON-able) atomically to ``path``."""
+def save(path: str, tensors: dict[str, np.ndarray], meta: dict[str, Any], *, fmt: str = FORMAT) -> None:
+    """Write ``tensors`` (float64 arrays) and ``meta`` (JSON-able) atomically to ``path``.
+
+    ``fmt`` names the kind of file (a model, or a training checkpoint); :func:`load` checks it.
+    """
     from safetensors.numpy import save as st_save
 
     header = {
-        "format": FORMAT,
+        "format": fmt,
         "format_version": str(FORMAT_VERSION),
         "gradreg": json.dumps(jsonable(meta), sort_keys=True, allow_nan=False),
     }
@@ -84,8 +87,10 @@ def save(path: str, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> Non
     write_bytes_atomic(path, data)
 
 
-def load(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read and check a model file: (tensors, metadata). Raises ModelFileError on anything wrong."""
+def load(path: str, *, fmt: str = FORMAT) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and check a model file (or, with ``fmt``, a checkpoint): (tensors, metadata).
+
+    Raises ModelFileError on anything wrong."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -107,8 +112,9 @@ def load(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: corrupted model file: header is not a JSON object")
     info = header.get("__metadata__") or {}
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a gradreg model file (a .safetensors file without gradreg metadata)")
+    if not isinstance(info, dict) or info.get("format") != fmt:
+        what = "model file" if fmt == FORMAT else "checkpoint"
+        raise ModelFileError(f"{path}: not a gradreg {what} (a .safetensors file without its gradreg metadata)")
     try:
         version = int(info.get("format_version", ""))
     except ValueError:

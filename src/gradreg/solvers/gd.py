@@ -218,6 +218,41 @@ class Optimizer:
             self.exp_avg_sqs = [torch.zeros_like(p) for p in params]
             self.steps = [torch.tensor(0.0) for _ in params]
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The optimizer's state, for a checkpoint.
+
+        Returns
+        -------
+        dict of str to Tensor
+        """
+        out: dict[str, torch.Tensor] = {}
+        for i, buf in enumerate(self.buffers):
+            if buf is not None:
+                out[f"momentum.{i}"] = buf
+        if self.name == "adam":
+            for i in range(len(self.params)):
+                out[f"exp_avg.{i}"], out[f"exp_avg_sq.{i}"], out[f"step.{i}"] = (
+                    self.exp_avgs[i],
+                    self.exp_avg_sqs[i],
+                    self.steps[i],
+                )
+        return out
+
+    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_tensors` returned.
+
+        Parameters
+        ----------
+        state : dict of str to Tensor
+        """
+        for i in range(len(self.params)):
+            if f"momentum.{i}" in state:
+                self.buffers[i] = state[f"momentum.{i}"].clone()
+            if self.name == "adam":
+                self.exp_avgs[i].copy_(state[f"exp_avg.{i}"])
+                self.exp_avg_sqs[i].copy_(state[f"exp_avg_sq.{i}"])
+                self.steps[i].copy_(state[f"step.{i}"].reshape(self.steps[i].shape))
+
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
@@ -278,6 +313,7 @@ def fit_gd(
     on_epoch: Callable[[dict], None] | None = None,
     moments: tuple[np.ndarray, ...] | None = None,
     gram_max_eig: float | None = None,
+    checkpoint=None,
 ) -> GDResult:
     """Train a :class:`LinearModel` on X (n, p), Y (n, q) by minibatch gradient descent.
 
@@ -302,6 +338,8 @@ def fit_gd(
     gram_max_eig : float, optional
         The largest eigenvalue of the standardized design's weighted Gram (with the intercept
         column), for :func:`auto_lr`; saves another pass.
+    checkpoint : gradreg.checkpoint.Checkpoint, optional
+        Save the training state every few epochs; resume from it when asked.
 
     Returns
     -------
@@ -367,16 +405,62 @@ def fit_gd(
         return run_epoch(model, opt, schedule, (epoch - 1) * steps_per_epoch, Xs, Ys, wn, B, gen, cfg.l2, pen)
 
     val_loss = (lambda: evaluate_loss(model, *val, y_var)) if val is not None else None
-    return _epochs(result, cfg, n, train_epoch, val_loss, schedule, steps_per_epoch, pen, y_var, on_epoch)
+    return _epochs(
+        result,
+        cfg,
+        n,
+        train_epoch,
+        val_loss,
+        schedule,
+        steps_per_epoch,
+        pen,
+        y_var,
+        on_epoch,
+        opt=opt,
+        gen=gen,
+        checkpoint=checkpoint,
+    )
 
 
-def _epochs(result: GDResult, cfg: TrainConfig, n: int, train_epoch, val_loss, schedule, steps_per_epoch, pen, y_var, on_epoch):
-    """The epoch loop shared by in-memory and streaming descent: history, divergence, early stopping."""
+def _epochs(
+    result: GDResult,
+    cfg: TrainConfig,
+    n: int,
+    train_epoch,
+    val_loss,
+    schedule,
+    steps_per_epoch,
+    pen,
+    y_var,
+    on_epoch,
+    *,
+    opt: Optimizer,
+    gen: torch.Generator,
+    checkpoint=None,
+):
+    """The epoch loop shared by in-memory and streaming descent: history, divergence, early
+    stopping, and checkpoints (saved after an epoch, restored before the next)."""
     model, lr = result.model, result.lr
     best = math.inf
     best_state = None
     since_best = 0
-    for epoch in range(1, cfg.epochs + 1):
+    start = 1
+    saved = checkpoint.restore() if checkpoint is not None else None
+    if saved is not None:
+        tensors, state = saved
+        tensor = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
+        model.load_state_dict({k[6:]: v for k, v in tensor.items() if k.startswith("model.")})
+        opt.load_state_tensors({k[4:]: v for k, v in tensor.items() if k.startswith("opt.")})
+        gen.set_state(tensor["generator"].to(torch.uint8))
+        if any(k.startswith("best.") for k in tensor):
+            best_state = {k[5:]: v.to(model.weight.device) for k, v in tensor.items() if k.startswith("best.")}
+        result.history[:] = state["history"]
+        best = math.inf if state["best"] is None else state["best"]
+        since_best, result.best_epoch, start = state["since_best"], state["best_epoch"], state["epoch"] + 1
+        if state.get("stopped_early"):
+            start = cfg.epochs + 1
+            result.stopped_early = True
+    for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         sse = train_epoch(epoch)
         train_loss = float((sse / n * y_var).mean()) + _penalty(model, cfg.l2, pen, y_var)
@@ -407,7 +491,15 @@ def _epochs(result: GDResult, cfg: TrainConfig, n: int, train_epoch, val_loss, s
             since_best += 1
             if cfg.early_stopping and since_best >= cfg.early_stopping:
                 result.stopped_early = True
-                break
+        if checkpoint is not None and checkpoint.due(epoch, last=epoch == cfg.epochs or result.stopped_early):
+            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+            tensors.update({f"opt.{k}": v for k, v in opt.state_tensors().items()})
+            tensors["generator"] = gen.get_state()
+            tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
+            state = {"epoch": epoch, "history": result.history, "best": best, "since_best": since_best}
+            checkpoint.save(tensors, {**state, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early})
+        if result.stopped_early:
+            break
     if best_state is not None:
         model.load_state_dict(best_state)  # keep the best weights, not the last
     elif not cfg.early_stopping:
@@ -427,6 +519,7 @@ def fit_gd_stream(
     val_chunks: Callable[[], Iterator[tuple]] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     shuffle_buffer: int = 1 << 18,
+    checkpoint=None,
 ) -> GDResult:
     """Minibatch gradient descent over chunks that need not fit in memory.
 
@@ -458,6 +551,8 @@ def fit_gd_stream(
     on_epoch : callable, optional
     shuffle_buffer : int
         Rows shuffled together.
+    checkpoint : gradreg.checkpoint.Checkpoint, optional
+        Save the training state every few epochs; resume from it when asked.
 
     Returns
     -------
@@ -554,8 +649,9 @@ def fit_gd_stream(
         return float((total / sw * y_var).mean()) if sw > 0 else math.nan
 
     result = GDResult(model, lr=lr, batch_size=B)
+    val = val_loss if val_chunks is not None else None
     return _epochs(
-        result, cfg, n, train_epoch, val_loss if val_chunks is not None else None, schedule, steps_per_epoch, pen, y_var, on_epoch
+        result, cfg, n, train_epoch, val, schedule, steps_per_epoch, pen, y_var, on_epoch, opt=opt, gen=gen, checkpoint=checkpoint
     )
 
 
