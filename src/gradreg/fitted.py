@@ -697,6 +697,7 @@ def check_magnitudes(peak: np.ndarray, names: list[str], source: str, cfg: Train
         Naming the column, its magnitude and the factor that would bring it into range.
     """
     lo, hi = SQUARE_SAFE
+    peak = np.asarray(peak, dtype=np.float64)  # float32 data: compare in float64 (1e150 is not a float32)
     for name, m in zip(names, peak):
         if m > hi:
             raise DataError(
