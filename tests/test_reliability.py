@@ -132,6 +132,7 @@ def test_predict_ten_million_rows_with_bounded_memory(model3, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     peak_mb = int(r.stdout.split()[-1])
+    print(f"peak RSS {peak_mb} MB")
     assert peak_mb < 500, f"peak RSS {peak_mb} MB for a {os.path.getsize(src) / 1e6:.0f} MB input"
     with open(out, "rb") as f:
         lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 24), b""))

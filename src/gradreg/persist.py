@@ -114,7 +114,7 @@ def load(path: str, *, fmt: str = FORMAT) -> tuple[dict[str, np.ndarray], dict[s
     info = header.get("__metadata__") or {}
     if not isinstance(info, dict) or info.get("format") != fmt:
         what = "model file" if fmt == FORMAT else "checkpoint"
-        raise ModelFileError(f"{path}: not a gradreg {what} (a .safetensors file without its gradreg metadata)")
+        raise ModelFileError(f"{path}: not a gradreg {what} (a .safetensors file without gradreg metadata)")
     try:
         version = int(info.get("format_version", ""))
     except ValueError:
