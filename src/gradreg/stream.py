@@ -220,7 +220,7 @@ class Stream:
         try:
             reader = pcsv.open_csv(
                 f.path,
-                read_options=pcsv.ReadOptions(block_size=1 << 22),
+                read_options=pcsv.ReadOptions(block_size=1 << 20),  # larger blocks: RSS grows with the file (pyarrow 26)
                 parse_options=pcsv.ParseOptions(delimiter=delimiter),
                 convert_options=pcsv.ConvertOptions(
                     include_columns=list(columns),
