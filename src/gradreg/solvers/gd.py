@@ -66,6 +66,24 @@ def _standardized(A: np.ndarray, mean: np.ndarray, scale: np.ndarray, dtype, dev
 MAX_AUTO_BATCH = 65_536
 
 
+def _new_model(p: int, q: int, cfg: TrainConfig, moments: tuple, dtype, device, gen: torch.Generator):
+    """A LinearModel holding the standardization of ``moments`` (none with ``--no-standardize``,
+    then the tutorial's random start drawn from ``gen``); returns it and (xm, xs, ym, ys)."""
+    model = LinearModel(p, q, fit_intercept=cfg.fit_intercept, dtype=dtype, device=device)
+    if cfg.standardize:
+        xm, xs, ym, ys = moments
+    else:
+        xm, xs, ym, ys = np.zeros(p), np.ones(p), np.zeros(q), np.ones(q)
+    with torch.no_grad():
+        for buf, val in ((model.x_mean, xm), (model.x_scale, xs), (model.y_mean, ym), (model.y_scale, ys)):
+            buf.copy_(torch.as_tensor(val))
+        if not cfg.standardize:  # the tutorial's random start: w = randn(q, p), b = randn(q)
+            model.weight.copy_(torch.randn(q, p, generator=gen, dtype=torch.float64))
+            if cfg.fit_intercept:
+                model.bias.copy_(torch.randn(q, generator=gen, dtype=torch.float64))
+    return model, (xm, xs, ym, ys)
+
+
 def auto_batch_size(n: int) -> int:
     """The default batch size: about 64 steps an epoch, at most 65536 rows a batch.
 
@@ -355,23 +373,10 @@ def fit_gd(
     n, p = X.shape
     q = Y.shape[1]
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = LinearModel(p, q, fit_intercept=cfg.fit_intercept, dtype=dtype, device=device)
-    if moments is None:
-        x_center, x_std = weighted_moments(X, sample_weight, cfg.fit_intercept)  # x_std also scales the ridge penalty
-    else:
-        x_center, x_std = moments[0], moments[1]
-    if cfg.standardize:
-        xm, xs = x_center, x_std
-        ym, ys = weighted_moments(Y, sample_weight, cfg.fit_intercept) if moments is None else (moments[2], moments[3])
-    else:
-        xm, xs, ym, ys = np.zeros(p), np.ones(p), np.zeros(q), np.ones(q)
-    with torch.no_grad():
-        for buf, val in ((model.x_mean, xm), (model.x_scale, xs), (model.y_mean, ym), (model.y_scale, ys)):
-            buf.copy_(torch.as_tensor(val))
-        if not cfg.standardize:  # the tutorial's random start: w = randn(q, p), b = randn(q)
-            model.weight.copy_(torch.randn(q, p, generator=gen, dtype=torch.float64))
-            if cfg.fit_intercept:
-                model.bias.copy_(torch.randn(q, generator=gen, dtype=torch.float64))
+    if moments is None:  # x_std also scales the ridge penalty, with or without standardization
+        moments = weighted_moments(X, sample_weight, cfg.fit_intercept) + weighted_moments(Y, sample_weight, cfg.fit_intercept)
+    x_std = moments[1]
+    model, (xm, xs, ym, ys) = _new_model(p, q, cfg, moments, dtype, device, gen)
     # Standardize once, in float64, then keep the training copy in the working dtype.
     Xs = _standardized(X, xm, xs, dtype, device)
     Ys = _standardized(Y, ym, ys, dtype, device)
@@ -563,18 +568,7 @@ def fit_gd_stream(
     x_center, x_std, y_center, y_std = moments
     p, q = len(x_center), len(y_center)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = LinearModel(p, q, fit_intercept=cfg.fit_intercept, dtype=dtype, device=device)
-    if cfg.standardize:
-        xm, xs, ym, ys = x_center, x_std, y_center, y_std
-    else:
-        xm, xs, ym, ys = np.zeros(p), np.ones(p), np.zeros(q), np.ones(q)
-    with torch.no_grad():
-        for buf, val in ((model.x_mean, xm), (model.x_scale, xs), (model.y_mean, ym), (model.y_scale, ys)):
-            buf.copy_(torch.as_tensor(val))
-        if not cfg.standardize:
-            model.weight.copy_(torch.randn(q, p, generator=gen, dtype=torch.float64))
-            if cfg.fit_intercept:
-                model.bias.copy_(torch.randn(q, generator=gen, dtype=torch.float64))
+    model, (xm, xs, ym, ys) = _new_model(p, q, cfg, moments, dtype, device, gen)
     pen = torch.as_tensor(x_std / xs, dtype=dtype, device=device)
     y_var = torch.as_tensor(ys**2, dtype=torch.float64, device=device)
     w_mean = sum_w / n
@@ -731,25 +725,9 @@ class IncrementalGD:
         n, p = X.shape
         q = Y.shape[1]
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.model = LinearModel(p, q, fit_intercept=cfg.fit_intercept, dtype=self.dtype, device=self.device)
-        x_center, x_std = weighted_moments(X, sample_weight, cfg.fit_intercept)
-        if cfg.standardize:
-            self.xm, self.xs = x_center, x_std
-            self.ym, self.ys = weighted_moments(Y, sample_weight, cfg.fit_intercept)
-        else:
-            self.xm, self.xs, self.ym, self.ys = np.zeros(p), np.ones(p), np.zeros(q), np.ones(q)
-        with torch.no_grad():
-            for buf, val in (
-                (self.model.x_mean, self.xm),
-                (self.model.x_scale, self.xs),
-                (self.model.y_mean, self.ym),
-                (self.model.y_scale, self.ys),
-            ):
-                buf.copy_(torch.as_tensor(val))
-            if not cfg.standardize:
-                self.model.weight.copy_(torch.randn(q, p, generator=self.gen, dtype=torch.float64))
-                if cfg.fit_intercept:
-                    self.model.bias.copy_(torch.randn(q, generator=self.gen, dtype=torch.float64))
+        moments = weighted_moments(X, sample_weight, cfg.fit_intercept) + weighted_moments(Y, sample_weight, cfg.fit_intercept)
+        x_std = moments[1]
+        self.model, (self.xm, self.xs, self.ym, self.ys) = _new_model(p, q, cfg, moments, self.dtype, self.device, self.gen)
         self.pen = torch.as_tensor(x_std / self.xs, dtype=self.dtype, device=self.device)
         self.y_var = torch.as_tensor(self.ys**2, dtype=torch.float64, device=self.device)
         self.B = min(cfg.batch_size or auto_batch_size(n), n)
