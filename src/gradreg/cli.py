@@ -567,10 +567,9 @@ class _PredictionWriter:
         return self
 
     def write(self, pred) -> None:
-        import numpy as np
-        import pyarrow as pa
+        from .data import float_table
 
-        table = pa.table({n: np.ascontiguousarray(pred[:, j]) for j, n in enumerate(self.names)})
+        table = float_table({n: pred[:, j] for j, n in enumerate(self.names)})
         if self.parquet:
             self._writer.write_table(table)
         elif self.json_lines:
