@@ -90,3 +90,12 @@ def test_missing_matplotlib_says_how_to_install(cli, tmp_path, monkeypatch):
     assert r.err == "Error: " + plots.INSTALL_HINT + "\n"
     assert not model.exists()  # checked before the fit, so nothing was half done
     assert plots.INSTALL_HINT.endswith("pip install 'gradreg[plots]' (or pip install matplotlib)")
+
+
+def test_unusable_plots_folder_fails_before_training(cli, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    model = tmp_path / "m.safetensors"
+    r = cli("train", "crops", "--target", "mangoes", "-o", model, "--plots", blocker / "plots")
+    assert r.code == 1 and r.err.startswith("Error: ") and r.err.count("\n") == 1
+    assert not model.exists()  # no model without the pictures that were asked for

@@ -430,6 +430,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .plots import require_matplotlib
 
         require_matplotlib()  # before the fit, not after it
+        os.makedirs(args.plots, exist_ok=True)  # an unusable folder fails now, before any work
     ds = _load_dataset(args, args.data, args.target, args.features, args.weight)
     mode = _mode(args)
     err = _console(stderr=True)
