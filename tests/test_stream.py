@@ -83,6 +83,7 @@ def test_streamed_exact_equals_in_memory(parts, cov):
     for key in ("mse", "mae", "r2"):
         np.testing.assert_allclose(streamed.metrics["train"][key], whole.metrics["train"][key], rtol=1e-10)
     assert streamed.info["streamed"] and streamed.info["n_rows"] == 30_000
+    assert streamed.info["data_sha256"] == whole.info["data_sha256"]  # the same rows, the same fingerprint
 
 
 def test_streamed_gradient_descent_reaches_the_optimum_with_validation(parts):

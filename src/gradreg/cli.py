@@ -519,12 +519,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if stream is None:
         tables = iter([read_table(args.data, delimiter=args.delimiter)])
     else:
-        lacking = [f for f in model.feature_names if f not in stream.columns]
-        if lacking:
-            raise DataError(
-                f"{stream.files[0].path}: lacks model feature column(s) {', '.join(map(repr, lacking))}; "
-                f"columns are {', '.join(stream.columns)}"
-            )
+        from .data import require_features
+
+        require_features(stream.files[0].path, stream.columns, model.feature_names)
         tables = stream.tables(model.feature_names)
     from .stream import prefetch
 

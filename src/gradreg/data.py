@@ -599,15 +599,30 @@ def feature_matrix(table: Table, features: Sequence[str], *, drop_missing: bool 
         Which rows of the table are in X.
     """
     names = [str(n) for n in table.data.column_names]
-    lacking = [f for f in features if f not in names]
-    if lacking:
-        raise DataError(
-            f"{table.source}: lacks model feature column(s) {', '.join(map(repr, lacking))}; columns are {', '.join(names)}"
-        )
+    require_features(table.source, names, features)
     cols = [_required_column(table, f, names.index(f)) for f in features]
     X = np.column_stack(cols) if cols else np.empty((table.data.num_rows, 0))
     keep = _rows_to_keep(table, [(list(features), X)], drop_missing)
     return X[keep], keep
+
+
+def require_features(source: str, columns: Sequence[str], features: Sequence[str]) -> None:
+    """Raise a DataError naming the model features that ``columns`` lacks.
+
+    Parameters
+    ----------
+    source : str
+        Named in the message.
+    columns : sequence of str
+        What the data has.
+    features : sequence of str
+        What the model needs.
+    """
+    lacking = [f for f in features if f not in columns]
+    if lacking:
+        raise DataError(
+            f"{source}: lacks model feature column(s) {', '.join(map(repr, lacking))}; columns are {', '.join(columns)}"
+        )
 
 
 def as_2d_float(a: Any, name: str) -> np.ndarray:

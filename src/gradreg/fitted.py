@@ -241,18 +241,53 @@ class FittedModel:
         return persist.jsonable(out)
 
 
-def fingerprint(ds: Dataset) -> str:
-    """sha256 of the training arrays (values, names, weights): the same table gives the same hash.
+class Fingerprint:
+    """sha256 of training data fed chunk by chunk: values (as held, float32 or float64, without a
+    converted copy), weights and column names. X, Y and w are hashed separately, so the digest
+    does not depend on how the rows were cut into chunks: in memory and streamed agree."""
 
-    The bytes are hashed as they are held (float32 or float64), without a converted copy.
-    """
-    h = hashlib.sha256()
-    for part in (ds.X, ds.Y) + ((ds.sample_weight,) if ds.sample_weight is not None else ()):
-        part = np.ascontiguousarray(part)
-        h.update(part.dtype.str.encode())
-        h.update(memoryview(part).cast("B"))
-    h.update("\0".join(ds.feature_names + ["|"] + ds.target_names).encode())
-    return h.hexdigest()
+    def __init__(self) -> None:
+        self.parts = [hashlib.sha256() for _ in range(3)]
+
+    def add(self, X: np.ndarray, Y: np.ndarray, w: np.ndarray | None) -> None:
+        """Hash the next chunk of rows.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, n_features)
+        Y : ndarray of shape (n, n_targets)
+        w : ndarray of shape (n,) or None
+        """
+        for h, part in zip(self.parts, (X, Y, w)):
+            if part is not None:
+                h.update(memoryview(np.ascontiguousarray(part)).cast("B"))
+
+    def hexdigest(self, feature_names: list[str], target_names: list[str], dtypes: list[str]) -> str:
+        """The digest of everything added, with the column names and dtypes.
+
+        Parameters
+        ----------
+        feature_names, target_names : list of str
+        dtypes : list of str
+            The dtypes of X, Y (and w).
+
+        Returns
+        -------
+        str
+        """
+        h = hashlib.sha256()
+        for part in self.parts:
+            h.update(part.digest())
+        h.update("\0".join(feature_names + ["|"] + target_names + ["|"] + dtypes).encode())
+        return h.hexdigest()
+
+
+def fingerprint(ds: Dataset) -> str:
+    """sha256 of the training arrays (values, names, weights): the same table gives the same hash."""
+    fp = Fingerprint()
+    fp.add(ds.X, ds.Y, ds.sample_weight)
+    parts = [ds.X, ds.Y] + ([ds.sample_weight] if ds.sample_weight is not None else [])
+    return fp.hexdigest(ds.feature_names, ds.target_names, [p.dtype.str for p in parts])
 
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -489,20 +524,19 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
                 continue
             yield X, Y, w
 
-    seen = {"n": 0, "n_val": 0, "lo": None, "hi": None, "w_max": 0.0}
-    digest = hashlib.sha256()
+    seen = {"n": 0, "n_val": 0, "lo": None, "hi": None, "y_peak": 0.0, "w_max": 0.0, "dtypes": None}
+    digest = Fingerprint()
     calls = [0]
 
     def first_pass():
         for X, Y, w in split(held_out=seen):
-            for part in (X, Y) + ((w,) if w is not None else ()):
-                part = np.ascontiguousarray(part)
-                digest.update(memoryview(part).cast("B"))
+            digest.add(X, Y, w)
             if len(X):
+                seen["dtypes"] = [a.dtype.str for a in (X, Y, w) if a is not None]
                 lo, hi = X.min(axis=0), X.max(axis=0)
                 seen["lo"] = lo if seen["lo"] is None else np.minimum(seen["lo"], lo)
                 seen["hi"] = hi if seen["hi"] is None else np.maximum(seen["hi"], hi)
-                seen["y_peak"] = np.maximum(seen.get("y_peak", 0.0), np.abs(Y).max(axis=0))
+                seen["y_peak"] = np.maximum(seen["y_peak"], np.abs(Y).max(axis=0))
                 if w is not None:
                     seen["w_max"] = max(seen["w_max"], float(w.max()))
             seen["n"] += len(X)
@@ -524,10 +558,10 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
     )
     if factor.sum_w <= 0:
         raise DataError(f"{sds.source}: all training weights are zero")
-    digest.update("\0".join(sds.feature_names + ["|"] + sds.target_names).encode())
     warn = exact.warn_rank(opt_sol, sds.feature_names)
     n_val = seen["n_val"]  # counted in the first pass
-    info = _info(sds.source, digest.hexdigest(), n + n_val, n, n_val, device, opt_sol, sds.notices)
+    sha = digest.hexdigest(sds.feature_names, sds.target_names, seen["dtypes"])
+    info = _info(sds.source, sha, n + n_val, n, n_val, device, opt_sol, sds.notices)
     info["streamed"] = True
     info["chunk_rows"] = sds.stream.chunk_rows
     res = None
