@@ -215,3 +215,22 @@ def test_npy_refuses_pickled_objects(tmp_path):
     np.save(src, np.array([{"a": 1}, {"b": 2}], dtype=object), allow_pickle=True)
     with pytest.raises(DataError, match="not a plain numeric NumPy file"):
         read_table(src)
+
+
+def test_write_table_csv_parquet_and_stream(tmp_path):
+    import io
+
+    import pyarrow.parquet as pq
+
+    from gradreg.data import read_table, write_table
+
+    cols = {"a": np.array([1.5, -2.0, 1e-300]), "b c": np.array([0.1, 0.2, 0.3])}
+    write_table(cols, str(tmp_path / "t.csv"))
+    back = read_table(str(tmp_path / "t.csv")).data
+    assert back.column_names == ["a", "b c"] and back.column("a").to_pylist() == [1.5, -2.0, 1e-300]
+    write_table(cols, str(tmp_path / "t.parquet"))
+    assert pq.read_table(tmp_path / "t.parquet").column("b c").to_pylist() == [0.1, 0.2, 0.3]
+    buf = io.StringIO()
+    write_table(cols, buf)
+    assert buf.getvalue().splitlines()[0] == 'a,b c' and len(buf.getvalue().splitlines()) == 4
+    assert sorted(os.listdir(tmp_path)) == ["t.csv", "t.parquet"]  # no temporary files left

@@ -528,70 +528,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # chunk by chunk: memory stays bounded whatever the input's size; the next chunk is parsed in
     # a background thread while this one is predicted and written
     features = prefetch(feature_matrix(t, model.feature_names, drop_missing=args.drop_missing)[0] for t in tables)
-    with _PredictionWriter(args.output, model.target_names, json_lines=args.json) as out:
+    from .data import ColumnWriter
+
+    with ColumnWriter(args.output, model.target_names, json_lines=args.json) as out:
         for X in features:
             out.write(model.predict(X))
     return EXIT_OK
-
-
-class _PredictionWriter:
-    """Predictions written chunk by chunk as CSV, Parquet (by extension) or JSON lines; a file
-    appears only when complete (written to a temporary file, then renamed)."""
-
-    def __init__(self, dest: str, names: list[str], *, json_lines: bool) -> None:
-        self.dest, self.names, self.json_lines = dest, names, json_lines
-        self.parquet = dest != "-" and dest.lower().endswith((".parquet", ".pq")) and not json_lines
-        self._atomic = self._file = self._writer = None
-
-    def __enter__(self) -> _PredictionWriter:
-        if self.dest == "-":
-            self._file = sys.stdout
-        else:
-            from .persist import atomic_path
-
-            self._atomic = atomic_path(self.dest)
-            tmp = self._atomic.__enter__()
-            if self.parquet:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-
-                self._writer = pq.ParquetWriter(tmp, pa.schema([(n, pa.float64()) for n in self.names]))
-            else:
-                self._file = open(tmp, "w", encoding="utf-8", newline="")
-        if not self.parquet and not self.json_lines:
-            import csv
-
-            csv.writer(self._file, lineterminator="\n").writerow(self.names)
-        return self
-
-    def write(self, pred) -> None:
-        from .data import float_table
-
-        table = float_table({n: pred[:, j] for j, n in enumerate(self.names)})
-        if self.parquet:
-            self._writer.write_table(table)
-        elif self.json_lines:
-            self._file.write(_json_lines(self.names, pred))
-        else:
-            from .data import _csv_body
-
-            self._file.write(_csv_body(table))
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._file is not None and self._file is not sys.stdout:
-            self._file.close()
-        elif self._file is sys.stdout:
-            sys.stdout.flush()
-        if self._atomic is not None:
-            self._atomic.__exit__(exc_type, exc, tb)  # renames only on success
-
-
-def _json_lines(names: list[str], values) -> str:
-    from .persist import jsonable
-
-    return "".join(json.dumps(jsonable(dict(zip(names, row)))) + "\n" for row in values.tolist())
 
 
 def _write_text(path: str, text: str) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import ConfigError, DataError, cell
 
-__all__ = ["Table", "Dataset", "read_table", "select", "load", "feature_matrix", "write_table", "builtin_names"]
+__all__ = ["Table", "Dataset", "read_table", "select", "load", "feature_matrix", "write_table", "ColumnWriter", "builtin_names"]
 
 BUILTIN = {"crops": "crops.csv"}
 BUILTIN_DESCRIPTIONS = {
@@ -667,25 +667,81 @@ def write_table(columns: dict[str, np.ndarray], dest: str | io.TextIOBase) -> No
         A path ending in ``.parquet``/``.pq`` for Parquet, any other path for CSV; ``-`` or a
         stream writes CSV to it (``-`` is stdout).
     """
+    with ColumnWriter(dest, list(columns)) as out:
+        out.write(np.column_stack([np.asarray(v, dtype=np.float64) for v in columns.values()]))
 
-    from .persist import atomic_path
 
-    table = float_table(columns)
-    if not isinstance(dest, str) or dest == "-":
+class ColumnWriter:
+    """Float columns written chunk by chunk as CSV, Parquet (by extension) or JSON lines; a file
+    appears only when complete (written to a temporary file, then renamed).
+
+    Parameters
+    ----------
+    dest : str or text stream
+        A path, ``-`` for stdout, or an open text stream.
+    names : list of str
+        The column names.
+    json_lines : bool
+        One JSON object per row instead of CSV/Parquet.
+    """
+
+    def __init__(self, dest: str | io.TextIOBase, names: list[str], *, json_lines: bool = False) -> None:
+        self.dest, self.names, self.json_lines = dest, names, json_lines
+        to_file = isinstance(dest, str) and dest != "-"
+        self.parquet = to_file and dest.lower().endswith((".parquet", ".pq")) and not json_lines
+        self._atomic = self._file = self._writer = None
+        self._owned = to_file
+
+    def __enter__(self) -> ColumnWriter:
         import sys
 
-        stream = sys.stdout if not isinstance(dest, io.TextIOBase) else dest
-        stream.write(_csv_text(table))
-        stream.flush()
-        return
-    with atomic_path(dest) as tmp:
-        if dest.lower().endswith((".parquet", ".pq")):
-            import pyarrow.parquet as pq
-
-            pq.write_table(table, tmp)
+        if not self._owned:
+            self._file = self.dest if isinstance(self.dest, io.TextIOBase) else sys.stdout
         else:
-            with open(tmp, "w", encoding="utf-8", newline="") as f:
-                f.write(_csv_text(table))
+            from .persist import atomic_path
+
+            self._atomic = atomic_path(self.dest)
+            tmp = self._atomic.__enter__()
+            if self.parquet:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                self._writer = pq.ParquetWriter(tmp, pa.schema([(n, pa.float64()) for n in self.names]))
+            else:
+                self._file = open(tmp, "w", encoding="utf-8", newline="")
+        if not self.parquet and not self.json_lines:
+            csv.writer(self._file, lineterminator="\n").writerow(self.names)  # quotes only where needed
+        return self
+
+    def write(self, values: np.ndarray) -> None:
+        """Append rows.
+
+        Parameters
+        ----------
+        values : ndarray of shape (n, len(names))
+        """
+        if self.json_lines:
+            import json
+
+            from .persist import jsonable
+
+            self._file.write("".join(json.dumps(jsonable(dict(zip(self.names, row)))) + "\n" for row in values.tolist()))
+            return
+        table = float_table({n: values[:, j] for j, n in enumerate(self.names)})
+        if self.parquet:
+            self._writer.write_table(table)
+        else:
+            self._file.write(_csv_body(table))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._owned and self._file is not None:
+            self._file.close()
+        elif self._file is not None:
+            self._file.flush()
+        if self._atomic is not None:
+            self._atomic.__exit__(exc_type, exc, tb)  # renames only on success
 
 
 def float_table(columns: dict[str, np.ndarray]) -> Any:
@@ -707,15 +763,3 @@ def _csv_body(table: Any) -> str:
     body = io.BytesIO()
     pcsv.write_csv(table, body, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
     return body.getvalue().decode("utf-8")
-
-
-def _csv_text(table: Any) -> str:
-    # Header by the csv module (quotes only where needed); body by pyarrow, whose float format
-    # is the shortest that round-trips, and which is fast enough for large predictions.
-    import pyarrow.csv as pcsv
-
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(table.column_names)
-    body = io.BytesIO()
-    pcsv.write_csv(table, body, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
-    return out.getvalue() + body.getvalue().decode("utf-8")

@@ -34,25 +34,6 @@ class MissingDependencyError(GradregError):
     exit_code = 1  # the input was fine; this machine lacks a package
 
 
-def __getattr__(name: str) -> type:
-    # NotFittedError subclasses scikit-learn's, so sklearn tooling recognises it; it is built on
-    # first use because importing scikit-learn costs seconds that the CLI must not pay.
-    if name == "NotFittedError":
-        global NotFittedError
-        try:
-            from sklearn.exceptions import NotFittedError as base
-        except ImportError:  # scikit-learn is optional: fall back to its own bases
-            base = AttributeError
-
-        class NotFittedError(GradregError, base, ValueError):  # type: ignore[no-redef]
-            """An estimator method that needs a fitted model was called before ``fit``."""
-
-            __module__ = __name__
-
-        return NotFittedError
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def cell(source: str, line: int | None = None, column: str | None = None) -> str:
     """Format the 'where' part of a message: ``file.csv, line 7, column 'rainfall'``."""
     parts = [source]
