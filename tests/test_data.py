@@ -232,5 +232,5 @@ def test_write_table_csv_parquet_and_stream(tmp_path):
     assert pq.read_table(tmp_path / "t.parquet").column("b c").to_pylist() == [0.1, 0.2, 0.3]
     buf = io.StringIO()
     write_table(cols, buf)
-    assert buf.getvalue().splitlines()[0] == 'a,b c' and len(buf.getvalue().splitlines()) == 4
+    assert buf.getvalue().splitlines()[0] == "a,b c" and len(buf.getvalue().splitlines()) == 4
     assert sorted(os.listdir(tmp_path)) == ["t.csv", "t.parquet"]  # no temporary files left
