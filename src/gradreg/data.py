@@ -47,6 +47,9 @@ class Table:
         What reading did that a user should know of (shown as ``note:`` lines).
     row_offset : int
         Data rows of the same file before this table's first row (a chunk of a larger file).
+    byte_start : int, optional
+        For a byte range of a CSV file (one rank's share): where the range starts; ``row_offset``
+        then counts from there.
     """
 
     data: Any
@@ -55,6 +58,7 @@ class Table:
     delimiter: str = ","
     notices: list[str] = field(default_factory=list)
     row_offset: int = 0
+    byte_start: int | None = None
 
     def where(self, row: int | None = None, column: str | None = None) -> str:
         """Where a cell is, as a user sees it: ``data.csv, line 7, column 'rainfall'``.
@@ -73,7 +77,7 @@ class Table:
             return cell(self.source, None, column)
         row += self.row_offset
         if self.path is not None:
-            return cell(self.source, _csv_line_of_row(self.path, row, self.delimiter), column)
+            return cell(self.source, _csv_line_of_row(self.path, row, self.delimiter, self.byte_start), column)
         return f"{self.source}, row {row + 1}" + (f", column {column!r}" if column else "")
 
 
@@ -124,25 +128,46 @@ def _open_text(path: str | bytes):
     return open(path, newline="", encoding="utf-8", errors="replace")
 
 
-def _records(path: str | bytes, delimiter: str):
-    """(first physical line, fields) of each non-blank CSV record, header included."""
+def _lines_before(path: str, byte_start: int) -> int:
+    """Newlines in a file's first ``byte_start`` bytes (read in blocks)."""
+    count = 0
+    with open(path, "rb") as f:
+        left = byte_start
+        while left > 0:
+            block = f.read(min(left, 1 << 24))
+            if not block:
+                break
+            count += block.count(b"\n")
+            left -= len(block)
+    return count
+
+
+def _records(path: str | bytes, delimiter: str, byte_start: int | None = None):
+    """(first physical line, fields) of each non-blank CSV record, header included; from byte
+    ``byte_start`` on (a line start, numbered as in the whole file) when given."""
     with _open_text(path) as f:
-        reader = csv.reader(f, delimiter=delimiter)
         start = 1
+        if byte_start is not None and isinstance(path, str):
+            start += _lines_before(path, byte_start)
+            f.buffer.seek(byte_start)
+        reader = csv.reader(f, delimiter=delimiter)
+        first_line = start - 1
         for record in reader:
             if record:
                 yield start, record
-            start = reader.line_num + 1
+            start = first_line + reader.line_num + 1
 
 
-def _csv_line_of_row(path: str | bytes, row: int, delimiter: str) -> int | None:
+def _csv_line_of_row(path: str | bytes, row: int, delimiter: str, byte_start: int | None = None) -> int | None:
     """The physical line on which data row ``row`` (0-based) starts; None if the file is shorter.
 
     Only run on the error path: pyarrow does not report line numbers, and blank lines and quoted
-    newlines make ``row + 2`` wrong.
+    newlines make ``row + 2`` wrong. With ``byte_start`` rows count from that byte (a byte range
+    of the file, without a header).
     """
-    for index, (line, _) in enumerate(_records(path, delimiter)):
-        if index == row + 1:  # record 0 is the header
+    skip = 1 if byte_start is None else 0
+    for index, (line, _) in enumerate(_records(path, delimiter, byte_start)):
+        if index == row + skip:  # record 0 is the header
             return line
     return None
 

@@ -14,6 +14,7 @@ be entered in the middle) and shuffles rows inside a buffer (``--shuffle-buffer`
 from __future__ import annotations
 
 import glob
+import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -167,26 +168,64 @@ class Stream:
                 out.append((i, None))
         return out
 
-    def tables(self, columns: Sequence[str], units: Sequence[tuple[int, int | None]] | None = None) -> Iterator[Table]:
+    def byte_ranges(self, file: int, parts: int) -> list[tuple[int, int]]:
+        """Cut a CSV file's data (after the header) into ``parts`` byte ranges at line boundaries.
+
+        A line belongs to the range that holds its first byte, so every line is in exactly one
+        range. (A quoted field holding a newline could be cut: split such a file into several
+        files, or convert it to Parquet, before distributing it.)
+
+        Parameters
+        ----------
+        file : int
+            Index into ``files``.
+        parts : int
+
+        Returns
+        -------
+        list of (int, int)
+            ``(start, end)`` byte offsets; some may be empty when lines are long.
+        """
+        path = self.files[file].path
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            fh.readline()  # the header
+            first = fh.tell()
+            cuts = [first]
+            for j in range(1, parts):
+                nominal = first + (size - first) * j // parts
+                if nominal <= cuts[-1]:
+                    cuts.append(cuts[-1])
+                    continue
+                fh.seek(nominal - 1)
+                fh.readline()  # to the end of the line holding byte nominal - 1: the next line starts here
+                cuts.append(max(cuts[-1], fh.tell()))
+            cuts.append(size)
+        return list(zip(cuts[:-1], cuts[1:]))
+
+    def tables(self, columns: Sequence[str], units: Sequence[tuple] | None = None) -> Iterator[Table]:
         """Chunks of the named columns, each a Table of at most ``chunk_rows`` rows.
 
         Parameters
         ----------
         columns : sequence of str
-        units : sequence of (file, row group), optional
-            Which parts to read, in this order; default everything in file order.
+        units : sequence of tuple, optional
+            Which parts to read, in this order: ``(file, row group)`` for Parquet, ``(file, None)``
+            for a whole CSV file, ``(file, (start, end))`` for a byte range of one (see
+            :meth:`byte_ranges`). Default: everything in file order.
 
         Yields
         ------
         Table
-            With ``source`` the file and ``row_offset`` its first data row in that file.
+            With ``source`` the file and ``row_offset`` its first data row in that file (in its
+            byte range, for a range).
         """
         for i, group in self.units() if units is None else units:
             f = self.files[i]
             if f.kind == "parquet":
                 yield from self._parquet(f, columns, group)
             else:
-                yield from self._csv(f, columns)
+                yield from self._csv(f, columns, group)
 
     def _parquet(self, f: _File, columns: Sequence[str], group: int | None) -> Iterator[Table]:
         import pyarrow as pa
@@ -212,14 +251,18 @@ class Stream:
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{f.path}: not a readable Parquet file: {str(e).splitlines()[0]}") from None
 
-    def _csv(self, f: _File, columns: Sequence[str]) -> Iterator[Table]:
+    def _csv(self, f: _File, columns: Sequence[str], byte_range: tuple[int, int] | None = None) -> Iterator[Table]:
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
         delimiter = self._delimiter(f.path)
+        start = None if byte_range is None else byte_range[0]
+        if byte_range is not None and byte_range[0] >= byte_range[1]:
+            return
+        source = f.path if byte_range is None else _RangeFile(f.path, *byte_range)
         try:
             reader = pcsv.open_csv(
-                f.path,
+                source,
                 read_options=pcsv.ReadOptions(block_size=1 << 20),  # larger blocks: RSS grows with the file (pyarrow 26)
                 parse_options=pcsv.ParseOptions(delimiter=delimiter),
                 convert_options=pcsv.ConvertOptions(
@@ -229,7 +272,7 @@ class Stream:
                 ),
             )
         except pa.ArrowInvalid as e:
-            raise self._csv_error(f, columns, 0, e) from None
+            raise self._csv_error(f, columns, 0, e, start) from None
         offset = 0
         pending: list[Any] = []
         rows = 0
@@ -239,28 +282,36 @@ class Stream:
             except StopIteration:
                 break
             except pa.ArrowInvalid as e:
-                raise self._csv_error(f, columns, offset + rows, e) from None
+                raise self._csv_error(f, columns, offset + rows, e, start) from None
             pending.append(batch)
             rows += batch.num_rows
             while rows >= self.chunk_rows:
                 table = pa.Table.from_batches(pending)
-                yield Table(table.slice(0, self.chunk_rows), f.path, path=f.path, delimiter=delimiter, row_offset=offset)
+                yield Table(
+                    table.slice(0, self.chunk_rows), f.path, path=f.path, delimiter=delimiter, row_offset=offset, byte_start=start
+                )
                 rest = table.slice(self.chunk_rows)
                 pending, rows = rest.to_batches(), rest.num_rows
                 offset += self.chunk_rows
         if rows:
-            yield Table(pa.Table.from_batches(pending), f.path, path=f.path, delimiter=delimiter, row_offset=offset)
+            yield Table(
+                pa.Table.from_batches(pending), f.path, path=f.path, delimiter=delimiter, row_offset=offset, byte_start=start
+            )
 
-    def _csv_error(self, f: _File, columns: Sequence[str], from_row: int, err: Exception) -> DataError:
-        """pyarrow names neither the row nor the value's line: find the bad cell from ``from_row``."""
+    def _csv_error(
+        self, f: _File, columns: Sequence[str], from_row: int, err: Exception, byte_start: int | None = None
+    ) -> DataError:
+        """pyarrow names neither the row nor the value's line: find the bad cell from ``from_row``
+        (counted from ``byte_start`` when reading a byte range)."""
         from .data import _records
 
         delimiter = self._delimiter(f.path)
         wanted = [f.columns.index(c) for c in columns if c in f.columns]
-        for index, (line, record) in enumerate(_records(f.path, delimiter)):
-            if index == 0:
+        skip = 1 if byte_start is None else 0  # a byte range has no header line
+        for index, (line, record) in enumerate(_records(f.path, delimiter, byte_start)):
+            if index < skip:
                 continue
-            if index - 1 < from_row:
+            if index - skip < from_row:
                 continue
             if len(record) != len(f.columns):
                 return DataError(f"{f.path}, line {line}: expected {len(f.columns)} fields like the header, got {len(record)}")
@@ -273,6 +324,38 @@ class Stream:
                 except ValueError:
                     return DataError(f"{f.path}, line {line}, column {f.columns[j]!r}: expected a number, got {value!r}")
         return DataError(f"{f.path}: not a readable CSV file: {str(err).splitlines()[0]}")
+
+
+class _RangeFile(io.RawIOBase):
+    """A CSV file's header line followed by its bytes ``[start, end)``: what pyarrow's CSV reader
+    sees for one rank's share of a file."""
+
+    def __init__(self, path: str, start: int, end: int) -> None:
+        super().__init__()
+        self.fh = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self.head = self.fh.readline()
+        self.fh.seek(start)
+        self.left = end - start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        view = memoryview(buf).cast("B")
+        if self.head:
+            n = min(len(view), len(self.head))
+            view[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        if self.left <= 0:
+            return 0
+        n = self.fh.readinto(view[: min(len(view), self.left)])
+        self.left -= n or 0
+        return n or 0
+
+    def close(self) -> None:
+        self.fh.close()
+        super().close()
 
 
 class StreamingDataset:
@@ -289,6 +372,8 @@ class StreamingDataset:
     features : str or sequence of str, optional
     weight : str, optional
     drop_missing : bool
+    units : sequence of tuple, optional
+        Only these parts of the stream (one rank's shard, see :func:`gradreg.distributed.shard`).
     """
 
     def __init__(
@@ -299,8 +384,10 @@ class StreamingDataset:
         *,
         weight: str | None = None,
         drop_missing: bool = False,
+        units: Sequence[tuple] | None = None,
     ) -> None:
         self.stream, self.weight, self.drop_missing = stream, weight, drop_missing
+        self.shard = None if units is None else list(units)
         first = next(self._first_tables(), None)
         if first is None:
             raise DataError(f"{stream.spec}: no data rows")
@@ -335,6 +422,15 @@ class StreamingDataset:
         except pa.ArrowInvalid as e:
             raise self.stream._csv_error(f, f.columns, 0, e) from None
         yield Table(pa.Table.from_batches([batch]), f.path, path=f.path, delimiter=delimiter)
+
+    def units(self) -> list[tuple]:
+        """The parts this dataset reads: its shard, or every unit of the stream.
+
+        Returns
+        -------
+        list of tuple
+        """
+        return self.stream.units() if self.shard is None else list(self.shard)
 
     @property
     def n_features(self) -> int:
@@ -371,15 +467,16 @@ class StreamingDataset:
 
         Yields
         ------
-        tuple of (tuple of (str, int), tuple of arrays)
+        tuple of (tuple of (str, int, ...), tuple of arrays)
         """
 
         def validated():
-            for table in self.stream.tables(self.columns, units):
+            for table in self.stream.tables(self.columns, self.shard if units is None else units):
                 ds = select(
                     table, self.target_names, self.feature_names, weight=self.weight, drop_missing=self.drop_missing, min_rows=0
                 )
-                yield (table.source, table.row_offset), (ds.X, ds.Y, ds.sample_weight)
+                key = (table.source, table.row_offset) + (() if table.byte_start is None else (table.byte_start,))
+                yield key, (ds.X, ds.Y, ds.sample_weight)
 
         yield from prefetch(validated())
 
