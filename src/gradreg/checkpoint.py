@@ -33,21 +33,29 @@ class Checkpoint:
         Created if missing; holds ``checkpoint.safetensors``.
     every : int
         Save after every ``every`` epochs (and after the last).
-    resume : bool
+    resume : bool or "auto"
         Start from the saved state; an error when there is none or it belongs to another run.
+        "auto" (a job torchrun restarted) resumes when there is a checkpoint, else starts afresh.
     identity : dict
         What the state belongs to (settings, data fingerprint); compared on resume.
     """
 
-    def __init__(self, folder: str, *, every: int = 1, resume: bool = False, identity: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, folder: str, *, every: int = 1, resume: bool | str = False, identity: dict[str, Any] | None = None
+    ) -> None:
         if every < 1:
             raise ConfigError(f"--checkpoint-every must be a positive integer; got {every}")
         self.folder, self.every, self.resume = folder, every, resume
         self.identity = persist.jsonable(identity or {})
         self.path = os.path.join(folder, FILE)
 
-    def restore(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    def restore(self, comm=None) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The saved (tensors, state), or None when not resuming.
+
+        Parameters
+        ----------
+        comm : gradreg.distributed.Comm, optional
+            Rank 0 reads the file and sends it to the others (no shared file system needed).
 
         Returns
         -------
@@ -56,9 +64,18 @@ class Checkpoint:
         """
         if not self.resume:
             return None
-        if not os.path.exists(self.path):
-            raise ConfigError(f"--resume: no checkpoint in {self.folder} (expected {FILE})")
-        tensors, meta = persist.load(self.path, fmt=FORMAT)
+        data = None
+        if comm is None or comm.rank == 0:
+            if os.path.exists(self.path):
+                with open(self.path, "rb") as f:
+                    data = f.read()
+            elif self.resume != "auto":
+                raise ConfigError(f"--resume: no checkpoint in {self.folder} (expected {FILE})")
+        if comm is not None:
+            data = comm.broadcast_bytes(data) or None
+        if data is None:  # "auto" (a restarted distributed job) and no checkpoint yet: start afresh
+            return None
+        tensors, meta = persist.loads(data, self.path, fmt=FORMAT)
         saved = meta.get("identity", {})
         if saved != self.identity:
             keys = sorted(k for k in set(saved) | set(self.identity) if saved.get(k) != self.identity.get(k))

@@ -20,7 +20,7 @@ from . import __version__, persist
 from .config import TrainConfig
 from .data import Dataset
 from .errors import ConfigError, DataError, ModelFileError
-from .metrics import regression_metrics
+from .metrics import MetricsAccumulator, regression_metrics
 
 CHUNK_ROWS = 65_536  # rows per block of the exact solver's passes over in-memory data
 SHUFFLE_BUFFER = 1 << 18  # rows that streamed gradient descent shuffles together (--shuffle-buffer)
@@ -262,32 +262,43 @@ class Fingerprint:
             if part is not None:
                 h.update(memoryview(np.ascontiguousarray(part)).cast("B"))
 
-    def hexdigest(self, feature_names: list[str], target_names: list[str], dtypes: list[str]) -> str:
+    def hexdigest(self, feature_names: list[str], target_names: list[str], dtypes: list[str] | None, comm=None) -> str:
         """The digest of everything added, with the column names and dtypes.
 
         Parameters
         ----------
         feature_names, target_names : list of str
         dtypes : list of str
-            The dtypes of X, Y (and w).
+            The dtypes of X, Y (and w); None on a rank that read no rows.
+        comm : gradreg.distributed.Comm, optional
+            Combine every rank's digests, in rank order.
 
         Returns
         -------
         str
         """
         h = hashlib.sha256()
-        for part in self.parts:
-            h.update(part.digest())
-        h.update("\0".join(feature_names + ["|"] + target_names + ["|"] + dtypes).encode())
+        digests = b"".join(part.digest() for part in self.parts)
+        if comm is None:
+            h.update(digests)
+        else:
+            for rank_digests in comm.gather(np.frombuffer(digests, dtype=np.uint8)):
+                h.update(rank_digests.tobytes())
+            # the dtypes of the first rank that read rows (a rank without rows has none)
+            flags = comm.gather(np.array([dtypes is not None], dtype=np.uint8))
+            src = next((r for r, f in enumerate(flags) if f[0]), 0)
+            dtypes = comm.broadcast_bytes("\0".join(dtypes or []).encode(), src).decode().split("\0")
+        h.update("\0".join(feature_names + ["|"] + target_names + ["|"] + list(dtypes or [])).encode())
         return h.hexdigest()
 
 
-def fingerprint(ds: Dataset) -> str:
-    """sha256 of the training arrays (values, names, weights): the same table gives the same hash."""
+def fingerprint(ds: Dataset, comm=None) -> str:
+    """sha256 of the training arrays (values, names, weights): the same table gives the same hash.
+    Distributed, of every rank's digest in rank order (so it depends on the number of ranks)."""
     fp = Fingerprint()
     fp.add(ds.X, ds.Y, ds.sample_weight)
     parts = [ds.X, ds.Y] + ([ds.sample_weight] if ds.sample_weight is not None else [])
-    return fp.hexdigest(ds.feature_names, ds.target_names, [p.dtype.str for p in parts])
+    return fp.hexdigest(ds.feature_names, ds.target_names, [p.dtype.str for p in parts], comm)
 
 
 def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -311,7 +322,8 @@ def train(
     shuffle_buffer: int = SHUFFLE_BUFFER,
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 1,
-    resume: bool = False,
+    resume: bool | str = False,
+    comm=None,
 ) -> FittedModel:
     """Fit a dataset: the exact optimum always, gradient descent when asked, then metrics and statistics.
 
@@ -327,8 +339,12 @@ def train(
     checkpoint_dir : str, optional
         Save gradient descent's state there every ``checkpoint_every`` epochs.
     checkpoint_every : int
-    resume : bool
-        Continue from the checkpoint in ``checkpoint_dir`` (same data and settings).
+    resume : bool or "auto"
+        Continue from the checkpoint in ``checkpoint_dir`` (same data and settings); "auto"
+        resumes when there is one (a job that torchrun restarted).
+    comm : gradreg.distributed.Comm, optional
+        ``ds`` is this rank's shard of the rows (in rank order): every rank takes part, and
+        every rank returns the same model (see :mod:`gradreg.distributed`).
 
     Returns
     -------
@@ -348,17 +364,26 @@ def train(
         raise ConfigError("--resume needs --checkpoint-dir (the folder of the checkpoint)")
     ckpt = {"folder": checkpoint_dir, "every": checkpoint_every, "resume": resume} if checkpoint_dir else None
     if not isinstance(ds, Dataset):  # a StreamingDataset: chunks read again for every pass
-        return _train_stream(ds, cfg, on_epoch, shuffle_buffer, ckpt)
+        return _train_stream(ds, cfg, on_epoch, shuffle_buffer, ckpt, comm)
     from .config import resolve_device
 
     device = resolve_device(cfg.device)
-    tr, va = _split(len(ds.X), cfg.val_fraction, cfg.seed)
-    if len(va):
+    n_here = len(ds.X)
+    n_all, first = (n_here, 0) if comm is None else comm.offsets(n_here)  # rows on all ranks, on lower ranks
+    tr, va = _split(n_all, cfg.val_fraction, cfg.seed)  # the single-process split of all rows
+    n_train, n_val = len(tr), len(va)
+    train_first = int(np.searchsorted(tr, first))  # training rows on lower ranks
+    if comm is not None:  # this rank's rows of each
+        tr = tr[(tr >= first) & (tr < first + n_here)] - first
+        va = va[(va >= first) & (va < first + n_here)] - first
+    if n_val:
         X, Y = ds.X[tr], ds.Y[tr]
         w = ds.sample_weight[tr] if ds.sample_weight is not None else None
     else:  # no copies of (possibly very large) arrays
         X, Y, w = ds.X, ds.Y, ds.sample_weight
-    if w is not None and not (w > 0).any():
+    if n_all < 2:
+        raise DataError(f"{ds.source}: need at least 2 rows; got {n_all}")
+    if w is not None and not _any_rank(comm, bool((w > 0).any())):
         raise DataError(f"{ds.source}: all training weights are zero")
 
     def chunks():
@@ -370,12 +395,16 @@ def train(
     for Xc, Yc, _ in chunks():
         if len(Xc):
             peak = np.maximum(peak, np.concatenate([np.abs(Xc).max(axis=0), np.abs(Yc).max(axis=0)]))
+    if comm is not None:
+        peak = comm.max(peak)
     check_magnitudes(peak, list(ds.feature_names) + list(ds.target_names), ds.source, cfg)
 
-    p = X.shape[1]
-    opt_sol, factor = exact.fit_exact(chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device)
-    warn = exact.warn_rank(opt_sol, ds.feature_names)
-    info = _info(ds.source, fingerprint(ds), len(ds.X), len(tr), len(va), device, opt_sol, ds.notices)
+    p, q = X.shape[1], Y.shape[1]
+    opt_sol, factor = exact.fit_exact(
+        chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device, comm=comm, n_targets=q
+    )
+    warn = exact.warn_rank(opt_sol, ds.feature_names) if comm is None or comm.rank == 0 else _quiet_rank(opt_sol, ds)
+    info = _info(ds.source, fingerprint(ds, comm), n_all, n_train, n_val, device, opt_sol, ds.notices, comm)
     res = None
     if cfg.solver == "gd":
         res = fit_gd(
@@ -383,27 +412,50 @@ def train(
             Y,
             w,
             cfg,
-            X_val=ds.X[va] if len(va) else None,
-            Y_val=ds.Y[va] if len(va) else None,
-            w_val=ds.sample_weight[va] if (len(va) and ds.sample_weight is not None) else None,
+            X_val=ds.X[va] if len(va) or comm is not None else None,
+            Y_val=ds.Y[va] if len(va) or comm is not None else None,
+            w_val=ds.sample_weight[va] if ((len(va) or comm is not None) and ds.sample_weight is not None) else None,
             on_epoch=on_epoch,
             checkpoint=_checkpoint(ckpt, cfg, info["data_sha256"]),
+            comm=comm,
+            n_total=n_train,
+            offset=train_first,
             **_gd_hints(factor, p),
         )
 
     def val_metrics(coef, intercept):
-        if not len(va):
+        if not n_val:
             return None
-        return _metrics(ds.X[va], ds.Y[va], ds.sample_weight[va] if ds.sample_weight is not None else None, coef, intercept)
+        acc = MetricsAccumulator(q)
+        Xv, Yv = ds.X[va], ds.Y[va]
+        acc.add(Yv, Yv - (Xv @ coef.T + intercept), ds.sample_weight[va] if ds.sample_weight is not None else None)
+        if comm is not None:
+            acc.merge_ranks(comm)
+        return {k: v.tolist() for k, v in acc.result().items()}
 
-    model = _finish(cfg, device, ds.feature_names, ds.target_names, opt_sol, chunks, res, val_metrics, info, warn)
+    model = _finish(cfg, device, ds.feature_names, ds.target_names, opt_sol, chunks, res, val_metrics, info, warn, comm)
     model._factor = factor  # not saved: LinearRegressor.partial_fit can merge more rows into it
     return model
 
 
-def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_metrics, info, warn) -> FittedModel:
+def _any_rank(comm, flag: bool) -> bool:
+    """``flag`` on any rank."""
+    return flag if comm is None else bool(comm.max([float(flag)])[0])
+
+
+def _quiet_rank(sol, ds) -> list[str]:
+    """warn_rank's messages without its warning: only rank 0 speaks."""
+    import warnings as _w
+
+    from .solvers import exact
+
+    with _w.catch_warnings():
+        _w.simplefilter("ignore", exact.RankWarning)
+        return exact.warn_rank(sol, ds.feature_names)
+
+
+def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_metrics, info, warn, comm=None) -> FittedModel:
     """After the solvers: the residual pass, statistics, metrics and the gap, as a FittedModel."""
-    from .metrics import MetricsAccumulator
     from .solvers import exact
 
     q = len(target_names)
@@ -422,6 +474,8 @@ def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_
             best_epoch=res.best_epoch,
             stopped_early=res.stopped_early,
         )
+        if res.resumed_from is not None:
+            info["resumed_from_epoch"] = res.resumed_from
         sol = exact.ExactSolution(**{**opt_sol.__dict__, "coef": coef, "intercept": intercept})
     else:
         sol = opt_sol
@@ -430,7 +484,7 @@ def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_
     acc = MetricsAccumulator(q)
     # gradient descent: the optimum's own RSS, from the data as well, in the same pass
     reference = opt_sol if sol is not opt_sol else None
-    rss, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device, metrics=acc, reference=reference)
+    rss, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device, metrics=acc, reference=reference, comm=comm)
     sol.rss = rss
     optimum_obj = opt_sol.objective()
     stats = exact.statistics(sol, cov_type=cfg.cov_type, conf_level=cfg.conf_level, meat=meat)
@@ -468,10 +522,12 @@ def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_
     )
 
 
-def _info(source, sha, n_rows, n_train, n_val, device, opt_sol, notices) -> dict[str, Any]:
+def _info(source, sha, n_rows, n_train, n_val, device, opt_sol, notices, comm=None) -> dict[str, Any]:
     import torch
 
+    extra = {} if comm is None else {"world_size": comm.world, "backend": comm.backend}
     return {
+        **extra,
         "gradreg_version": __version__,
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
@@ -498,7 +554,7 @@ def _checkpoint(ckpt: dict | None, cfg: TrainConfig, sha: str):
     return Checkpoint(ckpt["folder"], every=ckpt["every"], resume=ckpt["resume"], identity={"config": cfg.to_dict(), "data": sha})
 
 
-def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: dict | None = None) -> FittedModel:
+def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: dict | None = None, comm=None) -> FittedModel:
     """:func:`train` for a StreamingDataset: every pass reads the chunks again; memory stays bounded."""
     import zlib
 
@@ -515,7 +571,7 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
         # A seeded mask per chunk, keyed by file and first row: the same rows every pass and epoch.
         for key, (X, Y, w) in sds.keyed_chunks(units):
             if frac > 0:
-                mask = np.random.default_rng([cfg.seed, zlib.crc32(key[0].encode()), key[1]]).random(len(X)) < frac
+                mask = np.random.default_rng([cfg.seed, zlib.crc32(key[0].encode()), *key[1:]]).random(len(X)) < frac
                 if held_out is not None:
                     held_out["n_val"] += int(mask.sum())
                 keep = mask if part == "val" else ~mask
@@ -546,8 +602,19 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
         calls[0] += 1
         return first_pass() if calls[0] == 1 else split()
 
-    opt_sol, factor = exact.fit_exact(chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device)
-    n = seen["n"]
+    opt_sol, factor = exact.fit_exact(
+        chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device, comm=comm, n_targets=q
+    )
+    n_here = seen["n"]
+    n, n_val = n_here, seen["n_val"]  # counted in the first pass
+    if seen["lo"] is None:  # a rank whose shard holds no rows
+        seen["lo"], seen["hi"] = np.full(p, np.inf), np.full(p, -np.inf)
+        seen["y_peak"] = np.zeros(q)
+    if comm is not None:
+        counts = [int(c[0]) for c in comm.gather(np.array([n_here], dtype=np.int64))]
+        n, n_val = sum(counts), int(comm.sum([n_val])[0])
+        seen["lo"], seen["hi"] = -comm.max(-seen["lo"]), comm.max(seen["hi"])
+        seen["y_peak"], seen["w_max"] = comm.max(seen["y_peak"]), float(comm.max([seen["w_max"]])[0])
     if n < 2:
         raise DataError(f"{sds.source}: need at least 2 training rows; got {n}")
     check_magnitudes(
@@ -558,10 +625,9 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
     )
     if factor.sum_w <= 0:
         raise DataError(f"{sds.source}: all training weights are zero")
-    warn = exact.warn_rank(opt_sol, sds.feature_names)
-    n_val = seen["n_val"]  # counted in the first pass
-    sha = digest.hexdigest(sds.feature_names, sds.target_names, seen["dtypes"])
-    info = _info(sds.source, sha, n + n_val, n, n_val, device, opt_sol, sds.notices)
+    warn = exact.warn_rank(opt_sol, sds.feature_names) if comm is None or comm.rank == 0 else _quiet_rank(opt_sol, sds)
+    sha = digest.hexdigest(sds.feature_names, sds.target_names, seen["dtypes"], comm)
+    info = _info(sds.source, sha, n + n_val, n, n_val, device, opt_sol, sds.notices, comm)
     info["streamed"] = True
     info["chunk_rows"] = sds.stream.chunk_rows
     res = None
@@ -571,7 +637,7 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
         dev = np.maximum((seen["hi"] - xm) ** 2, (seen["lo"] - xm) ** 2) / xs**2
         w_mean = factor.sum_w / n
         row_max = (float(dev.sum()) + (1.0 if cfg.fit_intercept else 0.0)) * (seen["w_max"] / w_mean if seen["w_max"] else 1.0)
-        units = sds.stream.units()
+        units = sds.units()
 
         def epoch_chunks(epoch: int):
             order = np.random.default_rng([cfg.seed, epoch]).permutation(len(units))
@@ -589,6 +655,8 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
             on_epoch=on_epoch,
             shuffle_buffer=shuffle_buffer,
             checkpoint=_checkpoint(ckpt, cfg, info["data_sha256"]),
+            comm=comm,
+            counts=None if comm is None else counts,
         )
 
     def val_metrics(coef, intercept):
@@ -597,9 +665,11 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
         acc = MetricsAccumulator(q)
         for X, Y, w in split(part="val"):
             acc.add(Y, Y - (X @ coef.T + intercept), w)
+        if comm is not None:
+            acc.merge_ranks(comm)
         return {k: v.tolist() for k, v in acc.result().items()}
 
-    return _finish(cfg, device, sds.feature_names, sds.target_names, opt_sol, split, res, val_metrics, info, warn)
+    return _finish(cfg, device, sds.feature_names, sds.target_names, opt_sol, split, res, val_metrics, info, warn, comm)
 
 
 def from_factor(factor, feature_names: list[str], target_names: list[str], cfg: TrainConfig) -> FittedModel:

@@ -100,3 +100,44 @@ class MetricsAccumulator:
             r2 = np.where(self.m2 > 0, 1 - self.sse / self.m2, np.nan)
             mae = self.sae / self.sw
         return {"mse": mse, "rmse": np.sqrt(mse), "mae": mae, "r2": r2}
+
+    def merge(self, other: MetricsAccumulator) -> MetricsAccumulator:
+        """Add another accumulator's rows (Chan's update for the spread of Y).
+
+        Parameters
+        ----------
+        other : MetricsAccumulator
+
+        Returns
+        -------
+        MetricsAccumulator
+            self.
+        """
+        if other.sw <= 0:
+            return self
+        tot = self.sw + other.sw
+        d = other.mean - self.mean
+        self.m2 = self.m2 + other.m2 + d * d * (self.sw * other.sw / tot)
+        self.mean = self.mean + d * (other.sw / tot)
+        self.sse = self.sse + other.sse
+        self.sae = self.sae + other.sae
+        self.sw = tot
+        return self
+
+    def merge_ranks(self, comm) -> None:
+        """Become the merge of every rank's accumulator, in rank order (the same on all ranks).
+
+        Parameters
+        ----------
+        comm : gradreg.distributed.Comm
+        """
+        q = len(self.sse)
+
+        def decode(a: np.ndarray) -> MetricsAccumulator:
+            acc = MetricsAccumulator(q)
+            acc.sw, acc.sse, acc.sae, acc.mean, acc.m2 = float(a[0]), *(a[1 + i * q : 1 + (i + 1) * q] for i in range(4))
+            return acc
+
+        flat = np.concatenate([[self.sw], self.sse, self.sae, self.mean, self.m2])
+        total = comm.fold(flat, lambda a, b: a.merge(b), decode)
+        self.sw, self.sse, self.sae, self.mean, self.m2 = total.sw, total.sse, total.sae, total.mean, total.m2

@@ -100,6 +100,11 @@ def load(path: str, *, fmt: str = FORMAT) -> tuple[dict[str, np.ndarray], dict[s
         raise ModelFileError(f"{path}: is a folder, not a model file") from None
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read: {e.strerror or e}") from None
+    return loads(data, path, fmt=fmt)
+
+
+def loads(data: bytes, path: str, *, fmt: str = FORMAT) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """:func:`load` of a file's bytes, already read (``path`` names it in messages)."""
     if len(data) < 8:
         raise ModelFileError(f"{path}: not a gradreg model file: {len(data)} bytes, too short for a header")
     (n,) = struct.unpack("<Q", data[:8])

@@ -173,18 +173,32 @@ def _square(R: np.ndarray) -> np.ndarray:
     return out
 
 
-def factor_chunks(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None) -> Factor:
-    """Fold :meth:`Factor.of_chunk` over ``(X, Y, w)`` chunks with :meth:`Factor.merge`."""
+def factor_chunks(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None, comm=None, width: int = 0) -> Factor:
+    """Fold :meth:`Factor.of_chunk` over ``(X, Y, w)`` chunks with :meth:`Factor.merge`; with
+    ``comm``, then every rank's factor in rank order (``width`` = n_features + n_targets)."""
     total: Factor | None = None
     for X, Y, w in chunks:
         f = Factor.of_chunk(X, Y, w, fit_intercept=fit_intercept, device=device)
         total = f if total is None else total.merge(f)
+    if comm is not None:
+        if total is None:  # no rows in this rank's shard
+            total = Factor(0, 0.0, 0.0, np.zeros(width), np.zeros((0, width)), fit_intercept)
+        return comm.fold(_factor_flat(total), Factor.merge, lambda a: _factor_unflat(a, width, fit_intercept))
     if total is None:
         raise ValueError("no chunks to factor")
     return total
 
 
-def gram_factor(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None) -> Factor | None:
+def _factor_flat(f: Factor) -> np.ndarray:
+    return np.concatenate([[f.n_rows, f.sum_w, f.sum_log_w, float(f.method == "gram")], f.mean, _square(f.R).ravel()])
+
+
+def _factor_unflat(a: np.ndarray, k: int, fit_intercept: bool) -> Factor:
+    R = a[4 + k :].reshape(k, k)
+    return Factor(int(a[0]), float(a[1]), float(a[2]), a[4 : 4 + k].copy(), R, fit_intercept, "gram" if a[3] else "qr")
+
+
+def gram_factor(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None, comm=None, width: int = 0) -> Factor | None:
     """The factor by normal equations: a float64 Gram pass at matrix-multiply speed, then Cholesky.
 
     Each chunk's co-moment matrix is computed about the chunk's own (weighted) mean and merged by
@@ -197,12 +211,60 @@ def gram_factor(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=N
         X (n, n_features), Y (n, n_targets), w (n,) or None.
     fit_intercept : bool
     device : torch.device, optional
+    comm : gradreg.distributed.Comm, optional
+        Merge every rank's co-moments, in rank order, before the Cholesky.
+    width : int
+        n_features + n_targets (needed with ``comm``: a rank may have no rows).
 
     Returns
     -------
     Factor or None
     """
-    G = mean = None
+    moments = _gram_moments(chunks, fit_intercept, device)
+    if comm is not None:
+        k = width
+        if moments is None:
+            moments = (0, 0.0, 0.0, np.zeros(k), np.zeros((k, k)), 0)
+        flat = np.concatenate([[moments[0], moments[1], moments[2], moments[5]], moments[3], np.asarray(moments[4]).ravel()])
+        moments = comm.fold(flat, _merge_moments, lambda a: _moments_unflat(a, k))
+    if moments is None or moments[1] == 0:
+        return None
+    n_rows, sw, slw, mean, G, p = moments
+    G = torch.as_tensor(np.asarray(G), dtype=torch.float64)
+    L, info = torch.linalg.cholesky_ex(G[:p, :p])
+    if int(info) != 0:
+        return None
+    R11 = L.T
+    R12 = torch.linalg.solve_triangular(L, G[:p, p:], upper=False)
+    S = G[p:, p:] - R12.T @ R12  # the residual co-moments; PSD up to rounding
+    evals, evecs = torch.linalg.eigh((S + S.T) / 2)
+    R22 = evals.clamp(min=0).sqrt()[:, None] * evecs.T  # any R22 with R22ᵀR22 = S serves
+    R = torch.cat([torch.cat([R11, R12], 1), torch.cat([torch.zeros(R22.shape[0], p, dtype=G.dtype), R22], 1)], 0)
+    return Factor(n_rows, sw, slw, np.asarray(mean, dtype=np.float64), R.numpy(), fit_intercept, "gram")
+
+
+def _moments_unflat(a: np.ndarray, k: int) -> tuple:
+    return int(a[0]), float(a[1]), float(a[2]), a[4 : 4 + k], a[4 + k :].reshape(k, k), int(a[3])
+
+
+def _merge_moments(a: tuple, b: tuple) -> tuple:
+    """Chan's update of two (n_rows, Σw, Σlog w, mean, co-moments, n_features) tuples."""
+    n_a, sw_a, slw_a, mean_a, G_a, p_a = a
+    n_b, sw_b, slw_b, mean_b, G_b, p_b = b
+    p = max(p_a, p_b)
+    if sw_b == 0:
+        return (n_a + n_b, sw_a, slw_a + slw_b, mean_a, G_a, p)
+    if sw_a == 0:
+        return (n_a + n_b, sw_b, slw_a + slw_b, mean_b, G_b, p)
+    tot = sw_a + sw_b
+    d = mean_b - mean_a
+    return (n_a + n_b, tot, slw_a + slw_b, mean_a + d * (sw_b / tot), G_a + G_b + (sw_a * sw_b / tot) * np.outer(d, d), p)
+
+
+def _gram_moments(chunks: Iterable[tuple], fit_intercept: bool, device) -> tuple | None:
+    """(n_rows, Σw, Σlog w, mean, centered weighted co-moments, n_features) of the chunks, or None
+    when no row has weight."""
+    G = mean = k = None
     n_rows, sw, slw, p = 0, 0.0, 0.0, 0
     buf = None
     for X, Y, w in chunks:
@@ -240,18 +302,8 @@ def gram_factor(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=N
             mean = mean + d * (swc / tot)
         n_rows, sw, slw = n_rows + m, sw + swc, slw + slwc
     if G is None:
-        return None
-    G = G.cpu()
-    L, info = torch.linalg.cholesky_ex(G[:p, :p])
-    if int(info) != 0:
-        return None
-    R11 = L.T
-    R12 = torch.linalg.solve_triangular(L, G[:p, p:], upper=False)
-    S = G[p:, p:] - R12.T @ R12  # the residual co-moments; PSD up to rounding
-    evals, evecs = torch.linalg.eigh((S + S.T) / 2)
-    R22 = evals.clamp(min=0).sqrt()[:, None] * evecs.T  # any R22 with R22ᵀR22 = S serves
-    R = torch.cat([torch.cat([R11, R12], 1), torch.cat([torch.zeros(R22.shape[0], p, dtype=G.dtype), R22], 1)], 0)
-    return Factor(n_rows, sw, slw, mean.cpu().numpy(), R.numpy(), fit_intercept, "gram")
+        return None if k is None else (n_rows, 0.0, slw, np.zeros(k), np.zeros((k, k)), p)
+    return n_rows, sw, slw, mean.cpu().numpy(), G.cpu().numpy(), p
 
 
 @dataclass
@@ -460,7 +512,9 @@ class RankWarning(UserWarning):
 ChunkSource = Callable[[], Iterator[tuple]]
 
 
-def refine(sol: ExactSolution, factor: Factor, chunks: ChunkSource, *, extended: bool = True, device=None) -> ExactSolution:
+def refine(
+    sol: ExactSolution, factor: Factor, chunks: ChunkSource, *, extended: bool = True, device=None, comm=None
+) -> ExactSolution:
     """One step of iterative refinement (corrected semi-normal equations) over a data pass.
 
     The residual r = y − ŷ and the gradient Xcᵀ W r are accumulated in extended precision
@@ -483,6 +537,8 @@ def refine(sol: ExactSolution, factor: Factor, chunks: ChunkSource, *, extended:
         factor came from the Gram (its error, eps·κ², is what this step removes).
     device : torch.device, optional
         Where the float64 pass runs.
+    comm : gradreg.distributed.Comm, optional
+        Sum the gradient over every rank's chunks.
 
     Returns
     -------
@@ -494,6 +550,8 @@ def refine(sol: ExactSolution, factor: Factor, chunks: ChunkSource, *, extended:
         return sol
     if not extended:
         g, rsum = _gradient_double(sol, factor.mean[:p], chunks, device)
+        if comm is not None:
+            g, rsum = comm.sum(g), comm.sum(rsum)
         ld = np.float64
         coef, b0, xm = sol.coef, sol.intercept, factor.mean[:p]
         return _apply_refinement(sol, factor, g, rsum, coef, b0, xm, ld)
@@ -509,6 +567,8 @@ def refine(sol: ExactSolution, factor: Factor, chunks: ChunkSource, *, extended:
             r *= _numpy(w).astype(ld)[:, None]
         g += (Xl - xm).T @ r
         rsum += r.sum(axis=0)
+    if comm is not None:
+        g, rsum = comm.sum_extended(g), comm.sum_extended(rsum)
     return _apply_refinement(sol, factor, g, rsum, coef, b0, xm, ld)
 
 
@@ -549,7 +609,14 @@ def _numpy(a) -> np.ndarray:
 
 
 def residual_pass(
-    sol: ExactSolution, chunks: ChunkSource, cov_type: str, *, device=None, metrics=None, reference: ExactSolution | None = None
+    sol: ExactSolution,
+    chunks: ChunkSource,
+    cov_type: str,
+    *,
+    device=None,
+    metrics=None,
+    reference: ExactSolution | None = None,
+    comm=None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A data pass: the weighted RSS from the data and, for HC covariances, the sandwich meat.
 
@@ -566,6 +633,8 @@ def residual_pass(
     reference : ExactSolution, optional
         Another solution (the optimum, beside a gradient-descent fit) whose weighted RSS is
         computed in the same pass and stored in its ``rss``.
+    comm : gradreg.distributed.Comm, optional
+        Sum over every rank's chunks (and merge ``metrics`` in rank order).
 
     Returns
     -------
@@ -615,9 +684,18 @@ def residual_pass(
                 scale = scale / (1.0 - lev)[:, None] ** power
             for t in range(q):
                 meat[t] += U.T @ (U * scale[:, t : t + 1])
+    rss_np = rss.cpu().numpy()
+    meat_np = None if meat is None else meat.cpu().numpy()
+    ref_np = None if reference is None else ref_rss.cpu().numpy()
+    if comm is not None:
+        rss_np = comm.sum(rss_np)
+        meat_np = None if meat_np is None else comm.sum(meat_np)
+        ref_np = None if ref_np is None else comm.sum(ref_np)
+        if metrics is not None:
+            metrics.merge_ranks(comm)
     if reference is not None:
-        reference.rss = ref_rss.cpu().numpy()
-    return rss.cpu().numpy(), None if meat is None else meat.cpu().numpy()
+        reference.rss = ref_np
+    return rss_np, meat_np
 
 
 def statistics(
@@ -747,6 +825,8 @@ def fit_exact(
     l2: float = 0.0,
     device=None,
     refine_steps: int = 1,
+    comm=None,
+    n_targets: int = 0,
 ) -> tuple[ExactSolution, Factor]:
     """Exact least squares over chunks: one factor pass, a stable solve, then refinement if needed.
 
@@ -763,6 +843,11 @@ def fit_exact(
         Where the chunk QRs run.
     refine_steps : int
         Refinement passes, made only when the error bound exceeds ``REFINE_ABOVE``.
+    comm : gradreg.distributed.Comm, optional
+        ``chunks`` are this rank's share: the factors and sums of all ranks are merged in rank
+        order, and every rank returns the same solution.
+    n_targets : int
+        Needed with ``comm`` (a rank may hold no rows).
 
     Returns
     -------
@@ -770,17 +855,24 @@ def fit_exact(
     factor : Factor
         Of all the rows; merge it with another's to add rows.
     """
-    factor = gram_factor(chunks(), fit_intercept=fit_intercept, device=device)
+    width = n_features + n_targets
+    factor = gram_factor(chunks(), fit_intercept=fit_intercept, device=device, comm=comm, width=width)
     sol = solve(factor, n_features, l2=l2) if factor is not None else None
     # The Gram is kept only where QR itself would need no extended-precision refinement: a
     # well-conditioned design whose residuals are not large beside the fit (see error_bound).
-    if sol is None or not (sol.condition_number <= GRAM_COND_LIMIT and error_bound(sol) <= REFINE_ABOVE) or sol.rank < n_features:
-        factor = factor_chunks(chunks(), fit_intercept=fit_intercept, device=device)
+    use_qr = sol is None or not (sol.condition_number <= GRAM_COND_LIMIT and error_bound(sol) <= REFINE_ABOVE)
+    if _agree(comm, use_qr or sol.rank < n_features):
+        factor = factor_chunks(chunks(), fit_intercept=fit_intercept, device=device, comm=comm, width=width)
         sol = solve(factor, n_features, l2=l2)
-    if error_bound(sol, factor.method) > REFINE_ABOVE:
+    if _agree(comm, error_bound(sol, factor.method) > REFINE_ABOVE):
         for _ in range(refine_steps):
-            sol = refine(sol, factor, chunks, extended=factor.method == "qr", device=device)
+            sol = refine(sol, factor, chunks, extended=factor.method == "qr", device=device, comm=comm)
     return sol, factor
+
+
+def _agree(comm, flag: bool) -> bool:
+    """``flag``, or rank 0's in a distributed run (every rank must take the same branch)."""
+    return flag if comm is None else comm.agree(flag)
 
 
 REFINE_ABOVE = 1e-14  # the bound omits growth factors of ~n·p, so refine well before it reaches 1e-12

@@ -39,6 +39,8 @@ class GDResult:
     lr : float
         The base learning rate used (chosen when ``cfg.lr`` is None).
     batch_size : int
+    resumed_from : int or None
+        The checkpoint's epoch, when training resumed from one.
     """
 
     model: LinearModel
@@ -47,6 +49,7 @@ class GDResult:
     stopped_early: bool = False
     lr: float = 0.0
     batch_size: int = 0
+    resumed_from: int | None = None
 
 
 _BLOCK = 65_536  # rows per block when standardizing or measuring large arrays
@@ -130,6 +133,8 @@ def auto_lr(
     fit_intercept: bool,
     optimizer: str,
     gram_max_eig: float | None = None,
+    comm=None,
+    n_total: int | None = None,
 ) -> float:
     """A safe step size from the curvature of the (scaled) problem.
 
@@ -153,6 +158,9 @@ def auto_lr(
     optimizer : {"sgd", "momentum", "adam"}
     gram_max_eig : float, optional
         λmax(UᵀWU / n) when already known (from the exact solver's factor); else computed here.
+    comm : gradreg.distributed.Comm, optional
+        Xs is this rank's share of ``n_total`` rows: sums and maxima are over all ranks.
+    n_total : int, optional
 
     Returns
     -------
@@ -172,13 +180,21 @@ def auto_lr(
             c += w @ X64
         row = (X64 * X64).sum(dim=1) + (1.0 if fit_intercept else 0.0)
         lmax = max(lmax, float((w * row).max()))
+    w_sum = float(n if wn is None else wn.double().sum())
+    if comm is not None:
+        lmax = float(comm.max([lmax])[0])
+        if gram_max_eig is None:
+            G = torch.as_tensor(comm.sum(G.cpu().numpy()), device=Xs.device)
+            c = torch.as_tensor(comm.sum(c.cpu().numpy()), device=Xs.device)
+            w_sum = float(comm.sum([w_sum])[0])
+        n = n_total
     if gram_max_eig is not None:
         lam = float(gram_max_eig)
     else:
         G /= n
         if fit_intercept:
             c = (c / n)[:, None]
-            w_mean = 1.0 if wn is None else float(wn.double().mean())
+            w_mean = w_sum / n
             G = torch.cat(
                 [torch.cat([torch.full((1, 1), w_mean, dtype=G.dtype, device=G.device), c.T], 1), torch.cat([c, G], 1)], 0
             )
@@ -332,6 +348,9 @@ def fit_gd(
     moments: tuple[np.ndarray, ...] | None = None,
     gram_max_eig: float | None = None,
     checkpoint=None,
+    comm=None,
+    n_total: int | None = None,
+    offset: int = 0,
 ) -> GDResult:
     """Train a :class:`LinearModel` on X (n, p), Y (n, q) by minibatch gradient descent.
 
@@ -358,6 +377,16 @@ def fit_gd(
         column), for :func:`auto_lr`; saves another pass.
     checkpoint : gradreg.checkpoint.Checkpoint, optional
         Save the training state every few epochs; resume from it when asked.
+    comm : gradreg.distributed.Comm, optional
+        X, Y (and the validation rows) are this rank's share of the training rows, which are
+        rows ``offset`` to ``offset + len(X)`` of ``n_total``. Every rank draws the same
+        permutation of all ``n_total`` rows, so each global batch is the single-process batch,
+        and trains on its own rows of it; gradients are all-reduced by DistributedDataParallel.
+        ``moments`` (global) are required.
+    n_total : int, optional
+        Training rows on all ranks.
+    offset : int
+        Training rows on lower ranks.
 
     Returns
     -------
@@ -372,6 +401,10 @@ def fit_gd(
     dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
     n, p = X.shape
     q = Y.shape[1]
+    if comm is not None:
+        if moments is None or n_total is None:
+            raise ValueError("distributed gradient descent needs the global moments and n_total")
+        n = n_total
     gen = torch.Generator().manual_seed(cfg.seed)
     if moments is None:  # x_std also scales the ridge penalty, with or without standardization
         moments = weighted_moments(X, sample_weight, cfg.fit_intercept) + weighted_moments(Y, sample_weight, cfg.fit_intercept)
@@ -382,7 +415,8 @@ def fit_gd(
     Ys = _standardized(Y, ym, ys, dtype, device)
     wn = None
     if sample_weight is not None:
-        wn = torch.as_tensor(sample_weight / sample_weight.mean(), dtype=dtype).to(device)
+        w_mean = sample_weight.mean() if comm is None else float(comm.sum([sample_weight.sum()])[0]) / n
+        wn = torch.as_tensor(sample_weight / w_mean, dtype=dtype).to(device)
     pen = torch.as_tensor(x_std / xs, dtype=dtype, device=device)  # ridge scale per model weight
     y_var = torch.as_tensor(ys**2, dtype=torch.float64, device=device)
     B = cfg.batch_size or auto_batch_size(n)
@@ -391,25 +425,31 @@ def fit_gd(
         lr = cfg.lr
     else:
         lam = gram_max_eig if cfg.standardize else None  # the hint is for the standardized design
-        lr = auto_lr(Xs, wn, B, q, cfg.l2, pen, cfg.fit_intercept, cfg.optimizer, gram_max_eig=lam)
+        lr = auto_lr(Xs, wn, B, q, cfg.l2, pen, cfg.fit_intercept, cfg.optimizer, gram_max_eig=lam, comm=comm, n_total=n)
     params = [model.weight] + ([model.bias] if cfg.fit_intercept else [])
     opt = Optimizer(cfg.optimizer, params, lr)
     steps_per_epoch = math.ceil(n / B)  # the last batch may be partial
     total_steps = cfg.epochs * steps_per_epoch
     schedule = (lambda step: cosine_lr(lr, step, total_steps)) if cfg.lr_schedule == "cosine" else (lambda step: lr)
     val = None
-    if X_val is not None and len(X_val):
+    n_val = len(X_val) if X_val is not None else 0
+    if comm is not None:
+        n_val = int(comm.sum([n_val])[0])
+    if n_val:
+        if w_val is not None:
+            wv_mean = w_val.mean() if comm is None else float(comm.sum([w_val.sum()])[0]) / n_val
         val = (
             torch.as_tensor((X_val - xm) / xs, dtype=dtype).to(device),
             torch.as_tensor((Y_val - ym) / ys, dtype=dtype).to(device),
-            None if w_val is None else torch.as_tensor(w_val / w_val.mean(), dtype=dtype).to(device),
+            None if w_val is None else torch.as_tensor(w_val / wv_mean, dtype=dtype).to(device),
         )
     result = GDResult(model, lr=lr, batch_size=B)
+    shard = None if comm is None else _Shard(comm, model, n, offset)
 
     def train_epoch(epoch: int) -> torch.Tensor:
-        return run_epoch(model, opt, schedule, (epoch - 1) * steps_per_epoch, Xs, Ys, wn, B, gen, cfg.l2, pen)
+        return run_epoch(model, opt, schedule, (epoch - 1) * steps_per_epoch, Xs, Ys, wn, B, gen, cfg.l2, pen, shard)
 
-    val_loss = (lambda: evaluate_loss(model, *val, y_var)) if val is not None else None
+    val_loss = (lambda: evaluate_loss(model, *val, y_var, comm=comm, n=n_val)) if val is not None else None
     return _epochs(
         result,
         cfg,
@@ -424,7 +464,46 @@ def fit_gd(
         opt=opt,
         gen=gen,
         checkpoint=checkpoint,
+        comm=comm,
     )
+
+
+class _Shard:
+    """This rank's part of distributed descent: its rows' place among all rows, and the model
+    wrapped in DistributedDataParallel (whose backward all-reduces the gradients)."""
+
+    def __init__(self, comm, model: LinearModel, n: int, offset: int) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.comm, self.n, self.offset = comm, n, offset
+        device_ids = [model.weight.device] if model.weight.device.type == "cuda" else None
+        # Buffers (the standardization) are equal on every rank already: no broadcast per step.
+        import inspect
+
+        no_sync = (
+            "forward_sync_buffers"
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else "broadcast_buffers"
+        )
+        self.forward = DistributedDataParallel(_Standardized(model), device_ids=device_ids, **{no_sync: False})
+
+    def batches(self, perm: torch.Tensor, B: int, n_local: int, device) -> list[tuple[torch.Tensor, int]]:
+        """Per global batch of ``perm``: this rank's rows of it (local indices) and its size."""
+        mine = torch.nonzero((perm >= self.offset) & (perm < self.offset + n_local)).squeeze(1)
+        local = (perm[mine] - self.offset).to(device)
+        edges = torch.searchsorted(mine, torch.arange(0, self.n + B, B).clamp(max=self.n)).tolist()
+        return [(local[edges[k] : edges[k + 1]], min(B, self.n - start)) for k, start in enumerate(range(0, self.n, B))]
+
+
+class _Standardized(torch.nn.Module):
+    """The model's forward on standardized inputs, as a module DistributedDataParallel can wrap."""
+
+    def __init__(self, model: LinearModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, xs: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_standardized(xs)
 
 
 def _epochs(
@@ -442,15 +521,18 @@ def _epochs(
     opt: Optimizer,
     gen: torch.Generator,
     checkpoint=None,
+    comm=None,
 ):
     """The epoch loop shared by in-memory and streaming descent: history, divergence, early
-    stopping, and checkpoints (saved after an epoch, restored before the next)."""
+    stopping, and checkpoints (saved after an epoch, restored before the next). Distributed,
+    ``train_epoch`` returns the SSE of all ranks, so every rank takes the same decisions; rank 0
+    alone writes checkpoints, and sends the one it resumes from to the others."""
     model, lr = result.model, result.lr
     best = math.inf
     best_state = None
     since_best = 0
     start = 1
-    saved = checkpoint.restore() if checkpoint is not None else None
+    saved = checkpoint.restore(comm) if checkpoint is not None else None
     if saved is not None:
         tensors, state = saved
         tensor = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
@@ -462,6 +544,7 @@ def _epochs(
         result.history[:] = state["history"]
         best = math.inf if state["best"] is None else state["best"]
         since_best, result.best_epoch, start = state["since_best"], state["best_epoch"], state["epoch"] + 1
+        result.resumed_from = state["epoch"]
         if state.get("stopped_early"):
             start = cfg.epochs + 1
             result.stopped_early = True
@@ -496,7 +579,8 @@ def _epochs(
             since_best += 1
             if cfg.early_stopping and since_best >= cfg.early_stopping:
                 result.stopped_early = True
-        if checkpoint is not None and checkpoint.due(epoch, last=epoch == cfg.epochs or result.stopped_early):
+        writer = comm is None or comm.rank == 0
+        if checkpoint is not None and writer and checkpoint.due(epoch, last=epoch == cfg.epochs or result.stopped_early):
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
             tensors.update({f"opt.{k}": v for k, v in opt.state_tensors().items()})
             tensors["generator"] = gen.get_state()
@@ -525,6 +609,8 @@ def fit_gd_stream(
     on_epoch: Callable[[dict], None] | None = None,
     shuffle_buffer: int = 1 << 18,
     checkpoint=None,
+    comm=None,
+    counts: list[int] | None = None,
 ) -> GDResult:
     """Minibatch gradient descent over chunks that need not fit in memory.
 
@@ -558,6 +644,12 @@ def fit_gd_stream(
         Rows shuffled together.
     checkpoint : gradreg.checkpoint.Checkpoint, optional
         Save the training state every few epochs; resume from it when asked.
+    comm : gradreg.distributed.Comm, optional
+        The chunks are this rank's share. Every rank takes the same ceil(n / B) steps an epoch,
+        each with its proportional part of the batch (the parts sum to the global batch), shuffled
+        in its own buffer; gradients are all-reduced by DistributedDataParallel.
+    counts : list of int, optional
+        Training rows on each rank (with ``comm``).
 
     Returns
     -------
@@ -595,25 +687,48 @@ def fit_gd_stream(
             None if w is None else torch.as_tensor(w / w_mean, dtype=dtype, device=device),
         )
 
+    # Rows this process takes at each step of an epoch (B, and a partial last batch), and the
+    # global batch sizes. Distributed: each rank's share of every step, in proportion to its rows.
+    if comm is None:
+        sizes = [min(B, n - k * B) for k in range(steps_per_epoch)]
+        totals = sizes
+        forward, world = None, 1
+    else:
+        shares = [[c // steps_per_epoch + (1 if k < c % steps_per_epoch else 0) for k in range(steps_per_epoch)] for c in counts]
+        sizes = shares[comm.rank]
+        totals = [sum(col) for col in zip(*shares)]
+        forward, world = _Shard(comm, model, n, 0).forward, comm.world
+
     def train_epoch(epoch: int) -> torch.Tensor:
         sse = torch.zeros(q, dtype=torch.float64, device=device)
-        step = (epoch - 1) * steps_per_epoch
+        first = (epoch - 1) * steps_per_epoch
+        k = 0  # steps taken this epoch
         held: list[tuple] = []
         rows = 0
+        # One process: the run's generator (its state is checkpointed). Ranks: their own stream
+        # of draws per epoch, from the seed, so a resumed epoch shuffles as the first try did.
+        shuffle = gen if comm is None else torch.Generator().manual_seed(cfg.seed * 1_000_003 + comm.rank * 7919 + epoch)
 
         def drain(final: bool) -> None:
-            nonlocal held, rows, step, sse
-            Xs = torch.cat([h[0] for h in held])
-            Ys = torch.cat([h[1] for h in held])
-            ws = None if held[0][2] is None else torch.cat([h[2] for h in held])
-            perm = torch.randperm(len(Xs), generator=gen).to(device)
-            usable = len(Xs) if final else (len(Xs) // B) * B
-            for start in range(0, usable, B):
-                idx = perm[start : min(start + B, usable)]
+            nonlocal held, rows, k, sse
+            if held:
+                Xs = torch.cat([h[0] for h in held])
+                Ys = torch.cat([h[1] for h in held])
+                ws = None if held[0][2] is None else torch.cat([h[2] for h in held])
+            else:  # a rank with no rows left still takes its (empty) part of every step
+                Xs = torch.empty(0, p, dtype=dtype, device=device)
+                Ys = torch.empty(0, q, dtype=dtype, device=device)
+                ws = None
+            perm = torch.randperm(len(Xs), generator=shuffle).to(device)
+            start = 0
+            while k < steps_per_epoch and (final or start + sizes[k] <= len(Xs)):
+                idx = perm[start : start + sizes[k]]
+                start += sizes[k]
                 wb = None if ws is None else ws[idx]
-                sse += train_step(model, opt, schedule(step), Xs[idx], Ys[idx], wb, cfg.l2, pen)
-                step += 1
-            rest = perm[usable:]
+                denom = None if comm is None else totals[k] * q / world
+                sse += train_step(model, opt, schedule(first + k), Xs[idx], Ys[idx], wb, cfg.l2, pen, forward, denom)
+                k += 1
+            rest = perm[start:]
             held = [(Xs[rest], Ys[rest], None if ws is None else ws[rest])] if len(rest) else []
             rows = len(rest)
 
@@ -624,8 +739,10 @@ def fit_gd_stream(
             rows += len(X)
             if rows >= max(shuffle_buffer, B):
                 drain(final=False)
-        if rows:
+        if rows or (comm is not None and k < steps_per_epoch):
             drain(final=True)
+        if comm is not None:
+            sse = torch.as_tensor(comm.sum(sse.cpu().numpy()), device=device)
         return sse
 
     def val_loss() -> float:
@@ -640,12 +757,28 @@ def fit_gd_stream(
                 wt = torch.ones(len(X), dtype=torch.float64, device=device) if w is None else torch.as_tensor(w, device=device)
                 total += (wt[:, None] * err * err).sum(dim=0)
                 sw += float(wt.sum())
+        if comm is not None:
+            both = comm.sum(np.concatenate([total.cpu().numpy(), [sw]]))
+            total, sw = torch.as_tensor(both[:-1], device=device), float(both[-1])
         return float((total / sw * y_var).mean()) if sw > 0 else math.nan
 
     result = GDResult(model, lr=lr, batch_size=B)
     val = val_loss if val_chunks is not None else None
     return _epochs(
-        result, cfg, n, train_epoch, val, schedule, steps_per_epoch, pen, y_var, on_epoch, opt=opt, gen=gen, checkpoint=checkpoint
+        result,
+        cfg,
+        n,
+        train_epoch,
+        val,
+        schedule,
+        steps_per_epoch,
+        pen,
+        y_var,
+        on_epoch,
+        opt=opt,
+        gen=gen,
+        checkpoint=checkpoint,
+        comm=comm,
     )
 
 
@@ -653,8 +786,11 @@ def best_train(history: list[dict]) -> float:
     return min((h["loss"] for h in history), default=math.inf)
 
 
-def run_epoch(model, opt, schedule, first_step, Xs, Ys, wn, B, gen, l2, pen) -> torch.Tensor:
-    """One pass over a fresh permutation; returns per-target (weighted) SSE in model units."""
+def run_epoch(model, opt, schedule, first_step, Xs, Ys, wn, B, gen, l2, pen, shard: _Shard | None = None) -> torch.Tensor:
+    """One pass over a fresh permutation; returns per-target (weighted) SSE in model units (of
+    all ranks' rows, with ``shard``)."""
+    if shard is not None:
+        return _run_epoch_shard(model, opt, schedule, first_step, Xs, Ys, wn, B, gen, l2, pen, shard)
     n = Xs.shape[0]
     perm = torch.randperm(n, generator=gen).to(Xs.device)
     sse = torch.zeros(Ys.shape[1], dtype=torch.float64, device=Xs.device)
@@ -671,12 +807,32 @@ def run_epoch(model, opt, schedule, first_step, Xs, Ys, wn, B, gen, l2, pen) -> 
     return sse
 
 
-def train_step(model, opt, lr, xb, yb, wb, l2, pen) -> torch.Tensor:
-    """Forward, MSE (+ ridge), backward, step. Returns the batch's per-target SSE (detached)."""
+def _run_epoch_shard(model, opt, schedule, first_step, Xs, Ys, wn, B, gen, l2, pen, shard: _Shard) -> torch.Tensor:
+    """:func:`run_epoch` on one rank: the same permutation of all rows on every rank; each trains
+    on its rows of every batch, and DDP sums the gradients, so each step is the single-process one."""
+    perm = torch.randperm(shard.n, generator=gen)  # the same draws as a single process makes
+    q = Ys.shape[1]
+    sse = torch.zeros(q, dtype=torch.float64, device=Xs.device)
+    world = shard.comm.world
+    for k, (idx, m) in enumerate(shard.batches(perm, B, Xs.shape[0], Xs.device)):
+        # DDP averages gradients over ranks: scale so that the average is the global batch mean.
+        denom = m * q / world
+        sse += train_step(
+            model, opt, schedule(first_step + k), Xs[idx], Ys[idx], None if wn is None else wn[idx], l2, pen, shard.forward, denom
+        )
+    return torch.as_tensor(shard.comm.sum(sse.cpu().numpy()), device=Xs.device)
+
+
+def train_step(model, opt, lr, xb, yb, wb, l2, pen, forward=None, denom: float | None = None) -> torch.Tensor:
+    """Forward, MSE (+ ridge), backward, step. Returns the batch's per-target SSE (detached).
+
+    Distributed, ``forward`` is the DDP-wrapped model and ``denom`` the divisor of this rank's
+    squared errors that makes the all-reduced gradient the global batch's.
+    """
     opt.zero_grad()
-    err = model.forward_standardized(xb) - yb
+    err = (forward or model.forward_standardized)(xb) - yb
     sq = err * err if wb is None else err * err * wb[:, None]
-    loss = sq.mean()
+    loss = sq.mean() if denom is None else sq.sum() / denom
     if l2 > 0:
         loss = loss + l2 * ((model.weight * pen) ** 2).sum() / model.weight.shape[0]
     loss.backward()
@@ -693,13 +849,17 @@ def _penalty(model, l2, pen, y_var) -> float:
 
 
 @torch.no_grad()
-def evaluate_loss(model, Xs, Ys, wn, y_var) -> float:
-    """Mean over targets of the (weighted) MSE in original units on standardized data."""
+def evaluate_loss(model, Xs, Ys, wn, y_var, comm=None, n: int | None = None) -> float:
+    """Mean over targets of the (weighted) MSE in original units on standardized data (over all
+    ranks' ``n`` rows, with ``comm``)."""
     err = model.forward_standardized(Xs) - Ys
     sq = err.double() ** 2
     if wn is not None:
         sq = sq * wn.double()[:, None]
-    return float((sq.mean(dim=0) * y_var).mean())
+    if comm is None:
+        return float((sq.mean(dim=0) * y_var).mean())
+    total = torch.as_tensor(comm.sum(sq.sum(dim=0).cpu().numpy()), device=y_var.device)
+    return float((total / n * y_var).mean())
 
 
 class IncrementalGD:
