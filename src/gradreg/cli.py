@@ -213,6 +213,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--conf-level", type=float, default=0.95, help="confidence level of the intervals (default: %(default)s)")
     t.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    dist = t.add_argument_group("distributed (torchrun)")
+    dist.add_argument(
+        "--nproc",
+        type=_positive_int,
+        metavar="N",
+        help="run N processes on this machine through torchrun's launcher (elsewhere: torchrun ... -m gradreg train)",
+    )
+    dist.add_argument(
+        "--max-restarts",
+        type=_nonneg_int,
+        default=0,
+        metavar="N",
+        help="with --nproc: restart the job up to N times after a failure; with --checkpoint-dir it resumes",
+    )
+    dist.add_argument(
+        "--backend",
+        choices=["auto", "gloo", "nccl"],
+        default="auto",
+        help="torch.distributed backend: auto is nccl on CUDA, gloo on the CPU (default: %(default)s)",
+    )
+    dist.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long a rank waits for the others before the job fails (default: %(default)s)",
+    )
+    dist.add_argument("--verbose", action="store_true", help="let every rank print, not only rank 0")
     t.add_argument("--json", action="store_true", help="one JSON object per epoch, then a summary object")
 
     pr = command("predict", "Predict with a model; columns are matched by name.")
@@ -270,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error already printed
         return int(e.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
@@ -334,8 +363,8 @@ def _config(args: argparse.Namespace):
 class EpochPrinter:
     """Progress: a live bar on a TTY, plain lines when piped, JSON lines with --json, or nothing."""
 
-    def __init__(self, epochs: int, *, mode: str, stream=None):
-        self.epochs, self.mode = epochs, mode
+    def __init__(self, epochs: int, *, mode: str, stream=None, prefix: str = ""):
+        self.epochs, self.mode, self.prefix = epochs, mode, prefix
         self.stream = stream or sys.stdout
         self.progress = None
         self.task = None
@@ -373,7 +402,7 @@ class EpochPrinter:
             self.progress.update(self.task, completed=rec["epoch"], info=info)
         elif self.mode == "lines":
             val = f"  val_loss {rec['val_loss']:.6g}" if "val_loss" in rec else ""
-            self.stream.write(f"epoch {rec['epoch']}/{self.epochs}  loss {rec['loss']:.6g}{val}\n")
+            self.stream.write(f"{self.prefix}epoch {rec['epoch']}/{self.epochs}  loss {rec['loss']:.6g}{val}\n")
             self.stream.flush()
 
 
@@ -405,11 +434,14 @@ def _stream(args: argparse.Namespace, data: str):
     return Stream(data, chunk_rows=args.chunk_rows, delimiter=args.delimiter)
 
 
-def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: Any = None, weight: Any = None):
-    """The training data: in memory when it fits (the fast path), else a StreamingDataset."""
+def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: Any = None, weight: Any = None, comm=None):
+    """The training data: in memory when it fits (the fast path), else a StreamingDataset.
+    Distributed, only this rank's shard."""
     from .data import load
     from .stream import IN_MEMORY_BYTES, StreamingDataset
 
+    if comm is not None:
+        return _load_shard(args, data, targets, features, weight, comm)
     stream = _stream(args, data)
     if stream is None:
         return load(data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter)
@@ -421,7 +453,150 @@ def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: A
     return sds.in_memory()
 
 
+def _load_shard(args: argparse.Namespace, data: str, targets: Any, features: Any, weight: Any, comm):
+    """This rank's rows: its Parquet row groups and CSV byte ranges (see distributed.shard), in
+    memory when the shard fits, else streamed; a built-in table or .npy/.npz file is read and cut
+    into contiguous row ranges."""
+    from . import distributed
+    from .data import Dataset, load
+    from .stream import IN_MEMORY_BYTES, StreamingDataset
+
+    if data == "-":
+        raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
+    stream = _stream(args, data)
+    if stream is None:
+        ds = load(data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter)
+        n = len(ds.X)
+        lo, hi = n * comm.rank // comm.world, n * (comm.rank + 1) // comm.world
+        w = None if ds.sample_weight is None else ds.sample_weight[lo:hi]
+        return Dataset(ds.X[lo:hi], ds.Y[lo:hi], ds.feature_names, ds.target_names, w, ds.source, ds.notices)
+    units = distributed.shard(stream, comm.world, comm.rank)
+    sds = StreamingDataset(stream, targets, features, weight=weight, drop_missing=args.drop_missing, units=units)
+    if args.stream or stream.estimated_bytes(len(sds.columns)) / comm.world > IN_MEMORY_BYTES:
+        return sds
+    return sds.in_memory()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
+
+    if args.nproc and not distributed.launched():
+        return _launch(args)
+    comm = distributed.init(args.backend, args.timeout, args.device)
+    if comm is None:
+        return _train(args)
+    try:
+        return _train_ranked(args, comm)
+    finally:
+        comm.close()
+
+
+def _train_ranked(args: argparse.Namespace, comm) -> int:
+    """``train`` as one rank of a job: errors become one line, and the other ranks hear of them."""
+    from . import distributed
+
+    try:
+        return _train(args, comm)
+    except distributed.RankFailedError as e:  # another rank failed and said why; rank 0 tells the user
+        if comm.rank == 0 or args.verbose:
+            sys.stderr.write(f"Error: {e}\n")
+        return e.exit_code
+    except BaseException as e:
+        text, code = _error_text(e, args)
+        if text is None:
+            text = f"{type(e).__name__}: {e}"
+        lowest = comm.rank
+        if not _communication_error(e):
+            import contextlib
+
+            with contextlib.suppress(Exception):  # tell the others, which stop at their next collective
+                lowest = comm.fail(text)
+        if code is None or isinstance(e, BrokenPipeError):
+            raise  # a bug (with its traceback), or `| head` closed the output: main() handles it
+        if lowest == comm.rank or args.verbose:  # when all ranks fail alike (bad options), one says so
+            sys.stderr.write(f"Error: rank {comm.rank}: {text}\n")
+        return code
+
+
+def _communication_error(e: BaseException) -> bool:
+    """A collective failed: a peer died or --timeout passed (gloo raises plain RuntimeErrors)."""
+    if not isinstance(e, RuntimeError):
+        return False
+    import torch.distributed as dist
+
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    text = str(e)
+    return any(s in text for s in ("gloo", "Gloo", "NCCL", "Connection reset", "Connection closed", "timed out", "Timed out"))
+
+
+def _error_text(e: BaseException, args: argparse.Namespace) -> tuple[str | None, int | None]:
+    """The one-line message and exit status main() gives an error; (None, None) for a bug."""
+    if isinstance(e, GradregError):
+        return str(e), e.exit_code
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(e, MemoryError) or (
+        isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e))
+    ):
+        return OUT_OF_MEMORY, EXIT_FAILURE
+    if _communication_error(e):
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"lost contact with the other ranks (a rank died, or --timeout {args.timeout:g} s passed): {first}", EXIT_FAILURE
+    if isinstance(e, OSError):
+        return f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", EXIT_FAILURE
+    return None, None
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``--nproc N``: start N copies of this command through torchrun's launcher and wait."""
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    argv, skip = [], False
+    for a in args.argv:  # the same command without --nproc/--max-restarts
+        if skip:
+            skip = False
+            continue
+        if a in ("--nproc", "--max-restarts"):
+            skip = True
+            continue
+        if a.startswith(("--nproc=", "--max-restarts=")):
+            continue
+        argv.append(a)
+    threads = max(1, (os.cpu_count() or 1) // args.nproc)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # N processes share the cores, as torchrun does
+    # A store of its own for every restart: the shared one can hand a restarted rank the address of
+    # a rank of the failed round, and the restart then hangs (pytorch/pytorch#135712).
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=args.nproc,
+        run_id=f"gradreg-{uuid.uuid4().hex[:12]}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # a free port
+        max_restarts=args.max_restarts,
+        monitor_interval=0.1,
+        start_method="spawn",
+    )
+    import logging
+
+    # The ranks say what failed; the launcher's own log lines would repeat it as noise.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        elastic_launch(config, sys.executable)("-m", "gradreg", *argv)
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()  # the root cause; the others were stopped after it
+        how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"status {failure.exitcode}"
+        sys.stderr.write(f"Error: the job failed and wrote no model (first exit: rank {rank}, {how})\n")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _train(args: argparse.Namespace, comm=None) -> int:
     from .fitted import train
 
     cfg = _config(args)
@@ -431,13 +606,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         require_matplotlib()  # before the fit, not after it
         os.makedirs(args.plots, exist_ok=True)  # an unusable folder fails now, before any work
-    ds = _load_dataset(args, args.data, args.target, args.features, args.weight)
-    mode = _mode(args)
+    ds = _load_dataset(args, args.data, args.target, args.features, args.weight, comm)
+    lead = comm is None or comm.rank == 0  # only rank 0 writes and speaks (others with --verbose)
+    mode = _mode(args) if lead else ("lines" if args.verbose else "quiet")
     err = _console(stderr=True)
     if mode in ("tty", "lines"):
         for n in ds.notices:
             err.print(f"note: {n}")
-    with EpochPrinter(cfg.epochs, mode=mode) as printer:
+    resume = args.resume
+    if comm is not None and not resume and args.checkpoint_dir and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0):
+        resume = "auto"  # torchrun restarted the job: go on from the last checkpoint, if any
+    prefix = "" if lead else f"rank {comm.rank}: "
+    with EpochPrinter(cfg.epochs, mode=mode, stream=None if lead else sys.stderr, prefix=prefix) as printer:
         model = train(
             ds,
             cfg,
@@ -445,16 +625,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             shuffle_buffer=args.shuffle_buffer,
             checkpoint_dir=args.checkpoint_dir,
             checkpoint_every=args.checkpoint_every,
-            resume=args.resume,
+            resume=resume,
+            comm=comm,
         )
-    model.save(args.output)
+    if comm is not None:
+        comm.check()  # every rank finished: only now may the model file appear
     plots = []
-    if args.plots:
-        from .plots import model_plots
+    if lead:
+        model.save(args.output)
+        if args.plots:
+            from .plots import model_plots
 
-        X, Y = (ds.X, ds.Y) if hasattr(ds, "X") else _sample_rows(ds)
-        plots = model_plots(model, args.plots, X, Y, title=_data_label(args.data))
-    _report_trained(model, args.output, mode, err, plots)
+            X, Y = (ds.X, ds.Y) if hasattr(ds, "X") else _sample_rows(ds)
+            plots = model_plots(model, args.plots, X, Y, title=_data_label(args.data))
+    if comm is not None:
+        comm.check()  # rank 0 wrote it; if it could not, every rank exits non-zero
+    if lead:
+        _report_trained(model, args.output, mode, err, plots)
     return EXIT_OK
 
 

@@ -1,0 +1,93 @@
+"""One process against two on this machine: ``gradreg train`` alone, then ``--nproc 2`` (torchrun's
+launcher, gloo), side by side in one run (``make bench-dist``).
+
+Cases (the generator of bench.py: float32 features with unscaled columns, 2 targets)
+-----
+exact-stream   S1, 5,000,000 x 102 Parquet (3 GB, 50 row groups), ``--solver exact``: larger
+               than the 1 GiB in-memory limit, so streamed (one rank: 25 row groups).
+exact-memory   the first 1,000,000 rows as Parquet (10 row groups), ``--solver exact``, in memory.
+gd-memory      the same, gradient descent, 3 epochs: the median epoch (rank 0's clock covers
+               every rank's steps, and the all-reduce of every step).
+
+Every figure is the wall time of the whole command (start, imports, launcher, reading, fit,
+writing the model) unless it says epoch. Both runs of a case must agree: the script prints the
+largest relative difference of their coefficients.
+
+Usage: python benchmarks/distributed.py [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from bench import CACHE, s1_path  # noqa: E402
+
+
+def memory_path(rows: int = 1_000_000) -> str:
+    import pyarrow.parquet as pq
+
+    path = os.path.join(CACHE, f"dist_{rows}.parquet")
+    if not os.path.exists(path):
+        table = pq.ParquetFile(s1_path(5_000_000)).read_row_groups(list(range(rows // 100_000)))
+        pq.write_table(table, path + ".tmp", row_group_size=100_000)
+        os.replace(path + ".tmp", path)
+    return path
+
+
+def run(data: str, nproc: int, extra: list[str]) -> dict:
+    from gradreg.fitted import FittedModel
+
+    out = os.path.join(CACHE, f"dist-{nproc}.safetensors")
+    cmd = [sys.executable, "-m", "gradreg", "train", data, "--target", "y0,y1", "-q", "-o", out, *extra]
+    if nproc > 1:
+        cmd += ["--nproc", str(nproc)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    seconds = time.perf_counter() - t0
+    m = FittedModel.load(out)
+    epochs = [h["seconds"] for h in m.history]
+    return {"seconds": seconds, "epoch": float(np.median(epochs)) if epochs else None, "coef": m.coef, "gap": m.optimum["gap"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    cases = {
+        "exact-stream": (s1_path(5_000_000), ["--solver", "exact"]),
+        "exact-memory": (memory_path(), ["--solver", "exact"]),
+        "gd-memory": (memory_path(), ["--epochs", "3"]),
+    }
+    results = {}
+    print(f"{'case':<14} {'1 process (s)':>14} {'2 processes (s)':>16} {'speed-up':>9}  coef rel. diff")
+    for name, (data, extra) in cases.items():
+        one, two = run(data, 1, extra), run(data, 2, extra)
+        diff = float(np.max(np.abs(one["coef"] - two["coef"]) / np.maximum(np.abs(one["coef"]), 1e-300)))
+        key = "epoch" if name.startswith("gd") else "seconds"
+        print(f"{name:<14} {one[key]:>14.2f} {two[key]:>16.2f} {one[key] / two[key]:>8.2f}x  {diff:.1e}")
+        if name.startswith("gd"):
+            print(
+                f"{'  (whole run)':<14} {one['seconds']:>14.2f} {two['seconds']:>16.2f} {one['seconds'] / two['seconds']:>8.2f}x"
+            )
+        results[name] = {
+            "one": {k: v for k, v in one.items() if k != "coef"},
+            "two": {k: v for k, v in two.items() if k != "coef"},
+            "coef_rel_diff": diff,
+        }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
