@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint nist bench gallery clean
+.PHONY: demo test lint nist bench bench-dist gallery clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ nist: $(STAMP)
 # gradreg and its peers side by side (data cached in benchmarks/.cache; about 10 minutes on 2 cores)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+
+# one process against two (--nproc 2, gloo) on the benchmark's data (about 2 minutes on 2 cores)
+bench-dist: $(STAMP)
+	$(BIN)/python benchmarks/distributed.py
 
 # The README's pictures: the demo's PNGs and a screenshot of its report (needs chromium).
 gallery: $(STAMP)

@@ -9,6 +9,9 @@ exact-memory   the first 1,000,000 rows as Parquet (10 row groups), ``--solver e
 gd-memory      the same, gradient descent, 3 epochs: the median epoch (rank 0's clock covers
                every rank's steps, and the all-reduce of every step).
 
+allreduce      one gloo all-reduce of a 202-float gradient (p = 100, q = 2) between two
+               processes: the communication of one gradient-descent step.
+
 Every figure is the wall time of the whole command (start, imports, launcher, reading, fit,
 writing the model) unless it says epoch. Both runs of a case must agree: the script prints the
 largest relative difference of their coefficients.
@@ -59,10 +62,37 @@ def run(data: str, nproc: int, extra: list[str]) -> dict:
     return {"seconds": seconds, "epoch": float(np.median(epochs)) if epochs else None, "coef": m.coef, "gap": m.optimum["gap"]}
 
 
+def allreduce_child() -> None:
+    """Under torchrun: the time of one gloo all-reduce of a 202-float gradient (p = 100, q = 2)."""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    t = torch.zeros(202, dtype=torch.float32)
+    for _ in range(50):
+        dist.all_reduce(t)
+    t0 = time.perf_counter()
+    for _ in range(500):
+        dist.all_reduce(t)
+    seconds = (time.perf_counter() - t0) / 500
+    if dist.get_rank() == 0:
+        print(json.dumps({"allreduce_us": seconds * 1e6}))
+    dist.destroy_process_group()
+
+
+def allreduce_us() -> float:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__, "--allreduce"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
+    return json.loads(out.strip().splitlines()[-1])["allreduce_us"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--allreduce", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.allreduce:
+        return allreduce_child()
     cases = {
         "exact-stream": (s1_path(5_000_000), ["--solver", "exact"]),
         "exact-memory": (memory_path(), ["--solver", "exact"]),
@@ -84,6 +114,9 @@ def main() -> None:
             "two": {k: v for k, v in two.items() if k != "coef"},
             "coef_rel_diff": diff,
         }
+    us = allreduce_us()
+    print(f"gloo all-reduce of 202 float32 between 2 processes: {us:.0f} us (mean of 500, after 50 warm-up)")
+    results["allreduce_us"] = us
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -361,3 +361,66 @@ def test_without_torchrun_a_lost_rank_ends_the_others_within_the_timeout(small, 
         for p in procs:
             p.kill()
             p.wait()
+
+
+# -- CUDA (run where a GPU is; skipped elsewhere) -----------------------------------------------
+
+needs_cuda = pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (NCCL and CUDA tensors in the collectives)"
+)
+
+NCCL_CHILD = """
+import json, sys
+import numpy as np, torch, torch.distributed as dist
+from gradreg.config import TrainConfig
+from gradreg.data import load
+from gradreg.distributed import Comm
+from gradreg.fitted import train
+
+dist.init_process_group("nccl", init_method="tcp://127.0.0.1:" + sys.argv[2], rank=0, world_size=1)
+torch.cuda.set_device(0)
+comm = Comm(0, 1, "nccl")
+ds = load(sys.argv[1], ["y1", "y2"], ["x0", "x1", "x2", "x3"], weight="w")
+out = {}
+for name, cfg in {
+    "exact": dict(solver="exact", cov_type="HC1", val_fraction=0.2),
+    "gd": dict(epochs=3, dtype="float64", optimizer="momentum", val_fraction=0.2),
+}.items():
+    a = train(ds, TrainConfig(device="cuda", **cfg), comm=comm)
+    b = train(ds, TrainConfig(device="cuda", **cfg))
+    out[name] = float(np.max(np.abs(a.coef - b.coef) / np.abs(b.coef)))
+    out[name + "_loss"] = [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+dist.destroy_process_group()
+print(json.dumps(out))
+"""
+
+
+@needs_cuda
+def test_nccl_collectives_on_cuda_tensors_agree_with_a_single_process(data):
+    """One rank through NCCL: every collective gradreg makes runs on CUDA tensors."""
+    import json
+
+    r = subprocess.run(
+        [sys.executable, "-c", NCCL_CHILD, str(data / "d.csv"), str(_free_port())],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["exact"] < 1e-10 and out["gd"] < 1e-10 and out["gd_loss"], out
+
+
+@needs_cuda
+def test_two_ranks_on_cuda_with_gloo_agree_with_a_single_process(data, tmp_path):
+    out = tmp_path / "m.safetensors"
+    r = _gradreg(
+        "train", str(data / "d.csv"), "--target", "y1,y2", "--features", "x0,x1,x2,x3", "--epochs", "3",
+        "--dtype", "float64", "--device", "cuda", "--backend", "gloo", "--nproc", "2", "-q", "-o", str(out),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    model = FittedModel.load(str(out))
+    single = _single(data / "d.csv", epochs=3, dtype="float64", device="cuda")
+    np.testing.assert_allclose([h["loss"] for h in model.history], [h["loss"] for h in single.history], rtol=1e-10)
+    np.testing.assert_allclose(model.coef, single.coef, rtol=1e-9)

@@ -80,12 +80,17 @@ def init(backend: str = "auto", timeout: float = DEFAULT_TIMEOUT, device: str = 
         if var not in os.environ:
             raise ConfigError(f"WORLD_SIZE is set but {var} is not: start distributed runs with torchrun")
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    if backend == "auto":
-        backend = "nccl" if cuda else "gloo"
-    if backend == "nccl" and not torch.cuda.is_available():
-        raise ConfigError("--backend nccl needs CUDA devices; use --backend gloo on the CPU")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)  # ranks on this machine
+    if cuda and gpus:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % gpus)  # ranks share GPUs if fewer
+    if backend == "auto":  # NCCL wants a GPU of its own per rank; ranks sharing one talk through gloo
+        backend = "nccl" if cuda and gpus >= local else "gloo"
+    if backend == "nccl" and gpus < local:
+        raise ConfigError(
+            f"--backend nccl needs a GPU per rank: {local} ranks on this machine, {gpus} GPU(s); "
+            "use --backend gloo, or fewer processes per machine"
+        )
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     return Comm(dist.get_rank(), dist.get_world_size(), backend, timeout)

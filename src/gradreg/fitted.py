@@ -20,7 +20,7 @@ from . import __version__, persist
 from .config import TrainConfig
 from .data import Dataset
 from .errors import ConfigError, DataError, ModelFileError
-from .metrics import MetricsAccumulator, regression_metrics
+from .metrics import MetricsAccumulator
 
 CHUNK_ROWS = 65_536  # rows per block of the exact solver's passes over in-memory data
 SHUFFLE_BUFFER = 1 << 18  # rows that streamed gradient descent shuffles together (--shuffle-buffer)
@@ -559,7 +559,6 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
     import zlib
 
     from .config import resolve_device
-    from .metrics import MetricsAccumulator
     from .solvers import exact
     from .solvers.gd import fit_gd_stream
 
@@ -834,8 +833,3 @@ def _gd_hints(factor, p: int) -> dict[str, Any]:
         lam = max(lam, 1.0)  # the intercept's column of ones, uncorrelated with centered features
     mean = factor.mean
     return {"moments": (mean[:p], std[:p], mean[p:], std[p:]), "gram_max_eig": lam}
-
-
-def _metrics(X, Y, w, coef, intercept) -> dict[str, list[float]]:
-    m = regression_metrics(Y, X @ coef.T + intercept, w)
-    return {k: v.tolist() for k, v in m.items()}
