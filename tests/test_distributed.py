@@ -156,6 +156,7 @@ def test_exact_two_ranks_csv_via_torchrun_matches_single_process(data, tmp_path)
     model = FittedModel.load(str(out))
     assert model.info["world_size"] == 2 and model.info["backend"] == "gloo"
     _close(model, _single(data / "d.csv", solver="exact"), 1e-10)
+    assert "2 processes (gloo)" in _gradreg("inspect", str(out)).stdout
 
 
 @pytest.mark.parametrize("world", [1, 4])
@@ -180,9 +181,10 @@ def test_gradient_descent_two_ranks_follows_the_single_process_loss_curve(data, 
         r = _gradreg(
             "train", str(data / "d.csv"), "--target", "y1,y2", "--features", "x0,x1,x2,x3", "--weight", "w",
             "--epochs", "4", "--optimizer", "momentum", "--val-fraction", "0.2", "--batch-size", "250",
-            "--dtype", dtype, "--nproc", "2", "-q", "-o", str(out),
+            "--dtype", dtype, "--nproc", "2", "-q", "--verbose", "-o", str(out),
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
+        assert r.stdout == "" and "rank 1: epoch 4/4" in r.stderr  # rank 0 is quiet (-q), rank 1 speaks (--verbose)
         model = FittedModel.load(str(out))
         single = _single(data / "d.csv", dtype=dtype, weight="w", **common)
         assert len(model.history) == len(single.history) == 4

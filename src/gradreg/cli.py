@@ -780,7 +780,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"targets {len(model.target_names)}  seed {cfg.get('seed')}"
     )
     out.print(f"data {info.get('source')}  sha256 {str(info.get('data_sha256', ''))[:16]}…")
-    out.print(f"made by gradreg {info.get('gradreg_version')}, torch {info.get('torch_version')} on {info.get('created')}")
+    ranks = f", {info['world_size']} processes ({info.get('backend')})" if info.get("world_size") else ""
+    resumed = f", resumed from epoch {info['resumed_from_epoch']}" if info.get("resumed_from_epoch") else ""
+    out.print(
+        f"made by gradreg {info.get('gradreg_version')}, torch {info.get('torch_version')} on {info.get('created')}"
+        f"{ranks}{resumed}"
+    )
     if cfg.get("solver") == "gd":
         out.print(
             gap_line(model)

@@ -814,12 +814,17 @@ def _run_epoch_shard(model, opt, schedule, first_step, Xs, Ys, wn, B, gen, l2, p
     q = Ys.shape[1]
     sse = torch.zeros(q, dtype=torch.float64, device=Xs.device)
     world = shard.comm.world
-    for k, (idx, m) in enumerate(shard.batches(perm, B, Xs.shape[0], Xs.device)):
+    batches = shard.batches(perm, B, Xs.shape[0], Xs.device)
+    most = max(len(idx) for idx, _ in batches)
+    xbuf = torch.empty((most, Xs.shape[1]), dtype=Xs.dtype, device=Xs.device)  # reused, as in run_epoch
+    ybuf = torch.empty((most, q), dtype=Ys.dtype, device=Ys.device)
+    for k, (idx, m) in enumerate(batches):
+        xb = torch.index_select(Xs, 0, idx, out=xbuf[: len(idx)])
+        yb = torch.index_select(Ys, 0, idx, out=ybuf[: len(idx)])
         # DDP averages gradients over ranks: scale so that the average is the global batch mean.
         denom = m * q / world
-        sse += train_step(
-            model, opt, schedule(first_step + k), Xs[idx], Ys[idx], None if wn is None else wn[idx], l2, pen, shard.forward, denom
-        )
+        wb = None if wn is None else wn[idx]
+        sse += train_step(model, opt, schedule(first_step + k), xb, yb, wb, l2, pen, shard.forward, denom)
     return torch.as_tensor(shard.comm.sum(sse.cpu().numpy()), device=Xs.device)
 
 
