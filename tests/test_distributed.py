@@ -212,6 +212,20 @@ def test_streamed_shards_exact_matches_and_descent_converges(data, tmp_path):
     np.testing.assert_allclose(model.optimum["coef"], single.coef, rtol=1e-10)
 
 
+def test_a_rank_without_rows_takes_part_and_rank_0_alone_draws(tmp_path):
+    path = tmp_path / "two.parquet"
+    pq.write_table(_table(3000, seed=4), path, row_group_size=1500)  # 2 row groups for 3 ranks
+    base = ["train", str(path), "--target", "y1,y2", "--features", "x0,x1,x2,x3", "--nproc", "3", "-q"]
+    r = _gradreg(*base, "--epochs", "3", "--dtype", "float64", "--plots", str(tmp_path / "plots"), "-o", str(tmp_path / "gd"))
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(tmp_path / "plots")) == ["loss.png", "predicted_vs_actual.png", "residuals.png"]
+    single = _single(path, epochs=3, dtype="float64")
+    np.testing.assert_allclose(FittedModel.load(str(tmp_path / "gd")).coef, single.coef, rtol=1e-10)
+    r = _gradreg(*base, "--stream", "--solver", "exact", "-o", str(tmp_path / "exact"))
+    assert r.returncode == 0, r.stderr
+    _close(FittedModel.load(str(tmp_path / "exact")), _single(path, solver="exact"), 1e-10)
+
+
 def test_bad_data_on_one_rank_stops_every_rank_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.csv"
     pcsv.write_csv(_table(20_000, seed=3), bad)  # 2.3 MB: rank 1's half lies past the first MB every rank reads

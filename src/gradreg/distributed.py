@@ -184,6 +184,14 @@ class Comm:
 
         return torch.from_numpy(np.array(a, copy=True, order="C")).to(self.device)
 
+    def _reduce(self, a, op: str) -> np.ndarray:
+        import torch.distributed as dist
+
+        self.check()
+        t = self._tensor(np.asarray(a, dtype=np.float64))
+        dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
+        return t.cpu().numpy()
+
     def sum(self, a) -> np.ndarray:
         """Σ over ranks of ``a`` (float64).
 
@@ -195,12 +203,7 @@ class Comm:
         -------
         ndarray
         """
-        import torch.distributed as dist
-
-        self.check()
-        t = self._tensor(np.asarray(a, dtype=np.float64))
-        dist.all_reduce(t)
-        return t.cpu().numpy()
+        return self._reduce(a, "SUM")
 
     def max(self, a) -> np.ndarray:
         """Elementwise maximum over ranks of ``a`` (float64).
@@ -213,12 +216,7 @@ class Comm:
         -------
         ndarray
         """
-        import torch.distributed as dist
-
-        self.check()
-        t = self._tensor(np.asarray(a, dtype=np.float64))
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return t.cpu().numpy()
+        return self._reduce(a, "MAX")
 
     def gather(self, a) -> list[np.ndarray]:
         """Every rank's ``a`` (same shape on each), in rank order.

@@ -259,7 +259,7 @@ class Fingerprint:
         w : ndarray of shape (n,) or None
         """
         for h, part in zip(self.parts, (X, Y, w)):
-            if part is not None:
+            if part is not None and part.size:  # an empty chunk (or rank) adds no bytes
                 h.update(memoryview(np.ascontiguousarray(part)).cast("B"))
 
     def hexdigest(self, feature_names: list[str], target_names: list[str], dtypes: list[str] | None, comm=None) -> str:
