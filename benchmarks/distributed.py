@@ -4,7 +4,7 @@ launcher, gloo), side by side in one run (``make bench-dist``).
 Cases (the generator of bench.py: float32 features with unscaled columns, 2 targets)
 -----
 exact-stream   S1, 5,000,000 x 102 Parquet (3 GB, 50 row groups), ``--solver exact``: larger
-               than the 1 GiB in-memory limit, so streamed (one rank: 25 row groups).
+               than the 1 GiB in-memory limit; ``--stream`` keeps every process count on that path.
 exact-memory   the first 1,000,000 rows as Parquet (10 row groups), ``--solver exact``, in memory.
 gd-memory      the same, gradient descent, 3 epochs: the median epoch (rank 0's clock covers
                every rank's steps, and the all-reduce of every step).
@@ -16,7 +16,7 @@ Every figure is the wall time of the whole command (start, imports, launcher, re
 writing the model) unless it says epoch. Both runs of a case must agree: the script prints the
 largest relative difference of their coefficients.
 
-Usage: python benchmarks/distributed.py [--json FILE]
+Usage: python benchmarks/distributed.py [--procs 1,2] [--stream-rows N] [--memory-rows N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -36,22 +36,22 @@ sys.path.insert(0, HERE)
 from bench import CACHE, s1_path  # noqa: E402
 
 
-def memory_path(rows: int = 1_000_000) -> str:
+def memory_path(rows: int, stream_rows: int) -> str:
     import pyarrow.parquet as pq
 
     path = os.path.join(CACHE, f"dist_{rows}.parquet")
     if not os.path.exists(path):
-        table = pq.ParquetFile(s1_path(5_000_000)).read_row_groups(list(range(rows // 100_000)))
+        table = pq.ParquetFile(s1_path(stream_rows)).read_row_groups(list(range(rows // 100_000)))
         pq.write_table(table, path + ".tmp", row_group_size=100_000)
         os.replace(path + ".tmp", path)
     return path
 
 
-def run(data: str, nproc: int, extra: list[str]) -> dict:
+def run(data: str, nproc: int, extra: list[str], device: str) -> dict:
     from gradreg.fitted import FittedModel
 
     out = os.path.join(CACHE, f"dist-{nproc}.safetensors")
-    cmd = [sys.executable, "-m", "gradreg", "train", data, "--target", "y0,y1", "-q", "-o", out, *extra]
+    cmd = [sys.executable, "-m", "gradreg", "train", data, "--target", "y0,y1", "-q", "-o", out, "--device", device, *extra]
     if nproc > 1:
         cmd += ["--nproc", str(nproc)]
     t0 = time.perf_counter()
@@ -90,30 +90,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--allreduce", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--procs", default="1,2", help="process counts to compare, the first the baseline (default: 1,2)")
+    ap.add_argument("--stream-rows", type=int, default=5_000_000, help="rows of the streamed Parquet file")
+    ap.add_argument("--memory-rows", type=int, default=1_000_000, help="rows of the in-memory case (a multiple of 100,000)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
     if args.allreduce:
         return allreduce_child()
+    procs = [int(p) for p in args.procs.split(",")]
     cases = {
-        "exact-stream": (s1_path(5_000_000), ["--solver", "exact"]),
-        "exact-memory": (memory_path(), ["--solver", "exact"]),
-        "gd-memory": (memory_path(), ["--epochs", "3"]),
+        "exact-stream": (s1_path(args.stream_rows), ["--solver", "exact", "--stream"]),
+        "exact-memory": (memory_path(args.memory_rows, args.stream_rows), ["--solver", "exact"]),
+        "gd-memory": (memory_path(args.memory_rows, args.stream_rows), ["--epochs", "3"]),
     }
     results = {}
-    print(f"{'case':<14} {'1 process (s)':>14} {'2 processes (s)':>16} {'speed-up':>9}  coef rel. diff")
+    print(f"{'case':<14}" + "".join(f"{f'{n} proc (s)':>14}" for n in procs) + "   speed-ups   coef rel. diff")
     for name, (data, extra) in cases.items():
-        one, two = run(data, 1, extra), run(data, 2, extra)
-        diff = float(np.max(np.abs(one["coef"] - two["coef"]) / np.maximum(np.abs(one["coef"]), 1e-300)))
-        key = "epoch" if name.startswith("gd") else "seconds"
-        print(f"{name:<14} {one[key]:>14.2f} {two[key]:>16.2f} {one[key] / two[key]:>8.2f}x  {diff:.1e}")
-        if name.startswith("gd"):
-            print(
-                f"{'  (whole run)':<14} {one['seconds']:>14.2f} {two['seconds']:>16.2f} {one['seconds'] / two['seconds']:>8.2f}x"
-            )
-        results[name] = {
-            "one": {k: v for k, v in one.items() if k != "coef"},
-            "two": {k: v for k, v in two.items() if k != "coef"},
-            "coef_rel_diff": diff,
-        }
+        runs = {n: run(data, n, extra, args.device) for n in procs}
+        base = runs[procs[0]]
+        diff = max(
+            float(np.max(np.abs(r["coef"] - base["coef"]) / np.maximum(np.abs(base["coef"]), 1e-300))) for r in runs.values()
+        )
+        for key, label in (("epoch", name + " epoch"), ("seconds", name)) if name.startswith("gd") else (("seconds", name),):
+            times = [runs[n][key] for n in procs]
+            ups = " ".join(f"{times[0] / t:.2f}x" for t in times[1:])
+            print(f"{label:<14}" + "".join(f"{t:>14.2f}" for t in times) + f"   {ups:<11} {diff:.1e}")
+        results[name] = {str(n): {k: v for k, v in r.items() if k != "coef"} for n, r in runs.items()}
+        results[name]["coef_rel_diff"] = diff
     us = allreduce_us()
     print(f"gloo all-reduce of 202 float32 between 2 processes: {us:.0f} us (mean of 500, after 50 warm-up)")
     results["allreduce_us"] = us
