@@ -328,6 +328,29 @@ def test_killed_rank_fails_the_job_then_resume_finishes_it(small, tmp_path):
     np.testing.assert_allclose(model.coef, single.coef, rtol=1e-9)
 
 
+def test_streamed_shards_resume_bit_for_bit(tmp_path):
+    """Each rank's shuffle buffer draws from (seed, rank, epoch): a resumed epoch repeats the first try."""
+    path = tmp_path / "s.parquet"
+    pq.write_table(_table(3000, seed=5), path, row_group_size=300)
+    shorter = [("40" if a == "150" else a) for a in LONG_RUN]  # epochs
+    base = [sys.executable, "-m", "gradreg", "train", str(path), "--target", "y1,y2", *shorter]
+    base += ["--stream", "--chunk-rows", "200", "--shuffle-buffer", "500", "--nproc", "2", "-q"]
+    r = subprocess.run(base + ["-o", str(tmp_path / "ref")], capture_output=True, text=True, env=_env(), timeout=240)
+    assert r.returncode == 0, r.stderr
+    marker = uuid.uuid4().hex
+    args = base + ["--checkpoint-dir", str(tmp_path / "ckpt"), "-o", str(tmp_path / "m")]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**_env(), "GRADREG_TEST_JOB": marker})
+    _kill_after_checkpoint(proc, marker, tmp_path / "ckpt")
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0 and not (tmp_path / "m").exists()
+    r = subprocess.run(args + ["--resume"], capture_output=True, text=True, env=_env(), timeout=240)
+    assert r.returncode == 0, r.stderr
+    resumed, whole = FittedModel.load(str(tmp_path / "m")), FittedModel.load(str(tmp_path / "ref"))
+    assert resumed.info["resumed_from_epoch"] >= 2
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    np.testing.assert_array_equal(resumed.coef, whole.coef)
+
+
 def test_elastic_restart_resumes_from_the_checkpoint(small, tmp_path):
     ckpt, out = tmp_path / "ckpt", tmp_path / "m.safetensors"
     marker = uuid.uuid4().hex
