@@ -23,7 +23,8 @@ OUT_OF_MEMORY = "out of memory; train from CSV/Parquet files with --stream (boun
 EXAMPLES = {
     "train": "examples:\n  gradreg train crops --target mangoes --target oranges -o crops.safetensors\n"
     "  gradreg train data.parquet --target y --features a,b,c --solver exact\n"
-    "  gradreg train data.csv --target y --epochs 100 --val-fraction 0.2 --early-stopping 5 --json",
+    "  gradreg train data.csv --target y --epochs 100 --val-fraction 0.2 --early-stopping 5 --json\n"
+    "  gradreg train data/ --target y --nproc 4 --checkpoint-dir ckpt --max-restarts 2",
     "predict": "examples:\n  gradreg predict crops.safetensors crops > predictions.csv\n"
     "  gradreg predict model.safetensors new.parquet -o predictions.parquet",
     "evaluate": "examples:\n  gradreg evaluate crops.safetensors crops\n  gradreg evaluate model.safetensors test.csv --json",
@@ -231,14 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=["auto", "gloo", "nccl"],
         default="auto",
-        help="torch.distributed backend: auto is nccl on CUDA, gloo on the CPU (default: %(default)s)",
+        help="torch.distributed backend: auto is nccl with a GPU per rank, else gloo (default: %(default)s)",
     )
     dist.add_argument(
         "--timeout",
         type=_positive_float,
         default=600.0,
         metavar="SECONDS",
-        help="how long a rank waits for the others before the job fails (default: %(default)s)",
+        help="how long a rank waits for the others before the job fails (default: %(default)g)",
     )
     dist.add_argument("--verbose", action="store_true", help="let every rank print, not only rank 0")
     t.add_argument("--json", action="store_true", help="one JSON object per epoch, then a summary object")
