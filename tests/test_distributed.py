@@ -143,6 +143,13 @@ def test_shards_split_row_groups_and_files_without_overlap(tmp_path):
         assert max(rows) - min(rows) <= 2 * 200 or world > len(stream.units()) / 2
 
 
+def test_max_restarts_without_nproc_is_refused(capsys):
+    from gradreg.cli import main
+
+    assert main(["train", "crops", "--target", "mangoes", "--max-restarts", "2"]) == 2
+    assert "--max-restarts goes with --nproc" in capsys.readouterr().err
+
+
 # -- jobs --------------------------------------------------------------------------------------
 
 

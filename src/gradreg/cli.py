@@ -481,6 +481,8 @@ def _load_shard(args: argparse.Namespace, data: str, targets: Any, features: Any
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
 
+    if args.max_restarts and not args.nproc:
+        raise ConfigError("--max-restarts goes with --nproc; under torchrun, give torchrun its own --max-restarts")
     if args.nproc and not distributed.launched():
         return _launch(args)
     comm = distributed.init(args.backend, args.timeout, args.device)
