@@ -403,18 +403,19 @@ def train(
     opt_sol, factor = exact.fit_exact(
         chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device, comm=comm, n_targets=q
     )
-    warn = exact.warn_rank(opt_sol, ds.feature_names) if comm is None or comm.rank == 0 else _quiet_rank(opt_sol, ds)
+    warn = _rank_warnings(opt_sol, ds.feature_names, speak=comm is None or comm.rank == 0)
     info = _info(ds.source, fingerprint(ds, comm), n_all, n_train, n_val, device, opt_sol, ds.notices, comm)
     res = None
     if cfg.solver == "gd":
+        with_val = len(va) > 0 or comm is not None  # distributed, a rank without validation rows still takes part
         res = fit_gd(
             X,
             Y,
             w,
             cfg,
-            X_val=ds.X[va] if len(va) or comm is not None else None,
-            Y_val=ds.Y[va] if len(va) or comm is not None else None,
-            w_val=ds.sample_weight[va] if ((len(va) or comm is not None) and ds.sample_weight is not None) else None,
+            X_val=ds.X[va] if with_val else None,
+            Y_val=ds.Y[va] if with_val else None,
+            w_val=ds.sample_weight[va] if (with_val and ds.sample_weight is not None) else None,
             on_epoch=on_epoch,
             checkpoint=_checkpoint(ckpt, cfg, info["data_sha256"]),
             comm=comm,
@@ -443,15 +444,17 @@ def _any_rank(comm, flag: bool) -> bool:
     return flag if comm is None else bool(comm.max([float(flag)])[0])
 
 
-def _quiet_rank(sol, ds) -> list[str]:
-    """warn_rank's messages without its warning: only rank 0 speaks."""
+def _rank_warnings(sol, feature_names: list[str], speak: bool = True) -> list[str]:
+    """warn_rank's messages (collinear columns), issued as a RankWarning only when ``speak``
+    (distributed: rank 0 alone)."""
     import warnings as _w
 
     from .solvers import exact
 
     with _w.catch_warnings():
-        _w.simplefilter("ignore", exact.RankWarning)
-        return exact.warn_rank(sol, ds.feature_names)
+        if not speak:
+            _w.simplefilter("ignore", exact.RankWarning)
+        return exact.warn_rank(sol, feature_names)
 
 
 def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_metrics, info, warn, comm=None) -> FittedModel:
@@ -624,7 +627,7 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
     )
     if factor.sum_w <= 0:
         raise DataError(f"{sds.source}: all training weights are zero")
-    warn = exact.warn_rank(opt_sol, sds.feature_names) if comm is None or comm.rank == 0 else _quiet_rank(opt_sol, sds)
+    warn = _rank_warnings(opt_sol, sds.feature_names, speak=comm is None or comm.rank == 0)
     sha = digest.hexdigest(sds.feature_names, sds.target_names, seen["dtypes"], comm)
     info = _info(sds.source, sha, n + n_val, n, n_val, device, opt_sol, sds.notices, comm)
     info["streamed"] = True
@@ -693,11 +696,7 @@ def from_factor(factor, feature_names: list[str], target_names: list[str], cfg: 
     p, q = len(feature_names), len(target_names)
     with np.errstate(all="ignore"):
         sol = exact.solve(factor, p, l2=cfg.l2)
-    import warnings as _w
-
-    with _w.catch_warnings():
-        _w.simplefilter("ignore", exact.RankWarning)
-        warn = exact.warn_rank(sol, feature_names)
+    warn = _rank_warnings(sol, feature_names, speak=False)
     stats = exact.statistics(sol, cov_type="nonrobust", conf_level=cfg.conf_level) if factor.n_rows > p + 1 else []
     mse = sol.rss / sol.sum_w
     with np.errstate(divide="ignore", invalid="ignore"):
