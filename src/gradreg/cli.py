@@ -305,31 +305,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(COMMANDS[args.command](args) or 0)
-    except GradregError as e:
-        if args.debug:
-            raise
-        sys.stderr.write(f"Error: {e}\n")
-        return e.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("Error: interrupted\n")
-        return 130
     except BrokenPipeError:
         # `gradreg predict ... | head`: the reader left; that is not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except MemoryError:
-        sys.stderr.write(f"Error: {OUT_OF_MEMORY}\n")
-        return EXIT_FAILURE
-    except RuntimeError as e:  # torch reports a failed allocation as a RuntimeError
-        if args.debug or not any(s in str(e) for s in ("can't allocate memory", "out of memory")):
-            raise
-        sys.stderr.write(f"Error: {OUT_OF_MEMORY}\n")
-        return EXIT_FAILURE
-    except OSError as e:
-        if args.debug:
-            raise
-        sys.stderr.write(f"Error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}\n")
-        return EXIT_FAILURE
+    except (Exception, KeyboardInterrupt) as e:
+        text, code = _error_text(e, args)
+        if text is None or (args.debug and not isinstance(e, (KeyboardInterrupt, MemoryError))):
+            raise  # a bug shows its traceback; --debug shows every traceback
+        sys.stderr.write(f"Error: {text}\n")
+        return code
 
 
 def _console(stderr: bool = False):
@@ -534,16 +519,18 @@ def _communication_error(e: BaseException) -> bool:
 
 
 def _error_text(e: BaseException, args: argparse.Namespace) -> tuple[str | None, int | None]:
-    """The one-line message and exit status main() gives an error; (None, None) for a bug."""
+    """The one-line message and exit status of an error; (None, None) for a bug."""
     if isinstance(e, GradregError):
         return str(e), e.exit_code
     if isinstance(e, KeyboardInterrupt):
         return "interrupted", 130
-    if isinstance(e, MemoryError) or (
+    if isinstance(e, MemoryError) or (  # torch reports a failed allocation as a RuntimeError
         isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e))
     ):
         return OUT_OF_MEMORY, EXIT_FAILURE
-    if _communication_error(e):
+    from .distributed import launched
+
+    if launched() and _communication_error(e):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         return f"lost contact with the other ranks (a rank died, or --timeout {args.timeout:g} s passed): {first}", EXIT_FAILURE
     if isinstance(e, OSError):
