@@ -120,7 +120,7 @@ class Comm:
         return f"<Comm rank {self.rank} of {self.world} ({self.backend})>"
 
     def close(self) -> None:
-        """Leave the process group (its threads must not outlive the interpreter)."""
+        """Leave the process group."""
         import torch.distributed as dist
 
         if dist.is_initialized():

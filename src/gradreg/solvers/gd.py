@@ -473,19 +473,8 @@ class _Shard:
     wrapped in DistributedDataParallel (whose backward all-reduces the gradients)."""
 
     def __init__(self, comm, model: LinearModel, n: int, offset: int) -> None:
-        from torch.nn.parallel import DistributedDataParallel
-
         self.comm, self.n, self.offset = comm, n, offset
-        device_ids = [model.weight.device] if model.weight.device.type == "cuda" else None
-        # Buffers (the standardization) are equal on every rank already: no broadcast per step.
-        import inspect
-
-        no_sync = (
-            "forward_sync_buffers"
-            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-            else "broadcast_buffers"
-        )
-        self.forward = DistributedDataParallel(_Standardized(model), device_ids=device_ids, **{no_sync: False})
+        self.forward = _ddp(model)
 
     def batches(self, perm: torch.Tensor, B: int, n_local: int, device) -> list[tuple[torch.Tensor, int]]:
         """Per global batch of ``perm``: this rank's rows of it (local indices) and its size."""
@@ -493,6 +482,19 @@ class _Shard:
         local = (perm[mine] - self.offset).to(device)
         edges = torch.searchsorted(mine, torch.arange(0, self.n + B, B).clamp(max=self.n)).tolist()
         return [(local[edges[k] : edges[k + 1]], min(B, self.n - start)) for k, start in enumerate(range(0, self.n, B))]
+
+
+def _ddp(model: LinearModel):
+    """The model's standardized forward inside DistributedDataParallel, whose backward all-reduces
+    the gradients. The buffers (the standardization) are equal on every rank: none is sent per step."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [model.weight.device] if model.weight.device.type == "cuda" else None
+    params = inspect.signature(DistributedDataParallel).parameters
+    no_sync = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"  # renamed in torch 2.13
+    return DistributedDataParallel(_Standardized(model), device_ids=device_ids, **{no_sync: False})
 
 
 class _Standardized(torch.nn.Module):
@@ -697,7 +699,7 @@ def fit_gd_stream(
         shares = [[c // steps_per_epoch + (1 if k < c % steps_per_epoch else 0) for k in range(steps_per_epoch)] for c in counts]
         sizes = shares[comm.rank]
         totals = [sum(col) for col in zip(*shares)]
-        forward, world = _Shard(comm, model, n, 0).forward, comm.world
+        forward, world = _ddp(model), comm.world
 
     def train_epoch(epoch: int) -> torch.Tensor:
         sse = torch.zeros(q, dtype=torch.float64, device=device)
