@@ -137,17 +137,20 @@ class Comm:
         return int(t.item())
 
     def _message(self, text: str | None, src: int) -> str:
+        return self._broadcast((text or "").encode()[:4096] if self.rank == src else None, src).decode(errors="replace")
+
+    def _broadcast(self, data: bytes | None, src: int) -> bytes:
+        """``src``'s bytes on every rank (a length, then the bytes); no status exchange."""
         import torch
         import torch.distributed as dist
 
-        data = (text or "").encode()[:4096] if self.rank == src else b""
-        size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
+        size = torch.tensor([len(data) if self.rank == src and data is not None else 0], dtype=torch.int64, device=self.device)
         dist.broadcast(size, src)
-        buf = torch.zeros(int(size.item()), dtype=torch.uint8, device=self.device)
-        if self.rank == src:
+        buf = torch.empty(int(size.item()), dtype=torch.uint8, device=self.device)
+        if self.rank == src and size.item():
             buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
         dist.broadcast(buf, src)
-        return bytes(buf.cpu().numpy()).decode(errors="replace")
+        return bytes(buf.cpu().numpy())
 
     def check(self) -> None:
         """Meet the other ranks; raise :class:`RankFailedError` if one announced a failure.
@@ -312,17 +315,21 @@ class Comm:
         -------
         bytes
         """
-        import torch
-        import torch.distributed as dist
-
         self.check()
-        size = torch.tensor([len(data) if self.rank == src and data is not None else 0], dtype=torch.int64, device=self.device)
-        dist.broadcast(size, src)
-        buf = torch.empty(int(size.item()), dtype=torch.uint8, device=self.device)
-        if self.rank == src and size.item():
-            buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-        dist.broadcast(buf, src)
-        return bytes(buf.cpu().numpy())
+        return self._broadcast(data, src)
+
+    def counts(self, n: int) -> list[int]:
+        """Every rank's ``n`` (its rows), in rank order.
+
+        Parameters
+        ----------
+        n : int
+
+        Returns
+        -------
+        list of int
+        """
+        return [int(c[0]) for c in self.gather(np.array([n], dtype=np.int64))]
 
     def offsets(self, n: int) -> tuple[int, int]:
         """(rows on all ranks, rows on lower ranks) for this rank's ``n`` rows.
@@ -335,7 +342,7 @@ class Comm:
         -------
         tuple of int
         """
-        counts = [int(c[0]) for c in self.gather(np.array([n], dtype=np.int64))]
+        counts = self.counts(n)
         return sum(counts), sum(counts[: self.rank])
 
 

@@ -613,7 +613,7 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
         seen["lo"], seen["hi"] = np.full(p, np.inf), np.full(p, -np.inf)
         seen["y_peak"] = np.zeros(q)
     if comm is not None:
-        counts = [int(c[0]) for c in comm.gather(np.array([n_here], dtype=np.int64))]
+        counts = comm.counts(n_here)
         n, n_val = sum(counts), int(comm.sum([n_val])[0])
         seen["lo"], seen["hi"] = -comm.max(-seen["lo"]), comm.max(seen["hi"])
         seen["y_peak"], seen["w_max"] = comm.max(seen["y_peak"]), float(comm.max([seen["w_max"]])[0])
