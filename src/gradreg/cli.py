@@ -422,44 +422,37 @@ def _stream(args: argparse.Namespace, data: str):
 
 def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: Any = None, weight: Any = None, comm=None):
     """The training data: in memory when it fits (the fast path), else a StreamingDataset.
-    Distributed, only this rank's shard."""
-    from .data import load
-    from .stream import IN_MEMORY_BYTES, StreamingDataset
 
-    if comm is not None:
-        return _load_shard(args, data, targets, features, weight, comm)
-    stream = _stream(args, data)
-    if stream is None:
-        return load(data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter)
-    sds = StreamingDataset(stream, targets, features, weight=weight, drop_missing=args.drop_missing)
-    if getattr(args, "stream", False) or stream.estimated_bytes(len(sds.columns)) > IN_MEMORY_BYTES:
-        return sds
-    if len(stream.files) == 1:  # one file that fits: read it whole, as always
-        return load(data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter)
-    return sds.in_memory()
-
-
-def _load_shard(args: argparse.Namespace, data: str, targets: Any, features: Any, weight: Any, comm):
-    """This rank's rows: its Parquet row groups and CSV byte ranges (see distributed.shard), in
-    memory when the shard fits, else streamed; a built-in table or .npy/.npz file is read and cut
-    into contiguous row ranges."""
-    from . import distributed
+    Distributed, only this rank's rows: its Parquet row groups and CSV byte ranges (see
+    distributed.shard), in memory when the shard fits; a built-in table or a .npy/.npz file is
+    read and cut into contiguous row ranges.
+    """
     from .data import Dataset, load
     from .stream import IN_MEMORY_BYTES, StreamingDataset
 
-    if data == "-":
+    world, rank = (1, 0) if comm is None else (comm.world, comm.rank)
+    if comm is not None and data == "-":
         raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
+
+    def whole():
+        return load(data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter)
+
     stream = _stream(args, data)
     if stream is None:
-        ds = load(data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter)
-        n = len(ds.X)
-        lo, hi = n * comm.rank // comm.world, n * (comm.rank + 1) // comm.world
+        ds = whole()
+        if comm is None:
+            return ds
+        lo, hi = len(ds.X) * rank // world, len(ds.X) * (rank + 1) // world
         w = None if ds.sample_weight is None else ds.sample_weight[lo:hi]
         return Dataset(ds.X[lo:hi], ds.Y[lo:hi], ds.feature_names, ds.target_names, w, ds.source, ds.notices)
-    units = distributed.shard(stream, comm.world, comm.rank)
+    from .distributed import shard
+
+    units = None if comm is None else shard(stream, world, rank)
     sds = StreamingDataset(stream, targets, features, weight=weight, drop_missing=args.drop_missing, units=units)
-    if args.stream or stream.estimated_bytes(len(sds.columns)) / comm.world > IN_MEMORY_BYTES:
+    if getattr(args, "stream", False) or stream.estimated_bytes(len(sds.columns)) / world > IN_MEMORY_BYTES:
         return sds
+    if comm is None and len(stream.files) == 1:  # one file that fits: read it whole, as always
+        return whole()
     return sds.in_memory()
 
 
