@@ -72,7 +72,7 @@ def _single(path, **cfg) -> FittedModel:
 def _close(a: FittedModel, b: FittedModel, rtol: float) -> None:
     np.testing.assert_allclose(a.coef, b.coef, rtol=rtol)
     np.testing.assert_allclose(a.intercept, b.intercept, rtol=rtol)
-    for sa, sb in zip(a.stats, b.stats):
+    for sa, sb in zip(a.stats.values(), b.stats.values()):
         for k in STATS:
             np.testing.assert_allclose(sa[k], sb[k], rtol=rtol, err_msg=k)
     for split in b.metrics:

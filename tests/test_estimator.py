@@ -97,7 +97,7 @@ def test_exact_partial_fit_equals_one_fit_on_all_rows():
     whole = LinearRegressor(solver="exact").fit(X, Y, sample_weight=w)
     np.testing.assert_allclose(inc.coef_, whole.coef_, rtol=1e-10)
     np.testing.assert_allclose(inc.intercept_, whole.intercept_, rtol=1e-10)
-    for a, b in zip(inc.model_.stats, whole.model_.stats):
+    for a, b in zip(inc.model_.stats.values(), whole.model_.stats.values()):
         for key in ("std_err", "t", "p", "ci_low", "ci_high"):
             np.testing.assert_allclose(a[key], b[key], rtol=1e-8)
         assert a["r2"] == pytest.approx(b["r2"], rel=1e-10)

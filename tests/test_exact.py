@@ -80,7 +80,7 @@ def test_collinear_columns_warn_and_give_minimum_norm():
     mu, sd = X.mean(0), X.std(0)
     gamma = np.linalg.pinv((X - mu) / sd) @ (Y[:, 0] - Y[:, 0].mean())
     np.testing.assert_allclose(m.coef[0], gamma / sd, rtol=1e-8)
-    se = m.stats[0]["std_err"]
+    se = m.stats[m.target_names[0]]["std_err"]
     assert np.isnan(se[[1, 2, 5]]).all() and np.isfinite(se[[0, 3, 4]]).all()
 
 
@@ -91,7 +91,7 @@ def test_constant_column_is_aliased_with_intercept():
         m = train(Dataset(X, Y, ["a", "b", "c", "k"], ["y"]), TrainConfig(solver="exact"))
     coef, icpt = ols(X[:, :3], Y)
     np.testing.assert_allclose(m.coef[0, :3], coef[0], rtol=1e-10)
-    assert m.coef[0, 3] == 0 and np.isnan(m.stats[0]["std_err"][4])
+    assert m.coef[0, 3] == 0 and np.isnan(m.stats[m.target_names[0]]["std_err"][4])
 
 
 def test_full_rank_fit_does_not_warn():

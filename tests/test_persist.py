@@ -31,7 +31,7 @@ def test_round_trip(model_path, tmp_path):
     assert m2.feature_names == ["temperature", "rainfall", "humidity"]
     assert m2.target_names == ["mangoes", "oranges"]
     assert m2.config["batch_size"] == 3 and m2.info["torch_version"]
-    np.testing.assert_array_equal(m.stats[0]["std_err"], m2.stats[0]["std_err"])
+    np.testing.assert_array_equal(m.stats[m.target_names[0]]["std_err"], m2.stats[m2.target_names[0]]["std_err"])
     assert m2.optimum["mean_objective"] == m.optimum["mean_objective"]
 
 

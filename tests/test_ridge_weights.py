@@ -41,7 +41,7 @@ def test_exact_ridge_matches_sklearn_convention(l2, intercept):
 
 def test_ridge_statistics_are_nan_not_garbage():
     m = train(data(), TrainConfig(solver="exact", l2=0.1))
-    s = m.stats[0]
+    s = m.stats[m.target_names[0]]
     assert np.isnan(s["std_err"]).all() and np.isnan(s["f"])
     assert 0 < s["r2"] < 1
 

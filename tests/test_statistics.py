@@ -68,7 +68,7 @@ def test_matches_statsmodels(data, intercept, cov):
     m = train(Dataset(X, Y, features, targets), TrainConfig(solver="exact", fit_intercept=intercept, cov_type=cov))
     for t in range(Y.shape[1]):
         res, conf = reference(X, Y[:, t], intercept, cov)
-        check(m.stats[t], res, conf)
+        check(list(m.stats.values())[t], res, conf)
 
 
 @pytest.mark.parametrize("cov", ["nonrobust", "HC1", "HC3"])
@@ -78,21 +78,21 @@ def test_weighted_matches_statsmodels_wls(cov):
     m = train(Dataset(X, Y, features, targets, w), TrainConfig(solver="exact", cov_type=cov))
     for t in range(3):
         res, conf = reference(X, Y[:, t], True, cov, w)
-        check(m.stats[t], res, conf)
+        check(list(m.stats.values())[t], res, conf)
 
 
 def test_conf_level():
     X, Y, features, targets = longley()
     m = train(Dataset(X, Y, features, targets), TrainConfig(solver="exact", conf_level=0.9))
     res, _ = reference(X, Y[:, 0], True, "nonrobust")
-    check(m.stats[0], res, 0.9)
+    check(m.stats[m.target_names[0]], res, 0.9)
 
 
 def test_gd_statistics_use_its_own_coefficients():
     X, Y, features, targets = linnerud()
     m = train(Dataset(X, Y, features, targets), TrainConfig(epochs=200))
-    np.testing.assert_allclose(m.stats[0]["coef"][1:], m.coef[0], rtol=1e-15)
-    assert m.stats[0]["r2"] == pytest.approx(m.metrics["train"]["r2"][0], rel=1e-10)
+    np.testing.assert_allclose(m.stats[m.target_names[0]]["coef"][1:], m.coef[0], rtol=1e-15)
+    assert m.stats[m.target_names[0]]["r2"] == pytest.approx(m.metrics["train"]["r2"][0], rel=1e-10)
 
 
 def lre(est, cert):

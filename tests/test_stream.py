@@ -76,7 +76,7 @@ def test_streamed_exact_equals_in_memory(parts, cov):
     streamed, whole = train(sds, cfg), train(sds.in_memory(), cfg)
     np.testing.assert_allclose(streamed.coef, whole.coef, rtol=1e-10)
     np.testing.assert_allclose(streamed.intercept, whole.intercept, rtol=1e-10)
-    for s, t in zip(streamed.stats, whole.stats):
+    for s, t in zip(streamed.stats.values(), whole.stats.values()):
         for key in ("std_err", "t", "ci_low"):
             np.testing.assert_allclose(s[key], t[key], rtol=1e-8)
         assert s["r2"] == pytest.approx(t["r2"], rel=1e-12)

@@ -106,6 +106,7 @@ class Dataset:
     sample_weight: np.ndarray | None = None
     source: str = "<array>"
     notices: list[str] = field(default_factory=list)
+    dtypes: dict[str, str] | None = None  # column name → its type as read (the model file's schema)
 
 
 def builtin_names() -> list[str]:
@@ -521,6 +522,7 @@ def select(
         raise DataError(f"{table.source}: need at least {min_rows} data rows; got {Xa.shape[0]}")
     if w is not None and not (w > 0).any():
         raise DataError(f"{table.where(None, weight)}: all weights are zero; at least one must be > 0")
+    schema = table.data.schema
     return Dataset(
         Xa,  # column_stack makes it C-contiguous; float32 columns stay float32
         Ya,
@@ -529,6 +531,7 @@ def select(
         w,
         table.source,
         notices,
+        {n: str(schema.field(seen[n]).type) for n in list(chosen_features) + targets},
     )
 
 

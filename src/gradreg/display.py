@@ -59,8 +59,8 @@ def metrics_table(metrics: dict[str, dict[str, list[float]]], targets: list[str]
 
 def summary_text(model, target: int) -> str:
     """A statsmodels-style summary of one target, as plain text."""
-    s = model.stats[target]
     name = model.target_names[target]
+    s = model.stats[name]
     cfg = model.config
     width = 78
     lines = ["=" * width, f"{'gradreg regression results':^{width}}", "=" * width]
@@ -138,7 +138,7 @@ def coef_html(model, with_stats: bool = True) -> str:
     import html
 
     esc = html.escape
-    stats = model.stats if with_stats else []
+    stats = [model.stats[t] for t in model.target_names] if with_stats and model.stats else []
     head = "".join(f'<th colspan="{5 if stats else 1}" style="text-align:center">{esc(t)}</th>' for t in model.target_names)
     sub = "".join(
         ("<th>coef</th><th>std err</th><th>t</th><th>P&gt;|t|</th><th>CI</th>" if stats else "<th>coef</th>")
@@ -242,7 +242,7 @@ class Summary:
 
         parts = []
         for t in self.targets:
-            s = self.model.stats[t]
+            s = self.model.stats[self.model.target_names[t]]
             head = (
                 f"<p><b>{html.escape(self.model.target_names[t])}</b>: R² {fmt(s['r2'])}, adj. R² {fmt(s['r2_adj'])}, "
                 f"F {fmt(s['f'])} (p {fmt(s['f_p'])}), n {int(s['nobs'])}, cov {html.escape(str(s.get('cov_type')))}</p>"

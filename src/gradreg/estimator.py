@@ -164,7 +164,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Xa, Ya, w, y_1d, names, target_names = self._arrays(X, y, sample_weight, reset=True, min_samples=2)
         if w is not None and not (w > 0).any():
             raise DataError("sample_weight: all weights are zero; at least one must be > 0")
-        ds = Dataset(Xa, Ya, names, target_names, w, "<array>")
+        ds = Dataset(Xa, Ya, names, target_names, w, "<array>", dtypes=_dtypes(X, names))
         self._set_fitted(train(ds, cfg), y_1d)
         self.__dict__.pop("_incremental", None)  # fit starts afresh; partial_fit continues from here
         return self
@@ -251,7 +251,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     def _set_fitted(self, model: FittedModel, y_1d: bool) -> None:
         self.model_ = model
         model.info["y_1d"] = y_1d
-        model.info["named_features"] = hasattr(self, "feature_names_in_")  # False: x0, x1, ... stand in
+        named = hasattr(self, "feature_names_in_")  # False: x0, x1, ... stand in
+        model.info["named_features"] = named
+        model.schema["named"] = named
         self._y_1d = y_1d
         self.coef_ = model.coef[0].copy() if y_1d else model.coef.copy()
         self.intercept_ = float(model.intercept[0]) if y_1d else model.intercept.copy()
@@ -324,6 +326,15 @@ def _numpy(a: Any) -> Any:
     return a
 
 
+def _dtypes(X: Any, names: list[str]) -> dict[str, str]:
+    """Each feature's dtype as given (a DataFrame's per column, an array's for all)."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is not None and hasattr(dtypes, "items") and hasattr(X, "columns"):
+        return {str(k): str(v) for k, v in dtypes.items()}
+    dtype = getattr(X, "dtype", None)
+    return {n: str(dtype).replace("torch.", "") for n in names} if dtype is not None else {}
+
+
 def _target_names(y: Any) -> list[str] | None:
     cols = getattr(y, "columns", None)
     if cols is not None:
@@ -350,8 +361,10 @@ def load(path: str) -> LinearRegressor:
     model = FittedModel.load(path)
     params = {k: v for k, v in model.config.items() if k in LinearRegressor._get_param_names()}
     est = LinearRegressor(**params)
-    est._set_fitted(model, len(model.target_names) == 1 and model.info.get("y_1d", False))
     est.n_features_in_ = model.n_features
-    if model.info.get("named_features", True):  # CLI models always have column names
+    if model.schema.get("named", True):  # from the file's schema: CLI models always have column names
+        # set before _set_fitted, which records it: predict then matches DataFrame columns by
+        # name and refuses others, exactly as the estimator that was saved did
         est.feature_names_in_ = np.asarray(model.feature_names, dtype=object)
+    est._set_fitted(model, len(model.target_names) == 1 and model.info.get("y_1d", False))
     return est

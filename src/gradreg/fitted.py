@@ -52,16 +52,22 @@ class FittedModel:
         Split (``train``, ``val``) → metric (``mse``, ``rmse``, ``mae``, ``r2``) → list per target.
     optimum : dict
         The exact least-squares objective and solution, and the gap of this fit to it.
-    stats : list of dict
-        Per target: ``coef``, ``std_err``, ``t``, ``p``, ``ci_low``, ``ci_high`` (intercept first)
-        and ``r2``, ``r2_adj``, ``f``, ``f_p``, ``aic``, ``bic``, … (see
-        :func:`gradreg.solvers.exact.statistics`).
+    stats : dict of str to dict
+        Keyed by target name, in the order of ``target_names`` (the shape ``gradreg inspect
+        --json`` prints): ``terms`` (``intercept`` first, then the features), the arrays
+        ``coef``, ``std_err``, ``t``, ``p``, ``ci_low``, ``ci_high`` over the terms, and
+        ``r2``, ``r2_adj``, ``f``, ``f_p``, ``aic``, ``bic``, … (see
+        :func:`gradreg.solvers.exact.statistics`). A list in target order is accepted and keyed.
     history : list of dict
         Per epoch of gradient descent: ``epoch``, ``loss``, ``val_loss``, ``lr``, ``seconds``.
     info : dict
         Versions, data source and fingerprint, rows, device, condition number, and the like.
     warnings : list of str
-        For example collinear columns.
+        For example collinear columns, or a gradient-descent fit that ended far from the optimum.
+    schema : dict
+        The input the model expects: ``features`` and ``targets`` as lists of ``{"name", "dtype"}``
+        in the model's order (dtype as read: ``double``, ``int64``, ``float32``, …), and ``named``
+        (False when the model was fitted on arrays without column names: x0, x1, … stand in).
     """
 
     feature_names: list[str]
@@ -75,10 +81,20 @@ class FittedModel:
     config: dict[str, Any]
     metrics: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # split → metric → per target
     optimum: dict[str, Any] = field(default_factory=dict)
-    stats: list[dict[str, Any]] = field(default_factory=list)  # per target, see solvers.exact.statistics
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # by target name, see solvers.exact.statistics
     history: list[dict] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    schema: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stats, list):  # solvers return one dict per target, in order
+            self.stats = dict(zip(self.target_names, self.stats))
+        terms = (["intercept"] if self.config.get("fit_intercept", True) else []) + list(self.feature_names)
+        for s in self.stats.values():
+            s.setdefault("terms", terms)
+        if not self.schema:
+            self.schema = make_schema(self.feature_names, self.target_names)
 
     @property
     def n_features(self) -> int:
@@ -89,15 +105,23 @@ class FittedModel:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Columns in the order of ``feature_names``.
+        X : array-like of shape (n_samples, n_features), or a table with named columns
+            An array's columns are taken in the order of ``feature_names``. A pandas DataFrame,
+            a pyarrow Table or a dict of columns is matched by name: extra columns are ignored,
+            and a missing feature column is an error (a model fitted on unnamed arrays refuses
+            named input whose names are not its x0, x1, …).
 
         Returns
         -------
         ndarray of shape (n_samples, n_targets)
             float64.
+
+        Raises
+        ------
+        DataError
+            A missing feature column, or an array of the wrong width.
         """
-        X = np.asarray(X)
+        X = self._by_name(X)
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
@@ -109,6 +133,33 @@ class FittedModel:
             np.matmul(block.astype(np.float64, copy=False), coef_t, out=out[start : start + CHUNK_ROWS])
         out += self.intercept
         return out
+
+    def _by_name(self, X: Any) -> np.ndarray:
+        """A table's feature columns in the model's order, by name; an array as it is."""
+        names = getattr(X, "column_names", None)  # pyarrow.Table
+        if names is None and hasattr(X, "columns") and not isinstance(X, np.ndarray):
+            names = list(X.columns)  # pandas / polars DataFrame
+        if names is None and isinstance(X, dict):
+            names = list(X)
+        if names is None:
+            return np.asarray(X)
+        names = [str(n) for n in names]
+        lacking = [f for f in self.feature_names if f not in names]
+        if lacking:
+            raise DataError(
+                f"X lacks the model's feature column(s) {', '.join(map(repr, lacking))}; it has {', '.join(map(repr, names))}"
+            )
+
+        def column(f: str) -> np.ndarray:
+            c = X[f] if not hasattr(X, "column_names") else X.column(f)
+            c = c.to_numpy() if hasattr(c, "to_numpy") else np.asarray(c)
+            try:
+                return np.asarray(c, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise DataError(f"X, column {f!r}: expected numbers; got dtype {c.dtype}") from None
+
+        cols = [column(f) for f in self.feature_names]
+        return np.column_stack(cols) if cols else np.empty((len(X), 0))
 
     def __repr__(self) -> str:
         solver = self.config.get("solver", "?")
@@ -131,16 +182,18 @@ class FittedModel:
         path : str
         """
         tensors = {k: getattr(self, k) for k in TENSORS}
+        stats = [self.stats[t] for t in self.target_names] if self.stats else []
         for name in STAT_ARRAYS[1:]:
-            if self.stats:
-                tensors[f"stats.{name}"] = np.array([s[name] for s in self.stats], dtype=np.float64)
+            if stats:
+                tensors[f"stats.{name}"] = np.array([s[name] for s in stats], dtype=np.float64)
         meta = {
             "feature_names": self.feature_names,
             "target_names": self.target_names,
+            "schema": self.schema,
             "config": self.config,
             "metrics": self.metrics,
             "optimum": self.optimum,
-            "stats": [{k: s[k] for k in STAT_SCALARS + ("cov_type", "conf_level") if k in s} for s in self.stats],
+            "stats": [{k: _infinite_as_text(s[k]) for k in STAT_SCALARS + ("cov_type", "conf_level") if k in s} for s in stats],
             "history": self.history,
             "info": self.info,
             "warnings": self.warnings,
@@ -193,7 +246,7 @@ class FittedModel:
             if len(raw_stats) != q or any(f"stats.{n}" not in tensors for n in STAT_ARRAYS[1:]):
                 raise ModelFileError(f"{path}: statistics do not match the {q} target(s)")
             for t, s in enumerate(raw_stats):
-                entry = {k: (np.nan if v is None else v) for k, v in s.items()}
+                entry = {k: (np.nan if v is None else _text_as_infinite(v)) for k, v in s.items()}
                 entry["coef"] = (
                     np.concatenate([[tensors["intercept"][t]], tensors["coef"][t]]) if has_intercept else tensors["coef"][t]
                 )
@@ -216,6 +269,7 @@ class FittedModel:
             history=meta.get("history") or [],
             info=meta.get("info") or {},
             warnings=meta.get("warnings") or [],
+            schema=_read_schema(meta.get("schema"), features, targets, meta.get("info") or {}, path),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -235,10 +289,64 @@ class FittedModel:
             "config": self.config,
             "info": self.info,
             "warnings": self.warnings,
+            "schema": self.schema,
         }
-        if self.stats:
-            out["stats"] = {t: {k: v for k, v in s.items() if k != "coef"} for t, s in zip(self.target_names, self.stats)}
+        if self.stats:  # the same shape as self.stats; ±inf (an exact fit's t, F) as "inf"/"-inf"
+            out["stats"] = {t: {k: _infinite_as_text(v) for k, v in self.stats[t].items()} for t in self.target_names}
         return persist.jsonable(out)
+
+
+def make_schema(
+    feature_names: list[str], target_names: list[str], dtypes: dict[str, str] | None = None, named: bool = True
+) -> dict[str, Any]:
+    """The input schema a model file carries: names and order, dtypes as read, and whether the
+    names are real column names.
+
+    Parameters
+    ----------
+    feature_names, target_names : list of str
+    dtypes : dict of str to str, optional
+        Column name → type as read (``"double"``, ``"int64"``, ``"float32"``…); ``"float64"`` if absent.
+    named : bool
+        False when x0, x1, … stand in for an array's columns.
+
+    Returns
+    -------
+    dict
+    """
+    dtypes = dtypes or {}
+    return {
+        "features": [{"name": f, "dtype": dtypes.get(f, "float64")} for f in feature_names],
+        "targets": [{"name": t, "dtype": dtypes.get(t, "float64")} for t in target_names],
+        "named": bool(named),
+    }
+
+
+def _read_schema(raw: Any, features: list[str], targets: list[str], info: dict, path: str) -> dict[str, Any]:
+    """The schema of a model file, checked against its feature and target names (files written
+    before the schema existed get one from those names)."""
+    if raw is None:
+        return make_schema(features, targets, named=info.get("named_features", True))
+    try:
+        names = [str(c["name"]) for c in raw["features"]], [str(c["name"]) for c in raw["targets"]]
+    except (KeyError, TypeError):
+        raise ModelFileError(f"{path}: model schema lacks feature/target names") from None
+    if names != (features, targets):
+        raise ModelFileError(f"{path}: the model's schema does not match its feature and target names")
+    return raw
+
+
+def _infinite_as_text(v: Any) -> Any:
+    """±inf as "inf"/"-inf" (JSON has no infinity; an exact fit's F and t are infinite)."""
+    if isinstance(v, (float, np.floating)) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if isinstance(v, np.ndarray) and v.dtype.kind == "f" and np.isinf(v).any():
+        return [_infinite_as_text(x) for x in v.tolist()]
+    return v
+
+
+def _text_as_infinite(v: Any) -> Any:
+    return {"inf": math.inf, "-inf": -math.inf}.get(v, v) if isinstance(v, str) else v
 
 
 class Fingerprint:
@@ -434,7 +542,9 @@ def train(
             acc.merge_ranks(comm)
         return {k: v.tolist() for k, v in acc.result().items()}
 
-    model = _finish(cfg, device, ds.feature_names, ds.target_names, opt_sol, chunks, res, val_metrics, info, warn, comm)
+    model = _finish(
+        cfg, device, ds.feature_names, ds.target_names, opt_sol, chunks, res, val_metrics, info, warn, comm, ds.dtypes
+    )
     model._factor = factor  # not saved: LinearRegressor.partial_fit can merge more rows into it
     return model
 
@@ -457,7 +567,9 @@ def _rank_warnings(sol, feature_names: list[str], speak: bool = True) -> list[st
         return exact.warn_rank(sol, feature_names)
 
 
-def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_metrics, info, warn, comm=None) -> FittedModel:
+def _finish(
+    cfg, device, feature_names, target_names, opt_sol, chunks, res, val_metrics, info, warn, comm=None, dtypes=None
+) -> FittedModel:
     """After the solvers: the residual pass, statistics, metrics and the gap, as a FittedModel."""
     from .solvers import exact
 
@@ -522,6 +634,7 @@ def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_
         history=history,
         info=info,
         warnings=warn,
+        schema=make_schema(list(feature_names), list(target_names), dtypes),
     )
 
 

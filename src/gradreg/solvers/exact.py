@@ -33,6 +33,10 @@ __all__ = ["Factor", "ExactSolution", "fit_exact", "solve", "statistics", "resid
 
 COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")
 RCOND = 1e-11  # singular values below this fraction of the largest count as collinear
+# A residual norm below this fraction of the target's (uncentered) norm is rounding, not a residual:
+# the fit is exact. Float64 residuals carry rounding of a few ulps of |y| and |Xβ|; NIST's Wampler1
+# and Wampler2, certified exact, give 2e-21 and 8e-17; no measured data hold 12 digits beyond a fit.
+EXACT_FIT_RTOL = 1e-12
 
 
 @dataclass
@@ -355,6 +359,7 @@ class ExactSolution:
     cov_unscaled: np.ndarray
     collinear_groups: list[list[int]] = field(default_factory=list)
     constant_columns: list[int] = field(default_factory=list)
+    y_mean: np.ndarray | None = None  # weighted target means: the scale of an exact fit's rounding
 
     @property
     def df_resid(self) -> float:
@@ -463,6 +468,7 @@ def solve(factor: Factor, n_features: int, *, l2: float = 0.0, rcond: float = RC
         cov_unscaled=cov_unscaled,
         collinear_groups=groups,
         constant_columns=[int(j) for j in np.flatnonzero(constant)],
+        y_mean=ym.copy(),
     )
 
 
@@ -713,6 +719,11 @@ def statistics(
     ``bic``, ``nobs``. Robust (HC*) covariances use the t distribution like Stata and
     statsmodels' ``use_t=True``; the F statistic then is the robust Wald test.
 
+    An exact fit (residuals at rounding level, see :func:`exact_fits`) has RSS 0: ``sigma`` and
+    every ``std_err`` are 0, the intervals collapse onto the estimates, ``t`` is ±inf (NaN for a
+    coefficient of exactly 0) with ``p`` 0, ``f`` is inf with ``f_p`` 0, ``llf`` is +inf and
+    ``aic``/``bic`` are −inf, for every ``cov_type``; R² is 1 (NaN for a constant target).
+
     Parameters
     ----------
     sol : ExactSolution
@@ -746,9 +757,12 @@ def statistics(
     T = np.eye(p + 1)
     if sol.fit_intercept:
         T[0, 1:] = -sol.x_mean
+    exact_fit = exact_fits(sol)
     out = []
     for t in range(q):
         rss, tss = float(sol.rss[t]), float(sol.tss[t])
+        if exact_fit[t]:
+            rss = 0.0  # statsmodels would report its rounding noise (sigma 1e-15, F 1e30) as if it were real
         sigma2 = rss / df_resid if df_resid > 0 else nan
         est = np.concatenate([[sol.intercept[t]], sol.coef[t]]) if sol.fit_intercept else sol.coef[t].copy()
         if ridge:
@@ -757,7 +771,7 @@ def statistics(
             bread = np.zeros((p + 1, p + 1))
             bread[0, 0] = 1.0 / sol.sum_w if sol.fit_intercept else 0.0
             bread[1:, 1:] = np.nan_to_num(sol.cov_unscaled)
-            if cov_type == "nonrobust":
+            if cov_type == "nonrobust" or exact_fit[t]:  # an exact fit's robust meat is rounding too
                 cov_c = sigma2 * bread
             else:
                 if meat is None:
@@ -773,13 +787,15 @@ def statistics(
             cov = cov[1:, 1:]
         se = np.sqrt(np.diag(cov))
         with np.errstate(divide="ignore", invalid="ignore"):
-            tval = est / se
+            tval = est / se  # an exact fit: ±inf (NaN for a coefficient of exactly 0)
         pval = 2 * sp.stdtr(df_resid, -np.abs(tval)) if df_resid > 0 else np.full_like(se, nan)
         crit = sp.stdtrit(df_resid, 0.5 + conf_level / 2) if df_resid > 0 else nan
         r2 = 1 - rss / tss if tss > 0 else nan
         r2_adj = 1 - (n - k_const) / df_resid * (1 - r2) if df_resid > 0 else nan
         if ridge or df_model == 0 or df_resid <= 0:
             f = f_p = nan
+        elif exact_fit[t]:
+            f, f_p = (math.inf, 0.0) if tss > 0 else (nan, nan)  # all variation explained, none left
         elif cov_type == "nonrobust":
             f = ((tss - rss) / df_model) / sigma2
             f_p = float(sp.fdtrc(df_model, df_resid, f))
@@ -789,7 +805,10 @@ def statistics(
             sub = cov[np.ix_(idx, idx)]
             f = float(b @ np.linalg.solve(sub, b)) / len(idx)
             f_p = float(sp.fdtrc(len(idx), df_resid, f))
-        llf = -n / 2 * (math.log(2 * math.pi) + math.log(rss / n) + 1) + sol.sum_log_w / 2 if rss > 0 else nan
+        if rss > 0:
+            llf = -n / 2 * (math.log(2 * math.pi) + math.log(rss / n) + 1) + sol.sum_log_w / 2
+        else:
+            llf = math.inf if exact_fit[t] else nan  # the likelihood of a zero-variance fit is unbounded
         n_params = df_model + k_const
         out.append(
             {
@@ -815,6 +834,25 @@ def statistics(
             }
         )
     return out
+
+
+def exact_fits(sol: ExactSolution) -> np.ndarray:
+    """Per target: is the fit exact, its residuals only rounding (``EXACT_FIT_RTOL``)?
+
+    Measured against the target's uncentered norm, which sets the size of the residuals' rounding.
+
+    Parameters
+    ----------
+    sol : ExactSolution
+
+    Returns
+    -------
+    ndarray of bool, shape (n_targets,)
+    """
+    scale = np.asarray(sol.tss, dtype=np.float64)  # uncentered without an intercept
+    if sol.y_mean is not None and sol.fit_intercept:
+        scale = scale + sol.sum_w * np.asarray(sol.y_mean) ** 2
+    return np.asarray(sol.rss) <= EXACT_FIT_RTOL**2 * scale
 
 
 def fit_exact(
