@@ -32,7 +32,9 @@ def test_huge_tiny_and_mixed_magnitudes_are_fitted(solver, dtype, scale, y_scale
     est = LinearRegressor(solver=solver, dtype=dtype, epochs=30).fit(X, y)
     ref = LinearRegression().fit(X0, Y0)  # the same problem in unit scale
     np.testing.assert_allclose(est.coef_ * scale / y_scale, ref.coef_, rtol=1e-9 if solver == "exact" else 0.02)
-    assert est.model_.stats[est.model_.target_names[0]]["r2"] == pytest.approx(ref.score(X0, Y0), rel=1e-9 if solver == "exact" else 1e-3)
+    assert est.model_.stats[est.model_.target_names[0]]["r2"] == pytest.approx(
+        ref.score(X0, Y0), rel=1e-9 if solver == "exact" else 1e-3
+    )
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,16 @@ def gap_line(model) -> str:
     """'train MSE 0.9126 (optimum 0.9094, +0.35%)' — the distance to the exact optimum."""
     o = model.optimum
     kind = "MSE" if o.get("kind", "MSE") == "MSE" else "objective"
-    return f"train {kind} {o['mean_train_objective']:.4f} (optimum {o['mean_objective']:.4f}, {o['gap']:+.2%})"
+    ours, best = o["mean_train_objective"], o["mean_objective"]
+    gap = o.get("gap")
+    if o.get("optimum_near_zero") or gap is None or gap != gap:  # an exact fit: a relative gap means nothing
+        return f"train {kind} {_small(ours)} (optimum {_small(best)}, an exact fit; {_small(o.get('gap_abs', ours - best), '+')} absolute)"
+    return f"train {kind} {_small(ours)} (optimum {_small(best)}, {gap:+.2%})"
+
+
+def _small(x: float, sign: str = "") -> str:
+    """4 decimals, or 4 significant digits for what 4 decimals would show as 0.0000."""
+    return f"{x:{sign}.4f}" if x == 0 or abs(x) >= 1e-3 else f"{x:{sign}.3e}"
 
 
 def coef_table(model) -> Any:

@@ -529,7 +529,7 @@ def train(
             comm=comm,
             n_total=n_train,
             offset=train_first,
-            **_gd_hints(factor, p),
+            **_gd_hints(factor, p, precondition=True),
         )
 
     def val_metrics(coef, intercept):
@@ -613,11 +613,22 @@ def _finish(
         "mean_objective": float(optimum_obj.mean()),
         "train_objective": objective.tolist(),
         "mean_train_objective": float(objective.mean()),
-        "gap": float(objective.mean() / optimum_obj.mean() - 1) if optimum_obj.mean() > 0 else 0.0,
+        **gap_to_optimum(float(objective.mean()), float(optimum_obj.mean()), _mean_square(opt_sol)),
         "coef": opt_sol.coef.tolist(),
         "intercept": opt_sol.intercept.tolist(),
         "kind": "ridge objective" if cfg.l2 > 0 else "MSE",
     }
+    if res is not None:
+        info["converged"] = optimum["within_tolerance"]
+        if not optimum["within_tolerance"]:
+            message = _convergence_message(cfg, optimum, res, opt_sol, streamed=bool(info.get("streamed")))
+            warn = [*warn, message]
+            if comm is None or comm.rank == 0:  # distributed, rank 0 alone speaks
+                import warnings as _w
+
+                from sklearn.exceptions import ConvergenceWarning
+
+                _w.warn(message, ConvergenceWarning, stacklevel=3)
     return FittedModel(
         feature_names=list(feature_names),
         target_names=list(target_names),
@@ -636,6 +647,76 @@ def _finish(
         warnings=warn,
         schema=make_schema(list(feature_names), list(target_names), dtypes),
     )
+
+
+GAP_TOLERANCE = 0.01  # a gradient-descent fit more than 1% above the exact optimum has not converged
+# Below this fraction of the target's mean square the optimum counts as 0 (an exact fit): the
+# relative gap is then meaningless, and the absolute one is judged instead. Float32 descent ends
+# about 1e-14 of it above an exact fit; 1e-10 leaves room without hiding a real gap.
+NEAR_ZERO = 1e-10
+
+
+def gap_to_optimum(objective: float, optimum: float, y_square: float) -> dict[str, Any]:
+    """How far a fit's objective is above the exact optimum, and whether that is within tolerance.
+
+    Parameters
+    ----------
+    objective, optimum : float
+        Mean over targets of the fit's and the optimum's objective (MSE, + ridge penalty).
+    y_square : float
+        Mean over targets of the target's (weighted) mean square: the scale against which an
+        optimum of about 0 is judged.
+
+    Returns
+    -------
+    dict
+        ``gap`` (relative; NaN when the optimum is about 0), ``gap_abs``, ``optimum_near_zero``
+        and ``within_tolerance`` (gap ≤ 1%, or an absolute gap ≤ 1e-10 of ``y_square`` when the
+        optimum is about 0).
+    """
+    excess = objective - optimum
+    floor = NEAR_ZERO * max(y_square, 0.0)
+    near_zero = optimum <= floor
+    gap = math.nan if near_zero else excess / optimum
+    within = excess <= floor if near_zero else excess <= GAP_TOLERANCE * optimum + floor
+    return {"gap": gap, "gap_abs": excess, "optimum_near_zero": bool(near_zero), "within_tolerance": bool(within)}
+
+
+def _mean_square(sol) -> float:
+    """Mean over targets of the weighted mean square of the target (about 0, offset included)."""
+    ss = sol.tss + (sol.sum_w * sol.y_mean**2 if sol.fit_intercept and sol.y_mean is not None else 0.0)
+    return float((ss / sol.sum_w).mean())
+
+
+def _convergence_message(cfg: TrainConfig, optimum: dict, res, opt_sol, streamed: bool = False) -> str:
+    """The warning for a gradient-descent fit that ended short of the optimum, with its remedies."""
+    kind = "MSE" if cfg.l2 == 0 else "objective"
+    ours, best = optimum["mean_train_objective"], optimum["mean_objective"]
+    if optimum["optimum_near_zero"]:
+        how = f"{kind} {ours:.4g} where the exact fit has {best:.3g} (about 0)"
+    else:
+        ratio = ours / best
+        times = f"{ratio:,.0f}×" if ratio >= 100 else f"{ratio:.3g}×"
+        above = f"{times} the" if optimum["gap"] >= 1 else f"{optimum['gap']:+.1%} above the"
+        how = f"{kind} {ours:.6g}, {above} exact optimum {best:.6g}"
+    remedies = []
+    if not cfg.standardize:
+        remedies.append("drop --no-standardize (standardize=True), which preconditions descent")
+    if cfg.lr is not None:
+        remedies.append(f"leave the learning rate to gradreg (no --lr / lr=None; now {cfg.lr:g})")
+    if cfg.optimizer == "adam":
+        remedies.append("use the default optimizer (--optimizer sgd / optimizer='sgd')")
+    if res.stopped_early:
+        remedies.append("raise --early-stopping (early_stopping=)")
+    if cfg.dtype == "float32" and opt_sol.condition_number > 1e5:
+        remedies.append(
+            f"use --dtype float64 (dtype='float64'): float32 cannot hold this design well "
+            f"(condition number {opt_sol.condition_number:.2g})"
+        )
+    if streamed and cfg.standardize:
+        remedies.append("fit in memory if it fits (streamed descent is standardized but not preconditioned)")
+    remedies.append("train longer (--epochs / epochs=), or take the exact solution (--solver exact / solver='exact')")
+    return f"gradient descent did not converge: train {how}; " + "; or ".join(remedies)
 
 
 def _info(source, sha, n_rows, n_train, n_val, device, opt_sol, notices, comm=None) -> dict[str, Any]:
@@ -931,10 +1012,11 @@ def check_magnitudes(peak: np.ndarray, names: list[str], source: str, cfg: Train
         )
 
 
-def _gd_hints(factor, p: int) -> dict[str, Any]:
+def _gd_hints(factor, p: int, precondition: bool = False) -> dict[str, Any]:
     """What gradient descent would otherwise make passes over the data for: the weighted means and
-    standard deviations of every column, and the top eigenvalue of the standardized Gram."""
-    from .solvers.exact import _square
+    standard deviations of every column, and the top eigenvalue of the standardized Gram; with
+    ``precondition``, also P that whitens the standardized design (``fit_gd(precondition=)``)."""
+    from .solvers.exact import RCOND, _square
 
     R = _square(factor.R)
     std = np.linalg.norm(R, axis=0) / np.sqrt(factor.sum_w)
@@ -944,4 +1026,15 @@ def _gd_hints(factor, p: int) -> dict[str, Any]:
     if factor.fit_intercept:
         lam = max(lam, 1.0)  # the intercept's column of ones, uncorrelated with centered features
     mean = factor.mean
-    return {"moments": (mean[:p], std[:p], mean[p:], std[p:]), "gram_max_eig": lam}
+    hints = {"moments": (mean[:p], std[:p], mean[p:], std[p:]), "gram_max_eig": lam}
+    if precondition and p:
+        # Rs = U S Vᵀ is the R factor of √w·Z (Z the standardized design), so Z P with
+        # P = √Σw · V S⁻¹ has orthonormal columns (times √Σw). Directions with a negligible
+        # singular value (collinear or constant columns) get a zero column: descent leaves them
+        # at 0, which is the minimum-norm solution the exact solver reports.
+        constant = std[:p] <= 1e-12 * np.abs(factor.mean[:p])  # centered to rounding, as solve() judges
+        _, s, Vt = np.linalg.svd(np.where(constant[None, :], 0.0, Rs), full_matrices=False)
+        keep = s > RCOND * s[0] if s[0] > 0 else np.zeros_like(s, dtype=bool)
+        inv = np.where(keep, 1.0 / np.where(keep, s, 1.0), 0.0)
+        hints["precondition"] = math.sqrt(factor.sum_w) * Vt.T * inv[None, :]
+    return hints

@@ -9,11 +9,12 @@ __all__ = ["LinearModel"]
 
 
 class LinearModel(nn.Module):
-    """ŷ = ((x − x_mean) / x_scale) Wᵀ + b, then ŷ · y_scale + y_mean.
+    """ŷ = ((x − x_mean) / x_scale) P Wᵀ + b, then ŷ · y_scale + y_mean.
 
     W is (n_targets, n_features) and b is (n_targets,), both in standardized units; the buffers
-    hold the training statistics. With every mean 0 and scale 1 this is the tutorial's
-    ``X @ w.t() + b`` exactly.
+    hold the training statistics. P, when set by :meth:`precondition`, whitens the standardized
+    features (without it P is the identity and no product is taken). With every mean 0 and
+    scale 1 this is the tutorial's ``X @ w.t() + b`` exactly.
 
     Parameters
     ----------
@@ -41,6 +42,19 @@ class LinearModel(nn.Module):
         self.register_buffer("x_scale", torch.ones(n_features, **kw64))
         self.register_buffer("y_mean", torch.zeros(n_targets, **kw64))
         self.register_buffer("y_scale", torch.ones(n_targets, **kw64))
+        self.register_buffer("x_rotation", None)  # set by precondition(); None is the identity
+
+    def precondition(self, P) -> None:
+        """Whiten the standardized features with P (n_features, n_features), float64.
+
+        Gradient descent then sees a design whose Gram is the identity: its convergence no longer
+        depends on the condition number (Longley, NIST's polynomials).
+
+        Parameters
+        ----------
+        P : array-like of shape (n_features, n_features)
+        """
+        self.x_rotation = torch.as_tensor(P, dtype=torch.float64, device=self.x_mean.device).clone()
 
     def standardize_x(self, x: torch.Tensor) -> torch.Tensor:
         """Standardize raw features.
@@ -53,7 +67,8 @@ class LinearModel(nn.Module):
         -------
         Tensor of shape (n, n_features)
         """
-        return (x - self.x_mean) / self.x_scale
+        xs = (x - self.x_mean) / self.x_scale
+        return xs if self.x_rotation is None else xs @ self.x_rotation
 
     def standardize_y(self, y: torch.Tensor) -> torch.Tensor:
         """Standardize raw targets.
@@ -105,6 +120,8 @@ class LinearModel(nn.Module):
         intercept : Tensor of shape (n_targets,)
         """
         W = self.weight.detach().double()
+        if self.x_rotation is not None:
+            W = W @ self.x_rotation.T  # ((x − m)/s) P Wᵀ = ((x − m)/s) (W Pᵀ)ᵀ
         xs, xm = self.x_scale.double(), self.x_mean.double()
         ys, ym = self.y_scale.double(), self.y_mean.double()
         coef = ys[:, None] * W / xs[None, :]

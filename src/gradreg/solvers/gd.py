@@ -55,11 +55,12 @@ class GDResult:
 _BLOCK = 65_536  # rows per block when standardizing or measuring large arrays
 
 
-def _standardized(A: np.ndarray, mean: np.ndarray, scale: np.ndarray, dtype, device) -> torch.Tensor:
-    """(A − mean) / scale in ``dtype`` on ``device``, computed in float64 block by block."""
+def _standardized(A: np.ndarray, mean: np.ndarray, scale: np.ndarray, dtype, device, rotation=None) -> torch.Tensor:
+    """(A − mean) / scale (times ``rotation``) in ``dtype`` on ``device``, in float64 block by block."""
     out = torch.empty(A.shape, dtype=dtype, device=device)
     for s in range(0, len(A), _BLOCK):
-        out[s : s + _BLOCK] = torch.from_numpy((A[s : s + _BLOCK] - mean) / scale)
+        block = (A[s : s + _BLOCK] - mean) / scale
+        out[s : s + _BLOCK] = torch.from_numpy(block if rotation is None else block @ rotation)
     return out
 
 
@@ -347,6 +348,7 @@ def fit_gd(
     on_epoch: Callable[[dict], None] | None = None,
     moments: tuple[np.ndarray, ...] | None = None,
     gram_max_eig: float | None = None,
+    precondition: np.ndarray | None = None,
     checkpoint=None,
     comm=None,
     n_total: int | None = None,
@@ -375,6 +377,10 @@ def fit_gd(
     gram_max_eig : float, optional
         The largest eigenvalue of the standardized design's weighted Gram (with the intercept
         column), for :func:`auto_lr`; saves another pass.
+    precondition : ndarray of shape (n_features, n_features), optional
+        P that whitens the standardized features: (Zᵀ W Z) / Σw = Pᵀ⁻¹ P⁻¹ on the identified
+        directions (see ``fitted._gd_hints``). Used when standardizing without a ridge penalty:
+        descent then converges at the same rate on any design, however ill-conditioned.
     checkpoint : gradreg.checkpoint.Checkpoint, optional
         Save the training state every few epochs; resume from it when asked.
     comm : gradreg.distributed.Comm, optional
@@ -410,8 +416,12 @@ def fit_gd(
         moments = weighted_moments(X, sample_weight, cfg.fit_intercept) + weighted_moments(Y, sample_weight, cfg.fit_intercept)
     x_std = moments[1]
     model, (xm, xs, ym, ys) = _new_model(p, q, cfg, moments, dtype, device, gen)
+    P = precondition if (cfg.standardize and cfg.l2 == 0 and precondition is not None) else None
+    if P is not None:
+        model.precondition(P)
+        gram_max_eig = 1.0  # the whitened design's Gram (an intercept column of weight 1 beside it)
     # Standardize once, in float64, then keep the training copy in the working dtype.
-    Xs = _standardized(X, xm, xs, dtype, device)
+    Xs = _standardized(X, xm, xs, dtype, device, P)
     Ys = _standardized(Y, ym, ys, dtype, device)
     wn = None
     if sample_weight is not None:
@@ -439,7 +449,7 @@ def fit_gd(
         if w_val is not None:
             wv_mean = w_val.mean() if comm is None else float(comm.sum([w_val.sum()])[0]) / n_val
         val = (
-            torch.as_tensor((X_val - xm) / xs, dtype=dtype).to(device),
+            _standardized(X_val, xm, xs, dtype, device, P),
             torch.as_tensor((Y_val - ym) / ys, dtype=dtype).to(device),
             None if w_val is None else torch.as_tensor(w_val / wv_mean, dtype=dtype).to(device),
         )
