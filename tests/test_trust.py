@@ -214,3 +214,19 @@ def test_statistics_have_one_shape_in_python_and_json(cli, tmp_path):
         assert j["stats"][t]["terms"] == ["intercept", "temperature", "rainfall", "humidity"]
         np.testing.assert_allclose(j["stats"][t]["coef"], model.stats[t]["coef"], rtol=1e-15)
         np.testing.assert_allclose(model.stats[t]["coef"][1:], model.coef[model.target_names.index(t)], rtol=1e-15)
+
+
+def test_more_features_than_rows_says_underdetermined(cli, tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(5, 20))
+    header = ",".join(f"x{j}" for j in range(20)) + ",y\n"
+    rows = "".join(",".join(f"{v:.6f}" for v in row) + f",{i}\n" for i, row in enumerate(X))
+    data = write(tmp_path / "wide.csv", header + rows)
+    for solver in ("exact", "gd"):
+        out = tmp_path / f"{solver}.safetensors"
+        r = cli("train", data, "--target", "y", "--solver", solver, "-o", out)
+        assert r.code == 0 and out.exists()
+        assert "underdetermined: 5 row(s) for 21 coefficients (fewer rows than coefficients)" in r.err
+        assert "collinear columns" not in r.err
+    m = FittedModel.load(str(tmp_path / "exact.safetensors"))
+    np.testing.assert_allclose(m.predict(X)[:, 0], np.arange(5.0), atol=1e-5)  # it interpolates the (rounded) rows

@@ -503,11 +503,24 @@ def warn_rank(sol: ExactSolution, feature_names: list[str]) -> list[str]:
     elif sol.constant_columns:
         names = ", ".join(repr(feature_names[j]) for j in sol.constant_columns)
         msgs.append(f"all-zero column(s) {names}: coefficient set to 0, statistics NaN")
+    k = len(feature_names) + int(sol.fit_intercept)
+    if sol.n_rows < k:
+        # Not a property of some columns: no data this short can identify every coefficient.
+        msgs.append(
+            f"underdetermined: {sol.n_rows} row(s) for {k} coefficients (fewer rows than coefficients), so many "
+            "coefficient vectors fit equally well; using the minimum-norm solution (standardized scale); "
+            "statistics are NaN; add rows or use fewer features (or l2 > 0 for ridge)"
+        )
+        return _warn(msgs)
     for g in sol.collinear_groups:
         names = ", ".join(repr(feature_names[j]) for j in g)
         msgs.append(f"collinear columns {names}: using the minimum-norm solution (standardized scale); their statistics are NaN")
+    return _warn(msgs)
+
+
+def _warn(msgs: list[str]) -> list[str]:
     for m in msgs:
-        warnings.warn(m, RankWarning, stacklevel=3)
+        warnings.warn(m, RankWarning, stacklevel=4)
     return msgs
 
 
