@@ -230,3 +230,33 @@ def test_more_features_than_rows_says_underdetermined(cli, tmp_path):
         assert "collinear columns" not in r.err
     m = FittedModel.load(str(tmp_path / "exact.safetensors"))
     np.testing.assert_allclose(m.predict(X)[:, 0], np.arange(5.0), atol=1e-5)  # it interpolates the (rounded) rows
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_predict_drop_missing_keeps_rows_aligned(cli, tmp_path, fmt):
+    model = tmp_path / "m.safetensors"
+    assert cli("train", "crops", "--target", "mangoes,oranges", "--solver", "exact", "-q", "-o", model).code == 0
+    data = write(tmp_path / "new.csv", "temperature,rainfall,humidity\n73,67,43\n91,,64\n87,134,58\n,43,37\n")
+    args = ["predict", model, data, "--drop-missing"]
+    out = tmp_path / "p.parquet"
+    args += {"csv": [], "json": ["--json"], "parquet": ["-o", out]}[fmt]
+    r = cli(*args)
+    assert r.code == 0
+    assert "note: 2 row(s) with a missing feature value got empty predictions (line 3, line 5)" in r.err
+    m = FittedModel.load(str(model))
+    ref = m.predict(np.array([[73.0, 67, 43], [87, 134, 58]]))
+    if fmt == "csv":
+        lines = r.out.splitlines()
+        assert lines[0] == "mangoes,oranges" and lines[2] == lines[4] == ","
+        got = np.array([[float(v) for v in lines[i].split(",")] for i in (1, 3)])
+    elif fmt == "json":
+        rows = [json.loads(ln) for ln in r.out.splitlines()]
+        assert len(rows) == 4 and rows[1] == rows[3] == {"mangoes": None, "oranges": None}
+        got = np.array([[rows[i]["mangoes"], rows[i]["oranges"]] for i in (0, 2)])
+    else:
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(out)
+        assert t.num_rows == 4 and t.column("mangoes").null_count == 2
+        got = np.column_stack([t.column(c).to_numpy(zero_copy_only=False) for c in ("mangoes", "oranges")])[[0, 2]]
+    np.testing.assert_allclose(got, ref, rtol=1e-15)

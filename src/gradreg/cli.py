@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", "--output", default="-", help="CSV or Parquet (by extension); '-' is stdout (default)").complete = FILE
     pr.add_argument("--json", action="store_true", help="write JSON lines (one object per row) instead of CSV")
     data_options(pr, chunks=True)
+    for action in pr._actions:
+        if action.dest == "drop_missing":  # predict keeps every row, aligned with the input
+            action.help = "give a row with a missing feature value an empty prediction instead of failing"
 
     ev = command("evaluate", "Metrics of a model on a table that has the target columns.")
     model_arg(ev)
@@ -694,6 +697,8 @@ def _load_model(path: str):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .data import feature_matrix, read_table
 
     model = _load_model(args.model)
@@ -711,12 +716,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     # chunk by chunk: memory stays bounded whatever the input's size; the next chunk is parsed in
     # a background thread while this one is predicted and written
-    features = prefetch(feature_matrix(t, model.feature_names, drop_missing=args.drop_missing)[0] for t in tables)
+    features = prefetch((t, *feature_matrix(t, model.feature_names, drop_missing=args.drop_missing)) for t in tables)
     from .data import ColumnWriter
 
+    skipped, where = 0, []
     with ColumnWriter(args.output, model.target_names, json_lines=args.json) as out:
-        for X in features:
-            out.write(model.predict(X))
+        for table, X, kept in features:
+            if kept.all():
+                out.write(model.predict(X))
+                continue
+            # --drop-missing keeps the output aligned with the input: such a row's prediction is empty
+            Yhat = np.full((len(kept), len(model.target_names)), np.nan)
+            Yhat[kept] = model.predict(X)
+            out.write(Yhat)
+            missing = np.flatnonzero(~kept)
+            where += [table.where(int(r)) for r in missing[: max(0, 5 - len(where))]]
+            skipped += len(missing)
+    if skipped:
+        lines = ", ".join(w.rsplit(", ", 1)[-1] for w in where) + (", …" if skipped > len(where) else "")
+        _console(stderr=True).print(
+            f"note: {skipped} row(s) with a missing feature value got empty predictions ({lines}); "
+            "every input row has its output row",
+            markup=False,
+        )
     return EXIT_OK
 
 

@@ -780,7 +780,9 @@ def float_table(columns: dict[str, np.ndarray]) -> Any:
     arrays = []
     for values in columns.values():
         v = np.ascontiguousarray(values, dtype=np.float64)
-        arrays.append(pa.Array.from_buffers(pa.float64(), len(v), [None, pa.py_buffer(v)]))
+        # NaN (a row predict could not score) becomes null: an empty CSV cell, a Parquet null
+        valid = None if _all_finite(v) or not np.isnan(v).any() else pa.py_buffer(np.packbits(~np.isnan(v), bitorder="little"))
+        arrays.append(pa.Array.from_buffers(pa.float64(), len(v), [valid, pa.py_buffer(v)]))
     return pa.Table.from_arrays(arrays, names=list(columns))
 
 
