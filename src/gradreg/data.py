@@ -97,6 +97,9 @@ class Dataset:
         Where the rows came from, for messages and the model's metadata.
     notices : list of str
         Columns left out, rows dropped, and the like.
+    dtypes : dict of str to str, optional
+        Each feature and target column's type as read (``double``, ``int64``…), for the model
+        file's input schema.
     """
 
     X: np.ndarray

@@ -159,6 +159,15 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Returns
         -------
         self : LinearRegressor
+
+        Warns
+        -----
+        sklearn.exceptions.ConvergenceWarning
+            Gradient descent ended more than 1% above the exact optimum's MSE (or, for data that
+            a linear model fits exactly, measurably above it); the message names the remedy, and
+            ``model_.info["converged"]`` is False.
+        gradreg.solvers.exact.RankWarning
+            Constant or collinear columns, or fewer rows than coefficients.
         """
         cfg = self._config()
         Xa, Ya, w, y_1d, names, target_names = self._arrays(X, y, sample_weight, reset=True, min_samples=2)

@@ -340,6 +340,8 @@ class ExactSolution:
         (XcᵀWXc)⁺ in original units, on the identified columns.
     collinear_groups : list of list of int
     constant_columns : list of int
+    y_mean : ndarray of shape (n_targets,), optional
+        Weighted target means (with an intercept): with ``tss``, the scale of an exact fit's rounding.
     """
 
     coef: np.ndarray
