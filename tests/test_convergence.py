@@ -122,3 +122,19 @@ def test_gap_line_is_absolute_when_the_optimum_is_about_zero(cli, tmp_path):
     assert r.code == 0
     line = next(ln for ln in r.out.splitlines() if ln.startswith("train MSE"))
     assert "an exact fit" in line and line.endswith("absolute)") and "%" not in line
+
+
+@pytest.mark.parametrize("name", ["longley", "filip", "wampler5", "noint1"])
+def test_streamed_descent_is_preconditioned_too(name):
+    from gradreg.stream import Stream, StreamingDataset
+
+    cert = CERTIFIED[name]
+    path = os.path.join(NIST, f"{name}.csv")
+    sds = StreamingDataset(Stream(path, chunk_rows=7), ["y"])  # several chunks even for 16 rows
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = train(sds, TrainConfig(fit_intercept=cert["intercept"]))
+    assert m.info["streamed"] and not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    ds = load(path, "y")
+    mse = float(((ds.Y - m.predict(ds.X)) ** 2).mean())
+    assert mse <= 1.01 * reference_mse(ds.X, ds.Y[:, 0], cert["intercept"])

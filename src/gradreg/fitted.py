@@ -621,7 +621,7 @@ def _finish(
     if res is not None:
         info["converged"] = optimum["within_tolerance"]
         if not optimum["within_tolerance"]:
-            message = _convergence_message(cfg, optimum, res, opt_sol, streamed=bool(info.get("streamed")))
+            message = _convergence_message(cfg, optimum, res, opt_sol)
             warn = [*warn, message]
             if comm is None or comm.rank == 0:  # distributed, rank 0 alone speaks
                 import warnings as _w
@@ -688,7 +688,7 @@ def _mean_square(sol) -> float:
     return float((ss / sol.sum_w).mean())
 
 
-def _convergence_message(cfg: TrainConfig, optimum: dict, res, opt_sol, streamed: bool = False) -> str:
+def _convergence_message(cfg: TrainConfig, optimum: dict, res, opt_sol) -> str:
     """The warning for a gradient-descent fit that ended short of the optimum, with its remedies."""
     kind = "MSE" if cfg.l2 == 0 else "objective"
     ours, best = optimum["mean_train_objective"], optimum["mean_objective"]
@@ -713,8 +713,6 @@ def _convergence_message(cfg: TrainConfig, optimum: dict, res, opt_sol, streamed
             f"use --dtype float64 (dtype='float64'): float32 cannot hold this design well "
             f"(condition number {opt_sol.condition_number:.2g})"
         )
-    if streamed and cfg.standardize:
-        remedies.append("fit in memory if it fits (streamed descent is standardized but not preconditioned)")
     remedies.append("train longer (--epochs / epochs=), or take the exact solution (--solver exact / solver='exact')")
     return f"gradient descent did not converge: train {how}; " + "; or ".join(remedies)
 
@@ -828,11 +826,21 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
     info["chunk_rows"] = sds.stream.chunk_rows
     res = None
     if cfg.solver == "gd":
-        hints = _gd_hints(factor, p)
+        whiten = cfg.standardize and cfg.l2 == 0
+        hints = _gd_hints(factor, p, precondition=whiten)
         xm, xs = hints["moments"][0], hints["moments"][1]
         dev = np.maximum((seen["hi"] - xm) ** 2, (seen["lo"] - xm) ** 2) / xs**2
         w_mean = factor.sum_w / n
-        row_max = (float(dev.sum()) + (1.0 if cfg.fit_intercept else 0.0)) * (seen["w_max"] / w_mean if seen["w_max"] else 1.0)
+        w_ratio = seen["w_max"] / w_mean if seen["w_max"] else 1.0
+        one = 1.0 if cfg.fit_intercept else 0.0
+        row_max = (float(dev.sum()) + one) * w_ratio
+        if "precondition" in hints:
+            # Whitened rows u = z P: ‖u‖² ≤ ‖z‖² ‖P‖², and a row's leverage wᵢ‖uᵢ‖²/Σw is at most 1,
+            # so with weights of mean 1, wᵢ‖uᵢ‖² ≤ n. The smaller bound sets a stable step.
+            P = hints["precondition"]
+            p_norm2 = float(np.linalg.norm(P, 2) ** 2) if P.size else 0.0
+            row_max = min((float(dev.sum()) * p_norm2 + one) * w_ratio, n + one * w_ratio)
+            hints["gram_max_eig"] = 1.0
         units = sds.units()
 
         def epoch_chunks(epoch: int):
@@ -847,6 +855,7 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
             gram_max_eig=hints["gram_max_eig"],
             row_norm_max=row_max,
             sum_w=factor.sum_w,
+            precondition=hints.get("precondition"),
             val_chunks=(lambda: split(part="val")) if frac > 0 else None,
             on_epoch=on_epoch,
             shuffle_buffer=shuffle_buffer,

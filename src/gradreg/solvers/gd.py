@@ -617,6 +617,7 @@ def fit_gd_stream(
     gram_max_eig: float,
     row_norm_max: float,
     sum_w: float,
+    precondition: np.ndarray | None = None,
     val_chunks: Callable[[], Iterator[tuple]] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     shuffle_buffer: int = 1 << 18,
@@ -649,6 +650,9 @@ def fit_gd_stream(
         normalized to mean 1.
     sum_w : float
         Σ w over the training rows (n without weights).
+    precondition : ndarray of shape (n_features, n_features), optional
+        P that whitens the standardized features, as for :func:`fit_gd`; ``gram_max_eig`` and
+        ``row_norm_max`` must then describe the whitened rows.
     val_chunks : callable, optional
         Returns an iterator of validation ``(X, Y, w)`` chunks.
     on_epoch : callable, optional
@@ -673,6 +677,9 @@ def fit_gd_stream(
     p, q = len(x_center), len(y_center)
     gen = torch.Generator().manual_seed(cfg.seed)
     model, (xm, xs, ym, ys) = _new_model(p, q, cfg, moments, dtype, device, gen)
+    P = precondition if (cfg.standardize and cfg.l2 == 0 and precondition is not None) else None
+    if P is not None:
+        model.precondition(P)
     pen = torch.as_tensor(x_std / xs, dtype=dtype, device=device)
     y_var = torch.as_tensor(ys**2, dtype=torch.float64, device=device)
     w_mean = sum_w / n
@@ -694,7 +701,7 @@ def fit_gd_stream(
 
     def prepared(X, Y, w):
         return (
-            _standardized(X, xm, xs, dtype, device),
+            _standardized(X, xm, xs, dtype, device, P),
             _standardized(Y, ym, ys, dtype, device),
             None if w is None else torch.as_tensor(w / w_mean, dtype=dtype, device=device),
         )
