@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight", help="column of sample weights (>= 0)")
     data_options(t, chunks=True, stream=True)
     t.add_argument(
-        "-o", "--output", default="model.safetensors", help="model file to write (default: %(default)s)"
+        "-o", "--output", default="model.safetensors", help="model file to write, ending in .safetensors (default: %(default)s)"
     ).complete = FILE
     t.add_argument(
         "--plots", metavar="DIR", help="also write the loss curve, predicted-vs-actual and residual PNGs here"
@@ -247,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = command("predict", "Predict with a model; columns are matched by name.")
     model_arg(pr)
     data_arg(pr)
-    pr.add_argument("-o", "--output", default="-", help="CSV or Parquet (by extension); '-' is stdout (default)").complete = FILE
+    pr.add_argument(
+        "-o", "--output", default="-", help="a .csv, .parquet/.pq or .jsonl/.ndjson file (by suffix); '-' is stdout (default)"
+    ).complete = FILE
     pr.add_argument("--json", action="store_true", help="write JSON lines (one object per row) instead of CSV")
     data_options(pr, chunks=True)
 
@@ -274,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_arg(rp)
     data_arg(rp, optional=True, help="table to evaluate and plot (needs the target columns); default: the training metrics only")
     rp.add_argument(
-        "-o", "--output", default="report.html", help="HTML file to write; '-' is stdout (default: %(default)s)"
+        "-o", "--output", default="report.html", help="a .html/.htm file to write; '-' is stdout (default: %(default)s)"
     ).complete = FILE
     rp.add_argument("--json", action="store_true", help="print what was written as JSON")
     data_options(rp)
@@ -601,6 +603,7 @@ def _train(args: argparse.Namespace, comm=None) -> int:
     if args.plots:
         from .plots import require_matplotlib
 
+        _check_folder("--plots", args.plots)
         require_matplotlib()  # before the fit, not after it
         os.makedirs(args.plots, exist_ok=True)  # an unusable folder fails now, before any work
     ds = _load_dataset(args, args.data, args.target, args.features, args.weight, comm)
@@ -663,10 +666,38 @@ def _data_label(data: str) -> str:
     return "<stdin>" if data == "-" else os.path.basename(str(data))
 
 
-def _check_output(path: str) -> None:
+MODEL_SUFFIXES = (".safetensors",)
+PREDICTION_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson")  # what data.ColumnWriter writes
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+REPORT_SUFFIXES = (".html", ".htm")
+
+
+def _check_output(path: str, suffixes: Sequence[str] = MODEL_SUFFIXES, what: str = "a model", stdout: bool = False) -> None:
+    """Refuse, before any work, an -o that would not give the file asked for: a folder, an unknown
+    suffix (predictions as CSV text in out.xlsx), '-' where stdout makes no sense, a missing folder."""
+    accepted = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
+    accepted += ", or - for stdout" if stdout else ""
+    if path == "-":
+        if stdout:
+            return
+        raise ConfigError(f"-o -: {what} is binary and is not written to stdout; give a file name ending in {accepted}")
+    if os.path.isdir(path):
+        raise ConfigError(f"-o {path}: is a folder; give a file name ending in {accepted}")
+    suffix = os.path.splitext(path)[1]
+    if suffix.lower() not in suffixes:
+        got = f"unknown suffix {suffix!r}" if suffix else "no suffix"
+        raise ConfigError(f"-o {path}: {got} for {what}; expected {accepted}")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ConfigError(f"-o {path}: folder {folder} does not exist")
+
+
+def _check_folder(option: str, path: str) -> None:
+    """Refuse a folder option (plot -o, --plots) that names stdout or an existing file."""
+    if path == "-":
+        raise ConfigError(f"{option} -: pictures are PNG files written into a folder, not to stdout; give a folder name")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{option} {path}: exists and is not a folder; give a folder for the PNG files")
 
 
 def _report_trained(model, output: str, mode: str, err, plots: Sequence[str] = ()) -> None:
@@ -696,9 +727,9 @@ def _load_model(path: str):
 def cmd_predict(args: argparse.Namespace) -> int:
     from .data import feature_matrix, read_table
 
+    suffixes = JSON_LINES_SUFFIXES if args.json else PREDICTION_SUFFIXES
+    _check_output(args.output, suffixes, "JSON lines (--json)" if args.json else "predictions", stdout=True)
     model = _load_model(args.model)
-    if args.output != "-":
-        _check_output(args.output)
     stream = _stream(args, args.data)
     if stream is None:
         tables = iter([read_table(args.data, delimiter=args.delimiter)])
@@ -714,7 +745,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     features = prefetch(feature_matrix(t, model.feature_names, drop_missing=args.drop_missing)[0] for t in tables)
     from .data import ColumnWriter
 
-    with ColumnWriter(args.output, model.target_names, json_lines=args.json) as out:
+    json_lines = args.json or args.output.lower().endswith(JSON_LINES_SUFFIXES)
+    with ColumnWriter(args.output, model.target_names, json_lines=json_lines) as out:
         for X in features:
             out.write(model.predict(X))
     return EXIT_OK
@@ -820,6 +852,7 @@ def _data_for_model(args: argparse.Namespace, model):
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plots import model_plots, require_matplotlib
 
+    _check_folder("-o", args.output)
     require_matplotlib()
     model = _load_model(args.model)
     X, Y = _data_for_model(args, model)
@@ -839,8 +872,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import html_report
 
     require_matplotlib()
-    if args.output != "-":
-        _check_output(args.output)
+    _check_output(args.output, REPORT_SUFFIXES, "an HTML report", stdout=True)
     model = _load_model(args.model)
     X, Y = _data_for_model(args, model)
     page = html_report(model, args.model, X, Y, data_label=_data_label(args.data) if X is not None else None)
@@ -863,6 +895,7 @@ def cmd_completion(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The tutorial, done right: crops, batch size 3, shuffled, 50 epochs, seeded."""
     t0 = time.perf_counter()
+    _check_folder("--out", args.out)
     os.makedirs(args.out, exist_ok=True)
     from .plots import BackgroundPlotter
 
