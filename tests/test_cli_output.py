@@ -1,9 +1,45 @@
-"""Where output goes: outputs refused before any work."""
+"""Where output goes: a reader that leaves the pipe (`| head`), outputs refused before any work,
+Python warnings as one `warning:` line each, and input errors of `--nproc` jobs as one line."""
 
 import json
 import os
+import subprocess
+import sys
+import warnings
 
 import pytest
+
+from gradreg.fitted import FittedModel
+
+from .conftest import run_subprocess, write
+
+CONSTANT_K = "a,k,y\n1,5,2\n2,5,4\n3,5,7\n4,5,8\n5,5,9\n"
+K_WARNING = "constant column(s) 'k': aliased with the intercept; coefficient set to 0, statistics NaN"
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _read_one_line_and_leave(*args, timeout: float = 240):
+    """Run `gradreg ARGS | head -1`: a 4 KiB pipe (so a run that prints more is sure to write into
+    the closed pipe), read one line, close it, wait. Returns (exit status, first line, stderr)."""
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_SETPIPE_SZ"):
+        pytest.skip("needs Linux's F_SETPIPE_SZ")
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradreg", *map(str, args)], stdout=w, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        first = f.readline().decode()
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, first, err
+
 
 # -- outputs refused before any work -------------------------------------------------------------
 
@@ -66,3 +102,58 @@ def test_predict_output_format_follows_the_suffix(cli, model_file, tmp_path):
     upper = tmp_path / "P.CSV"
     assert cli("predict", model_file, "crops", "-o", upper).code == 0
     assert upper.read_text().splitlines()[0] == "mangoes"
+
+
+# -- warnings ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["gd", "exact"])
+def test_a_warning_is_one_line_on_stderr_in_a_real_process(tmp_path, solver):
+    src = write(tmp_path / "k.csv", CONSTANT_K)
+    r = run_subprocess("train", src, "--target", "y", "--solver", solver, "-o", tmp_path / "m.safetensors")
+    assert r.returncode == 0
+    assert r.stderr == f"warning: {K_WARNING}\n"
+    assert K_WARNING not in r.stdout
+
+
+def test_quiet_prints_no_warning_and_json_puts_it_in_the_summary(cli, tmp_path):
+    src = write(tmp_path / "k.csv", CONSTANT_K)
+    r = cli("train", src, "--target", "y", "-q", "-o", tmp_path / "m.safetensors")
+    assert (r.code, r.out, r.err) == (0, "", "")
+    assert FittedModel.load(str(tmp_path / "m.safetensors")).warnings == [K_WARNING]  # kept for inspect
+    r = cli("train", src, "--target", "y", "--json", "-o", tmp_path / "m.safetensors")
+    assert r.code == 0 and r.err == ""
+    lines = [json.loads(line) for line in r.out.splitlines()]  # every stdout line is JSON
+    assert lines[-1]["event"] == "summary" and lines[-1]["warnings"] == [K_WARNING]
+
+
+def test_other_library_warnings_show_once_as_one_line(cli, tmp_path, monkeypatch):
+    from gradreg import fitted
+
+    real = fitted.train
+
+    def train_that_warns(*args, **kwargs):  # as a gradient-descent fit that ends far from the optimum does
+        model = real(*args, **kwargs)
+        message = "gradient descent ended 5.00% above the exact optimum's MSE"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        warnings.warn("a warning the model does not keep", UserWarning, stacklevel=2)
+        model.warnings.append(message)
+        return model
+
+    monkeypatch.setattr(fitted, "train", train_that_warns)
+    out = tmp_path / "m.safetensors"
+    r = cli("train", "crops", "--target", "mangoes", "--epochs", "2", "-o", out)
+    assert r.code == 0
+    assert r.err.splitlines() == [
+        "note: left out column 'region': it holds no numbers",
+        "warning: gradient descent ended 5.00% above the exact optimum's MSE",
+        "warning: a warning the model does not keep",
+    ]
+    r = cli("train", "crops", "--target", "mangoes", "--epochs", "2", "--json", "-o", out)
+    assert r.err == ""
+    summary = json.loads(r.out.splitlines()[-1])
+    assert summary["warnings"] == [
+        "gradient descent ended 5.00% above the exact optimum's MSE",
+        "a warning the model does not keep",
+    ]

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -213,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="covariance for standard errors",
     )
     t.add_argument("--conf-level", type=float, default=0.95, help="confidence level of the intervals (default: %(default)s)")
-    t.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    t.add_argument(
+        "--quiet", "-q", action="store_true", help="print nothing but errors (no warnings: `inspect` shows the model's)"
+    )
     dist = t.add_argument_group("distributed (torchrun)")
     dist.add_argument(
         "--nproc",
@@ -305,8 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    _WARNINGS.reset(show=not getattr(args, "quiet", False))
     try:
-        return int(COMMANDS[args.command](args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _WARNINGS
+            return int(COMMANDS[args.command](args) or 0)
     except BrokenPipeError:
         # `gradreg predict ... | head`: the reader left; that is not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -317,6 +323,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # a bug shows its traceback; --debug shows every traceback
         sys.stderr.write(f"Error: {text}\n")
         return code
+
+
+class _WarningLines:
+    """warnings.showwarning for the CLI: one `warning: …` line on stderr, once per message, instead
+    of Python's file:line, category and source line (and the model's own list repeating it)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self, show: bool = True) -> None:
+        self.seen: list[str] = []  # every warning of this run, shown or not, once each
+        self.show = show  # False under -q ("nothing but errors"), and under train's --json (its summary has them)
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+        if text in self.seen:
+            return
+        self.seen.append(text)
+        if self.show:
+            sys.stderr.write(f"warning: {text}\n")
+
+
+_WARNINGS = _WarningLines()
 
 
 def _console(stderr: bool = False):
@@ -609,6 +638,7 @@ def _train(args: argparse.Namespace, comm=None) -> int:
     ds = _load_dataset(args, args.data, args.target, args.features, args.weight, comm)
     lead = comm is None or comm.rank == 0  # only rank 0 writes and speaks (others with --verbose)
     mode = _mode(args) if lead else ("lines" if args.verbose else "quiet")
+    _WARNINGS.show = mode in ("tty", "lines")  # -q: nothing but errors; --json: in the summary object
     err = _console(stderr=True)
     if mode in ("tty", "lines"):
         for n in ds.notices:
@@ -704,12 +734,15 @@ def _report_trained(model, output: str, mode: str, err, plots: Sequence[str] = (
     from .display import coef_table, gap_line, metrics_table
 
     if mode == "json":
-        print(json.dumps({"event": "summary", "model": output, "plots": list(plots), **model.to_json()}))
+        summary = {"event": "summary", "model": output, "plots": list(plots), **model.to_json()}
+        summary["warnings"] = model.warnings + [w for w in _WARNINGS.seen if w not in model.warnings]
+        print(json.dumps(summary))
         return
     if mode == "quiet":
         return
     for w in model.warnings:
-        err.print(f"warning: {w}")
+        if w not in _WARNINGS.seen:  # shown once already, when the library raised it
+            err.print(f"warning: {w}", markup=False)
     out = _console()
     if model.config.get("solver") == "gd":
         out.print(gap_line(model))
