@@ -3,6 +3,7 @@ Python warnings as one `warning:` line each, and input errors of `--nproc` jobs 
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -39,6 +40,74 @@ def _read_one_line_and_leave(*args, timeout: float = 240):
         first = f.readline().decode()
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, first, err
+
+
+# -- a closed pipe ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra", [(), ("--json",)])
+def test_train_whose_reader_leaves_still_writes_the_model(tmp_path, extra):
+    out = tmp_path / "m.safetensors"
+    code, first, err = _read_one_line_and_leave(
+        "train",
+        "crops",
+        "--target",
+        "mangoes",
+        "--epochs",
+        "150",
+        "--batch-size",
+        "15",
+        "--plots",
+        tmp_path / "p",
+        "-o",
+        out,
+        *extra,
+    )
+    assert first.startswith("epoch 1/150" if not extra else '{"event": "epoch", "epoch": 1,')
+    assert code == 0, err
+    assert "Error" not in err and "Broken pipe" not in err and "Exception ignored" not in err
+    assert FittedModel.load(str(out)).info["epochs_run"] == 150
+    assert sorted(os.listdir(tmp_path / "p")) == ["loss.png", "predicted_vs_actual.png", "residuals.png"]
+
+
+def test_resumed_train_whose_reader_leaves_still_writes_the_model(tmp_path):
+    out, ckpt = tmp_path / "m.safetensors", tmp_path / "ckpt"
+    args = [sys.executable, "-m", "gradreg", "train", "crops", "--target", "mangoes", "--epochs", "150", "--batch-size", "15"]
+    args += ["--checkpoint-dir", str(ckpt), "-o", str(out)]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env())
+    for line in first.stdout:  # the checkpoint of epoch 4 is saved before epoch 5 is printed
+        if line.startswith("epoch 5/"):
+            break
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not out.exists()
+    code, line, err = _read_one_line_and_leave(*args[3:], "--resume")
+    assert code == 0, err
+    assert line.startswith("epoch ") and "Error" not in err and "Exception ignored" not in err
+    model = FittedModel.load(str(out))
+    assert model.info["epochs_run"] == 150 and model.info["resumed_from_epoch"] >= 4
+
+
+def test_two_ranks_whose_reader_leaves_still_write_the_model(tmp_path):
+    out = tmp_path / "m.safetensors"
+    code, first, err = _read_one_line_and_leave(
+        "train", "crops", "--target", "mangoes", "--epochs", "40", "--batch-size", "15", "--json", "--nproc", "2", "-o", out
+    )
+    assert first.startswith('{"event": "epoch", "epoch": 1,')
+    assert code == 0, err
+    assert "Error" not in err and "Exception ignored" not in err
+    model = FittedModel.load(str(out))
+    assert model.info["world_size"] == 2 and model.info["epochs_run"] == 40
+
+
+def test_predict_and_report_to_a_reader_that_leaves_exit_0_quietly(tmp_path):
+    model = tmp_path / "m.safetensors"
+    assert run_subprocess("train", "crops", "--target", "mangoes,oranges", "--solver", "exact", "-q", "-o", model).returncode == 0
+    rows = "".join(f"{t},{r},{h}\n" for t, r, h in zip(range(3000), range(3000), range(3000)))
+    src = write(tmp_path / "big.csv", "temperature,rainfall,humidity\n" + rows)
+    assert _read_one_line_and_leave("predict", model, src) == (0, "mangoes,oranges\n", "")
+    code, first, err = _read_one_line_and_leave("report", model, "crops", "-o", "-")
+    assert (code, err) == (0, "") and first.lower().startswith("<!doctype html>")
 
 
 # -- outputs refused before any work -------------------------------------------------------------

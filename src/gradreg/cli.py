@@ -309,13 +309,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _WARNINGS.reset(show=not getattr(args, "quiet", False))
+    # Commands that write files and only report on them keep going when the reader of their
+    # output leaves (`gradreg train ... | head`): a closed pipe must not cost the model.
+    guard = args.command in ("train", "demo", "plot") or (args.command == "report" and args.output != "-")
+    streams = sys.stdout, sys.stderr
+    if guard:
+        sys.stdout, sys.stderr = _ReaderMayLeave(sys.stdout), _ReaderMayLeave(sys.stderr)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _WARNINGS
-            return int(COMMANDS[args.command](args) or 0)
+            code = int(COMMANDS[args.command](args) or 0)
+            sys.stdout.flush()  # a reader that left shows here, not as "Exception ignored" at exit
+            return code
     except BrokenPipeError:
-        # `gradreg predict ... | head`: the reader left; that is not an error of ours.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # `gradreg predict ... | head`: output that IS stdout was closed by its reader, who had
+        # what they wanted; that is not an error of ours (exit 0, as ripgrep does; see README).
+        _to_devnull(sys.stdout)
+        if guard:  # not expected: the guarded streams absorb it; the work may be cut short, so say so
+            sys.stderr.write("Error: the output's reader left before the work was done\n")
+            return EXIT_FAILURE
         return EXIT_OK
     except (Exception, KeyboardInterrupt) as e:
         text, code = _error_text(e, args)
@@ -323,6 +335,53 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # a bug shows its traceback; --debug shows every traceback
         sys.stderr.write(f"Error: {text}\n")
         return code
+    finally:
+        if guard:
+            sys.stdout.flush()
+            sys.stdout, sys.stderr = streams
+
+
+def _to_devnull(stream) -> None:
+    """Point ``stream``'s file descriptor at /dev/null: what is still buffered, and anything
+    printed later, is dropped instead of failing again (at exit, as "Exception ignored")."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing is buffered for a descriptor
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+class _ReaderMayLeave:
+    """stdout or stderr of a command whose work is a file (a model, plots): if the reader of the
+    pipe leaves, the rest of the output goes to /dev/null and the work goes on."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._left()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._left()
+
+    def _left(self) -> None:
+        _to_devnull(self._stream)
+        try:
+            self._stream.flush()  # what was buffered goes to /dev/null now
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 class _WarningLines:
