@@ -226,3 +226,43 @@ def test_other_library_warnings_show_once_as_one_line(cli, tmp_path, monkeypatch
         "gradient descent ended 5.00% above the exact optimum's MSE",
         "a warning the model does not keep",
     ]
+
+
+# -- --nproc: input errors -------------------------------------------------------------------------
+
+
+def test_nproc_checks_the_columns_before_starting_ranks(cli, tmp_path, monkeypatch):
+    from torch.distributed.launcher import api
+
+    def no_launch(*args, **kwargs):
+        raise AssertionError("ranks were started for a job whose input is wrong")
+
+    monkeypatch.setattr(api, "elastic_launch", no_launch)
+    src = write(tmp_path / "d.csv", "x,y,w\n1,2,1\n2,4,1\n3,7,1\n")
+    out = tmp_path / "m.safetensors"
+    for extra, message in [
+        (["--target", "nope"], f"Error: {src}: no column named 'nope'; columns are x, y, w\n"),
+        (["--target", "y", "--features", "x,z"], f"Error: {src}: no column named 'z'; columns are x, y, w\n"),
+        (["--target", "y", "--weight", "v"], f"Error: {src}: no column named 'v'; columns are x, y, w\n"),
+    ]:
+        single = cli("train", src, *extra, "-o", out)
+        r = cli("train", src, *extra, "--nproc", "2", "-o", out)
+        assert (r.code, r.err) == (2, message) == (single.code, single.err)
+    r = cli("train", tmp_path / "missing.csv", "--target", "y", "--nproc", "2", "-o", out)
+    assert (r.code, r.err) == (2, f"Error: {tmp_path / 'missing.csv'}: no such file\n")
+    assert sorted(os.listdir(tmp_path)) == ["d.csv"]
+
+
+def test_nproc_input_error_is_one_line_and_status_2_in_a_real_process(tmp_path):
+    src = write(tmp_path / "d.csv", "x,y\n1,2\n2,4\n3,7\n")
+    r = run_subprocess("train", src, "--target", "nope", "--nproc", "2", "-o", tmp_path / "m.safetensors", env=_env())
+    assert (r.returncode, r.stderr) == (2, f"Error: {src}: no column named 'nope'; columns are x, y\n")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the error is that of a machine without a GPU per rank")
+def test_an_error_every_rank_finds_is_one_line_and_status_2(tmp_path):
+    out = tmp_path / "m.safetensors"
+    r = run_subprocess("train", "crops", "--target", "mangoes", "--backend", "nccl", "--nproc", "2", "-o", out, env=_env())
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("Error: --backend nccl needs a GPU per rank: 2 ranks on this machine, 0 GPU(s)")
+    assert not out.exists()

@@ -553,7 +553,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--max-restarts goes with --nproc; under torchrun, give torchrun its own --max-restarts")
     if args.nproc and not distributed.launched():
         return _launch(args)
-    comm = distributed.init(args.backend, args.timeout, args.device)
+    try:
+        comm = distributed.init(args.backend, args.timeout, args.device)
+    except GradregError as e:  # every rank finds it alike (--backend nccl without GPUs): rank 0 says so
+        if os.environ.get("RANK", "0") != "0" and not args.verbose:
+            return e.exit_code
+        raise
     if comm is None:
         return _train(args)
     try:
@@ -574,7 +579,7 @@ def _train_ranked(args: argparse.Namespace, comm) -> int:
     try:
         return _train(args, comm)
     except distributed.RankFailedError as e:  # another rank failed and said why; rank 0 tells the user
-        if comm.rank == 0 or args.verbose:
+        if (comm.rank == 0 and ONE_TERMINAL not in os.environ) or args.verbose:  # --nproc: it said so here
             sys.stderr.write(f"Error: {e}\n")
         return e.exit_code
     except BaseException as e:
@@ -626,10 +631,35 @@ def _error_text(e: BaseException, args: argparse.Namespace) -> tuple[str | None,
     return None, None
 
 
+ONE_TERMINAL = "GRADREG_NPROC"  # set for ranks started by --nproc: they share the launcher's stderr
+
+
+def _check_job(args: argparse.Namespace) -> None:
+    """What every rank would refuse at once, refused once here before N ranks start (seconds
+    each): the outputs, the data's columns (from the header and first chunk), and the options."""
+    _check_output(args.output)
+    if args.plots:
+        from .plots import require_matplotlib
+
+        _check_folder("--plots", args.plots)
+        require_matplotlib()
+    if args.data == "-":
+        raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
+    stream = _stream(args, args.data)
+    if stream is not None:  # files: Parquet footers and the first chunk, as every rank reads them
+        from .stream import StreamingDataset
+
+        StreamingDataset(stream, args.target, args.features, weight=args.weight, drop_missing=args.drop_missing)
+    elif not os.path.exists(args.data) or os.path.getsize(args.data) < 1 << 20:
+        _load_dataset(args, args.data, args.target, args.features, args.weight)  # built-in, small or missing: cheap
+    _config(args)  # last: it imports torch (seconds), which a wrong column name should not wait for
+
+
 def _launch(args: argparse.Namespace) -> int:
     """``--nproc N``: start N copies of this command through torchrun's launcher and wait."""
     import uuid
 
+    _check_job(args)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -649,6 +679,7 @@ def _launch(args: argparse.Namespace) -> int:
     # A store of its own for every restart: the shared one can hand a restarted rank the address of
     # a rank of the failed round, and the restart then hangs (pytorch/pytorch#135712).
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    os.environ[ONE_TERMINAL] = "1"
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -675,6 +706,8 @@ def _launch(args: argparse.Namespace) -> int:
             return (not (f.exitcode < 0 and f.signal_name() != "SIGTERM"), f.exitcode != 2, f.timestamp, r)
 
         rank, failure = min(e.failures.items(), key=cause)
+        if failure.exitcode == EXIT_USAGE:
+            return EXIT_USAGE  # bad input: the rank that found it said so in one Error line, as one process does
         how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"status {failure.exitcode}"
         written = os.path.exists(args.output) and os.path.getmtime(args.output) >= started
         result = f"{args.output} was written before it" if written else "no model was written"
