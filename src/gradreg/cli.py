@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -156,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight", help="column of sample weights (>= 0)")
     data_options(t, chunks=True, stream=True)
     t.add_argument(
-        "-o", "--output", default="model.safetensors", help="model file to write (default: %(default)s)"
+        "-o", "--output", default="model.safetensors", help="model file to write, ending in .safetensors (default: %(default)s)"
     ).complete = FILE
     t.add_argument(
         "--plots", metavar="DIR", help="also write the loss curve, predicted-vs-actual and residual PNGs here"
@@ -213,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="covariance for standard errors",
     )
     t.add_argument("--conf-level", type=float, default=0.95, help="confidence level of the intervals (default: %(default)s)")
-    t.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    t.add_argument(
+        "--quiet", "-q", action="store_true", help="print nothing but errors (no warnings: `inspect` shows the model's)"
+    )
     dist = t.add_argument_group("distributed (torchrun)")
     dist.add_argument(
         "--nproc",
@@ -247,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = command("predict", "Predict with a model; columns are matched by name.")
     model_arg(pr)
     data_arg(pr)
-    pr.add_argument("-o", "--output", default="-", help="CSV or Parquet (by extension); '-' is stdout (default)").complete = FILE
+    pr.add_argument(
+        "-o", "--output", default="-", help="a .csv, .parquet/.pq or .jsonl/.ndjson file (by suffix); '-' is stdout (default)"
+    ).complete = FILE
     pr.add_argument("--json", action="store_true", help="write JSON lines (one object per row) instead of CSV")
     data_options(pr, chunks=True)
     for action in pr._actions:
@@ -277,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_arg(rp)
     data_arg(rp, optional=True, help="table to evaluate and plot (needs the target columns); default: the training metrics only")
     rp.add_argument(
-        "-o", "--output", default="report.html", help="HTML file to write; '-' is stdout (default: %(default)s)"
+        "-o", "--output", default="report.html", help="a .html/.htm file to write; '-' is stdout (default: %(default)s)"
     ).complete = FILE
     rp.add_argument("--json", action="store_true", help="print what was written as JSON")
     data_options(rp)
@@ -306,11 +311,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    _WARNINGS.reset(show=not getattr(args, "quiet", False))
+    # Commands that write files and only report on them keep going when the reader of their
+    # output leaves (`gradreg train ... | head`): a closed pipe must not cost the model.
+    guard = args.command in ("train", "demo", "plot") or (args.command == "report" and args.output != "-")
+    streams = sys.stdout, sys.stderr
+    if guard:
+        sys.stdout, sys.stderr = _ReaderMayLeave(sys.stdout), _ReaderMayLeave(sys.stderr)
     try:
-        return int(COMMANDS[args.command](args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _WARNINGS
+            code = int(COMMANDS[args.command](args) or 0)
+            sys.stdout.flush()  # a reader that left shows here, not as "Exception ignored" at exit
+            return code
     except BrokenPipeError:
-        # `gradreg predict ... | head`: the reader left; that is not an error of ours.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # `gradreg predict ... | head`: output that IS stdout was closed by its reader, who had
+        # what they wanted; that is not an error of ours (exit 0, as ripgrep does; see README).
+        _to_devnull(sys.stdout)
+        if guard:  # not expected: the guarded streams absorb it; the work may be cut short, so say so
+            sys.stderr.write("Error: the output's reader left before the work was done\n")
+            return EXIT_FAILURE
         return EXIT_OK
     except (Exception, KeyboardInterrupt) as e:
         text, code = _error_text(e, args)
@@ -318,6 +338,76 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # a bug shows its traceback; --debug shows every traceback
         sys.stderr.write(f"Error: {text}\n")
         return code
+    finally:
+        if guard:
+            sys.stdout.flush()
+            sys.stdout, sys.stderr = streams
+
+
+def _to_devnull(stream) -> None:
+    """Point ``stream``'s file descriptor at /dev/null: what is still buffered, and anything
+    printed later, is dropped instead of failing again (at exit, as "Exception ignored")."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing is buffered for a descriptor
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+class _ReaderMayLeave:
+    """stdout or stderr of a command whose work is a file (a model, plots): if the reader of the
+    pipe leaves, the rest of the output goes to /dev/null and the work goes on."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._left()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._left()
+
+    def _left(self) -> None:
+        _to_devnull(self._stream)
+        try:
+            self._stream.flush()  # what was buffered goes to /dev/null now
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _WarningLines:
+    """warnings.showwarning for the CLI: one `warning: …` line on stderr, once per message, instead
+    of Python's file:line, category and source line (and the model's own list repeating it)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self, show: bool = True) -> None:
+        self.seen: list[str] = []  # every warning of this run, shown or not, once each
+        self.show = show  # False under -q ("nothing but errors"), and under train's --json (its summary has them)
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+        if text in self.seen:
+            return
+        self.seen.append(text)
+        if self.show:
+            sys.stderr.write(f"warning: {text}\n")
+
+
+_WARNINGS = _WarningLines()
 
 
 def _console(stderr: bool = False):
@@ -466,7 +556,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--max-restarts goes with --nproc; under torchrun, give torchrun its own --max-restarts")
     if args.nproc and not distributed.launched():
         return _launch(args)
-    comm = distributed.init(args.backend, args.timeout, args.device)
+    try:
+        comm = distributed.init(args.backend, args.timeout, args.device)
+    except GradregError as e:  # every rank finds it alike (--backend nccl without GPUs): rank 0 says so
+        if os.environ.get("RANK", "0") != "0" and not args.verbose:
+            return e.exit_code
+        raise
     if comm is None:
         return _train(args)
     try:
@@ -487,7 +582,7 @@ def _train_ranked(args: argparse.Namespace, comm) -> int:
     try:
         return _train(args, comm)
     except distributed.RankFailedError as e:  # another rank failed and said why; rank 0 tells the user
-        if comm.rank == 0 or args.verbose:
+        if (comm.rank == 0 and ONE_TERMINAL not in os.environ) or args.verbose:  # --nproc: it said so here
             sys.stderr.write(f"Error: {e}\n")
         return e.exit_code
     except BaseException as e:
@@ -539,10 +634,35 @@ def _error_text(e: BaseException, args: argparse.Namespace) -> tuple[str | None,
     return None, None
 
 
+ONE_TERMINAL = "GRADREG_NPROC"  # set for ranks started by --nproc: they share the launcher's stderr
+
+
+def _check_job(args: argparse.Namespace) -> None:
+    """What every rank would refuse at once, refused once here before N ranks start (seconds
+    each): the outputs, the data's columns (from the header and first chunk), and the options."""
+    _check_output(args.output)
+    if args.plots:
+        from .plots import require_matplotlib
+
+        _check_folder("--plots", args.plots)
+        require_matplotlib()
+    if args.data == "-":
+        raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
+    stream = _stream(args, args.data)
+    if stream is not None:  # files: Parquet footers and the first chunk, as every rank reads them
+        from .stream import StreamingDataset
+
+        StreamingDataset(stream, args.target, args.features, weight=args.weight, drop_missing=args.drop_missing)
+    elif not os.path.exists(args.data) or os.path.getsize(args.data) < 1 << 20:
+        _load_dataset(args, args.data, args.target, args.features, args.weight)  # built-in, small or missing: cheap
+    _config(args)  # last: it imports torch (seconds), which a wrong column name should not wait for
+
+
 def _launch(args: argparse.Namespace) -> int:
     """``--nproc N``: start N copies of this command through torchrun's launcher and wait."""
     import uuid
 
+    _check_job(args)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -562,6 +682,7 @@ def _launch(args: argparse.Namespace) -> int:
     # A store of its own for every restart: the shared one can hand a restarted rank the address of
     # a rank of the failed round, and the restart then hangs (pytorch/pytorch#135712).
     os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    os.environ[ONE_TERMINAL] = "1"
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -588,6 +709,8 @@ def _launch(args: argparse.Namespace) -> int:
             return (not (f.exitcode < 0 and f.signal_name() != "SIGTERM"), f.exitcode != 2, f.timestamp, r)
 
         rank, failure = min(e.failures.items(), key=cause)
+        if failure.exitcode == EXIT_USAGE:
+            return EXIT_USAGE  # bad input: the rank that found it said so in one Error line, as one process does
         how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"status {failure.exitcode}"
         written = os.path.exists(args.output) and os.path.getmtime(args.output) >= started
         result = f"{args.output} was written before it" if written else "no model was written"
@@ -604,11 +727,13 @@ def _train(args: argparse.Namespace, comm=None) -> int:
     if args.plots:
         from .plots import require_matplotlib
 
+        _check_folder("--plots", args.plots)
         require_matplotlib()  # before the fit, not after it
         os.makedirs(args.plots, exist_ok=True)  # an unusable folder fails now, before any work
     ds = _load_dataset(args, args.data, args.target, args.features, args.weight, comm)
     lead = comm is None or comm.rank == 0  # only rank 0 writes and speaks (others with --verbose)
     mode = _mode(args) if lead else ("lines" if args.verbose else "quiet")
+    _WARNINGS.show = mode in ("tty", "lines")  # -q: nothing but errors; --json: in the summary object
     err = _console(stderr=True)
     if mode in ("tty", "lines"):
         for n in ds.notices:
@@ -666,22 +791,53 @@ def _data_label(data: str) -> str:
     return "<stdin>" if data == "-" else os.path.basename(str(data))
 
 
-def _check_output(path: str) -> None:
+MODEL_SUFFIXES = (".safetensors",)
+PREDICTION_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson")  # what data.ColumnWriter writes
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+REPORT_SUFFIXES = (".html", ".htm")
+
+
+def _check_output(path: str, suffixes: Sequence[str] = MODEL_SUFFIXES, what: str = "a model", stdout: bool = False) -> None:
+    """Refuse, before any work, an -o that would not give the file asked for: a folder, an unknown
+    suffix (predictions as CSV text in out.xlsx), '-' where stdout makes no sense, a missing folder."""
+    accepted = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
+    accepted += ", or - for stdout" if stdout else ""
+    if path == "-":
+        if stdout:
+            return
+        raise ConfigError(f"-o -: {what} is binary and is not written to stdout; give a file name ending in {accepted}")
+    if os.path.isdir(path):
+        raise ConfigError(f"-o {path}: is a folder; give a file name ending in {accepted}")
+    suffix = os.path.splitext(path)[1]
+    if suffix.lower() not in suffixes:
+        got = f"unknown suffix {suffix!r}" if suffix else "no suffix"
+        raise ConfigError(f"-o {path}: {got} for {what}; expected {accepted}")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ConfigError(f"-o {path}: folder {folder} does not exist")
+
+
+def _check_folder(option: str, path: str) -> None:
+    """Refuse a folder option (plot -o, --plots) that names stdout or an existing file."""
+    if path == "-":
+        raise ConfigError(f"{option} -: pictures are PNG files written into a folder, not to stdout; give a folder name")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{option} {path}: exists and is not a folder; give a folder for the PNG files")
 
 
 def _report_trained(model, output: str, mode: str, err, plots: Sequence[str] = ()) -> None:
     from .display import coef_table, gap_line, metrics_table
 
     if mode == "json":
-        print(json.dumps({"event": "summary", "model": output, "plots": list(plots), **model.to_json()}))
+        summary = {"event": "summary", "model": output, "plots": list(plots), **model.to_json()}
+        summary["warnings"] = model.warnings + [w for w in _WARNINGS.seen if w not in model.warnings]
+        print(json.dumps(summary))
         return
     if mode == "quiet":
         return
     for w in model.warnings:
-        err.print(f"warning: {w}")
+        if w not in _WARNINGS.seen:  # shown once already, when the library raised it
+            err.print(f"warning: {w}", markup=False)
     out = _console()
     if model.config.get("solver") == "gd":
         out.print(gap_line(model))
@@ -701,9 +857,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .data import feature_matrix, read_table
 
+    suffixes = JSON_LINES_SUFFIXES if args.json else PREDICTION_SUFFIXES
+    _check_output(args.output, suffixes, "JSON lines (--json)" if args.json else "predictions", stdout=True)
     model = _load_model(args.model)
-    if args.output != "-":
-        _check_output(args.output)
     stream = _stream(args, args.data)
     if stream is None:
         tables = iter([read_table(args.data, delimiter=args.delimiter)])
@@ -720,7 +876,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .data import ColumnWriter
 
     skipped, where = 0, []
-    with ColumnWriter(args.output, model.target_names, json_lines=args.json) as out:
+    json_lines = args.json or args.output.lower().endswith(JSON_LINES_SUFFIXES)
+    with ColumnWriter(args.output, model.target_names, json_lines=json_lines) as out:
         for table, X, kept in features:
             if kept.all():
                 out.write(model.predict(X))
@@ -842,6 +999,7 @@ def _data_for_model(args: argparse.Namespace, model):
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plots import model_plots, require_matplotlib
 
+    _check_folder("-o", args.output)
     require_matplotlib()
     model = _load_model(args.model)
     X, Y = _data_for_model(args, model)
@@ -861,8 +1019,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import html_report
 
     require_matplotlib()
-    if args.output != "-":
-        _check_output(args.output)
+    _check_output(args.output, REPORT_SUFFIXES, "an HTML report", stdout=True)
     model = _load_model(args.model)
     X, Y = _data_for_model(args, model)
     page = html_report(model, args.model, X, Y, data_label=_data_label(args.data) if X is not None else None)
@@ -885,6 +1042,7 @@ def cmd_completion(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The tutorial, done right: crops, batch size 3, shuffled, 50 epochs, seeded."""
     t0 = time.perf_counter()
+    _check_folder("--out", args.out)
     os.makedirs(args.out, exist_ok=True)
     from .plots import BackgroundPlotter
 
