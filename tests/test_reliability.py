@@ -49,7 +49,7 @@ def test_values_whose_squares_leave_float64_are_refused(scale, message):
 
 
 def test_float32_overflow_of_raw_squares_suggests_float64(cli, tmp_path):
-    with pytest.raises(ConfigError, match=r"values up to .*e\+20 overflow float32 when squared.*use --dtype float64"):
+    with pytest.raises(ConfigError, match=r"values up to .*e\+20 overflow float32 when squared.*use dtype='float64'"):
         LinearRegressor(standardize=False, lr=1e-3).fit(X0 * 1e20, Y0)
     src = tmp_path / "big.csv"
     src.write_text("x,y\n" + "".join(f"{v * 1e20},{v}\n" for v in X0[:, 0]))

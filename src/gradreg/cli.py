@@ -40,6 +40,41 @@ EXAMPLES = {
     "  gradreg completion fish > ~/.config/fish/completions/gradreg.fish",
 }
 
+# The train flag of each option the library names in its messages ({cov_type} in an error's
+# template): TrainConfig's fields one to one, then the other arguments of load/train/Stream.
+FLAGS = {
+    "solver": "--solver",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "optimizer": "--optimizer",
+    "lr_schedule": "--lr-schedule",
+    "l2": "--l2",
+    "fit_intercept": "--no-intercept",
+    "standardize": "--no-standardize",
+    "val_fraction": "--val-fraction",
+    "early_stopping": "--early-stopping",
+    "seed": "--seed",
+    "device": "--device",
+    "dtype": "--dtype",
+    "cov_type": "--cov",
+    "conf_level": "--conf-level",
+    "target": "--target",
+    "features": "--features",
+    "exclude": "--exclude",
+    "weight": "--weight",
+    "delimiter": "--delimiter",
+    "chunk_rows": "--chunk-rows",
+    "shuffle_buffer": "--shuffle-buffer",
+    "checkpoint_dir": "--checkpoint-dir",
+    "checkpoint_every": "--checkpoint-every",
+    "resume": "--resume",
+    "backend": "--backend",
+    "timeout": "--timeout",
+}
+# train flags that are not TrainConfig fields and that only gradient descent reads
+GD_ONLY_FLAGS = ("shuffle_buffer", "checkpoint_dir", "checkpoint_every", "resume")
+
 # shtab's completers, spelled out so that parsing never imports shtab
 FILE = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f", "fish": "(__fish_complete_path (commandline -ct))"}
 DIRECTORY = {"bash": "_shtab_compgen_dirs", "zsh": "_files -/", "tcsh": "d", "fish": "(__fish_complete_directories)"}
@@ -519,7 +554,7 @@ def _communication_error(e: BaseException) -> bool:
 def _error_text(e: BaseException, args: argparse.Namespace) -> tuple[str | None, int | None]:
     """The one-line message and exit status of an error; (None, None) for a bug."""
     if isinstance(e, GradregError):
-        return str(e), e.exit_code
+        return e.render(FLAGS), e.exit_code  # options named as the flags the user typed
     if isinstance(e, KeyboardInterrupt):
         return "interrupted", 130
     if isinstance(e, MemoryError) or (  # torch reports a failed allocation as a RuntimeError

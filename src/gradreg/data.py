@@ -262,7 +262,7 @@ def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
     if blank:
         raise DataError(f"{shown}: file is empty; expected a header row and data rows")
     if len(delimiter) != 1:
-        raise ConfigError(f"--delimiter must be one character; got {delimiter!r}")
+        raise ConfigError("{delimiter} must be one character; got {delimiter=}", delimiter=delimiter)
     try:
         data = pcsv.read_csv(
             pa.BufferReader(path) if isinstance(path, bytes) else path,
@@ -471,15 +471,15 @@ def select(
     for n in asked:
         if n not in seen:
             raise DataError(f"{table.source}: no column named {n!r}; columns are {', '.join(names)}")
-    for group, label in ((targets, "--target"), (chosen_features or [], "--features")):
+    for group, label in ((targets, "target"), (chosen_features or [], "features")):
         dup = sorted({n for n in group if group.count(n) > 1})
         if dup:
-            raise ConfigError(f"{label}: column {dup[0]!r} is named twice")
+            raise ConfigError(f"{{{label}}}: column {dup[0]!r} is named twice", **{label: group})
     both = [n for n in targets if chosen_features and n in chosen_features]
     if both:
         raise ConfigError(f"column {both[0]!r} is given both as a target and as a feature")
     if weight and (weight in targets or (chosen_features and weight in chosen_features)):
-        raise ConfigError(f"--weight column {weight!r} is also a target or feature")
+        raise ConfigError(f"{{weight}} column {weight!r} is also a target or feature", weight=weight)
     notices = list(table.notices)
 
     def required(n: str) -> np.ndarray:

@@ -310,7 +310,7 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1)).numpy()
     n_val = max(1, int(round(n * fraction)))
     if n - n_val < 2:
-        raise DataError(f"--val-fraction {fraction} leaves {n - n_val} training row(s); at least 2 are needed")
+        raise DataError(f"{{val_fraction=}} leaves {n - n_val} training row(s); at least 2 are needed", val_fraction=fraction)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -361,7 +361,7 @@ def train(
 
     cfg.validate()
     if resume and not checkpoint_dir:
-        raise ConfigError("--resume needs --checkpoint-dir (the folder of the checkpoint)")
+        raise ConfigError("{resume} needs {checkpoint_dir} (the folder of the checkpoint)", resume=resume, checkpoint_dir=None)
     ckpt = {"folder": checkpoint_dir, "every": checkpoint_every, "resume": resume} if checkpoint_dir else None
     if not isinstance(ds, Dataset):  # a StreamingDataset: chunks read again for every pass
         return _train_stream(ds, cfg, on_epoch, shuffle_buffer, ckpt, comm)
@@ -814,7 +814,9 @@ def check_magnitudes(peak: np.ndarray, names: list[str], source: str, cfg: Train
     if cfg.solver == "gd" and cfg.dtype == "float32" and not cfg.standardize and len(peak) and peak.max() > 1e19:
         raise ConfigError(
             f"{source}: values up to {peak.max():.3g} overflow float32 when squared (above 1.8e19); "
-            "use --dtype float64, or drop --no-standardize"
+            "use {dtype=}, or drop {standardize=}",
+            dtype="float64",  # the advice, not the value given
+            standardize=False,
         )
 
 

@@ -94,9 +94,9 @@ class Stream:
 
     def __init__(self, spec: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None) -> None:
         if chunk_rows < 1:
-            raise ConfigError(f"--chunk-rows must be a positive integer; got {chunk_rows}")
+            raise ConfigError("{chunk_rows} must be a positive integer; got {chunk_rows=}", chunk_rows=chunk_rows)
         if delimiter is not None and len(delimiter) != 1:
-            raise ConfigError(f"--delimiter must be one character; got {delimiter!r}")
+            raise ConfigError("{delimiter} must be one character; got {delimiter=}", delimiter=delimiter)
         self.spec, self.chunk_rows, self.delimiter = spec, chunk_rows, delimiter
         self.files = [self._open(path) for path in expand(spec)]
         first = self.files[0]
