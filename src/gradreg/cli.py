@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .config import GD_ONLY
 from .errors import ConfigError, DataError, GradregError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -214,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--solver",
         choices=["gd", "exact"],
         default="gd",
-        help="gd: minibatch gradient descent; exact: least squares (default: %(default)s)",
+        help="gd: minibatch gradient descent; exact: least squares, which refuses the options of gradient descent "
+        f"({', '.join(FLAGS[n] for n in GD_ONLY + GD_ONLY_FLAGS)}) (default: %(default)s)",
     )
     t.add_argument("--epochs", type=_positive_int, default=50, help="passes over the data (default: %(default)s)")
     t.add_argument("--batch-size", type=_positive_int, help="rows per step (default: auto, about n/64, at most 65536)")
@@ -361,7 +363,7 @@ def _console(stderr: bool = False):
 def _config(args: argparse.Namespace):
     from .config import TrainConfig
 
-    return TrainConfig(
+    cfg = TrainConfig(
         solver=args.solver,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -379,6 +381,24 @@ def _config(args: argparse.Namespace):
         cov_type=args.cov_type,
         conf_level=args.conf_level,
     ).validate()
+    _refuse_unused(args, cfg)
+    return cfg
+
+
+def _refuse_unused(args: argparse.Namespace, cfg) -> None:
+    """An error naming the flags given (away from their defaults) that the chosen solver ignores.
+
+    An error here, where the Python API warns: a flag typed on a command line that changes nothing
+    is a mistake to point out, not a grid of parameters to run through.
+    """
+    unused = cfg.unused()
+    if cfg.solver == "exact":
+        defaults = vars(build_parser().parse_args(["train", "-", "--target", "y"]))
+        unused += [n for n in GD_ONLY_FLAGS if getattr(args, n, None) != defaults[n]]
+    if unused:
+        flags = ", ".join(FLAGS[n] for n in unused)
+        verb, them = ("applies", "it") if len(unused) == 1 else ("apply", "them")
+        raise ConfigError(f"{flags} {verb} to --solver gd; the exact solver does not use {them}")
 
 
 class EpochPrinter:
@@ -496,6 +516,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.max_restarts and not args.nproc:
         raise ConfigError("--max-restarts goes with --nproc; under torchrun, give torchrun its own --max-restarts")
+    _config(args)  # bad or ignored options fail here, before any process starts
     if args.nproc and not distributed.launched():
         return _launch(args)
     comm = distributed.init(args.backend, args.timeout, args.device)

@@ -143,7 +143,17 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         return tags
 
     def _config(self) -> TrainConfig:
-        return TrainConfig(**self.get_params()).validate()
+        cfg = TrainConfig(**self.get_params()).validate()
+        unused = cfg.unused()
+        if unused:
+            # A warning, not an error, as scikit-learn does for parameters the chosen solver ignores:
+            # a grid over solver=["gd", "exact"] and lr must still run.
+            import warnings
+
+            given = ", ".join(f"{name}={getattr(cfg, name)!r}" for name in unused)
+            verb, them = ("applies", "it") if len(unused) == 1 else ("apply", "them")
+            warnings.warn(f"{given} {verb} to solver='gd'; solver='exact' does not use {them}", UserWarning, stacklevel=3)
+        return cfg
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearRegressor:
