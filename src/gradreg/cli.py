@@ -235,7 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-standardize", action="store_true", help="train in raw units from a random start, as the tutorial does")
     t.add_argument("--val-fraction", type=_fraction, default=0.0, help="hold out this fraction of rows for validation")
     t.add_argument(
-        "--early-stopping", type=_positive_int, metavar="N", help="stop after N epochs without improvement; keep the best weights"
+        "--early-stopping",
+        type=_positive_int,
+        metavar="N",
+        help="stop after N epochs without a better validation loss (the training loss without --val-fraction); "
+        "keep the best epoch's weights and say why it stopped",
     )
     t.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: %(default)s)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to compute (default: %(default)s)")
@@ -681,6 +685,8 @@ def _train(args: argparse.Namespace, comm=None) -> int:
             resume=resume,
             comm=comm,
         )
+    if lead and mode in ("tty", "lines") and model.info.get("stop_reason"):
+        _console().print(model.info["stop_reason"])  # after the last epoch line: why there are no more
     if comm is not None:
         comm.check()  # every rank finished: only now may the model file appear
     plots = []
@@ -844,6 +850,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             gap_line(model)
             + f"  after {info.get('epochs_run')} epochs, lr {info.get('lr', 0):.4g}, batch {info.get('batch_size')}"
         )
+        from .fitted import stop_reason
+
+        reason = info.get("stop_reason") or stop_reason(cfg, info, model.history)  # older files lack it
+        if reason:
+            out.print(reason)
     out.print(coef_table(model))
     out.print(metrics_table(model.metrics, model.target_names))
     for t in range(len(model.stats)):

@@ -457,6 +457,32 @@ def _rank_warnings(sol, feature_names: list[str], speak: bool = True) -> list[st
         return exact.warn_rank(sol, feature_names)
 
 
+def stop_reason(config: dict[str, Any], info: dict[str, Any], history: list[dict]) -> str | None:
+    """Why gradient descent stopped before its last epoch, in one line; None when it ran them all.
+
+    Parameters
+    ----------
+    config : dict
+        The model's :class:`~gradreg.config.TrainConfig` as a dict (``epochs``, ``early_stopping``).
+    info : dict
+        With ``stopped_early``, ``epochs_run`` and ``best_epoch``.
+    history : list of dict
+        Per epoch; a ``val_loss`` in it means early stopping watched the validation loss.
+
+    Returns
+    -------
+    str or None
+    """
+    if not info.get("stopped_early"):
+        return None
+    # the loop watches the validation loss when there is one, else the training loss
+    watched = "validation loss" if history and "val_loss" in history[-1] else "training loss (there is no validation split)"
+    return (
+        f"stopped early at epoch {info.get('epochs_run', len(history))} of {config.get('epochs')}: the {watched} "
+        f"did not improve for {config.get('early_stopping')} epochs (best at epoch {info.get('best_epoch')}; its weights are kept)"
+    )
+
+
 def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_metrics, info, warn, comm=None) -> FittedModel:
     """After the solvers: the residual pass, statistics, metrics and the gap, as a FittedModel."""
     from .solvers import exact
@@ -477,6 +503,7 @@ def _finish(cfg, device, feature_names, target_names, opt_sol, chunks, res, val_
             best_epoch=res.best_epoch,
             stopped_early=res.stopped_early,
         )
+        info["stop_reason"] = stop_reason(cfg.to_dict(), info, history)
         if res.resumed_from is not None:
             info["resumed_from_epoch"] = res.resumed_from
         sol = exact.ExactSolution(**{**opt_sol.__dict__, "coef": coef, "intercept": intercept})
