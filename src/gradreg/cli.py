@@ -451,6 +451,77 @@ class EpochPrinter:
             self.stream.flush()
 
 
+class SolvePrinter:
+    """The exact solver's progress on a TTY: a running count of the rows read (streamed data),
+    then "solving"; it has no epochs, so no bar. Other modes print nothing until the result.
+
+    Parameters
+    ----------
+    ds : Dataset or StreamingDataset
+        In memory, the rows are already read: the line says "solving" at once. Streamed (and
+        ``count``), every pass over the chunks is counted as it goes.
+    mode : {"tty", "lines", "json", "quiet"}
+    console : rich.console.Console, optional
+        Where a TTY display goes (default stdout).
+    count : bool
+        Count a streamed dataset's rows (False for a rank of a job: its count is only its shard).
+    """
+
+    def __init__(self, ds, *, mode: str, console=None, count: bool = True) -> None:
+        self.mode, self.console, self.status = mode, console, None
+        self.n_features = ds.n_features if hasattr(ds, "n_features") else ds.X.shape[1]
+        self.total = len(ds.X) if hasattr(ds, "X") else None  # streamed: known after the first pass
+        self.passes, self.rows, self.shown, self.reading = 0, 0, 0.0, False
+        if mode == "tty" and count and self.total is None:
+            read = ds.keyed_chunks
+
+            def keyed_chunks(units=None):  # every pass of the solver over the rows goes through here
+                self.start_pass()
+                for key, arrays in read(units):
+                    self.add_rows(len(arrays[0]))
+                    yield key, arrays
+                self.end_pass()
+
+            ds.keyed_chunks = keyed_chunks
+
+    def __enter__(self) -> SolvePrinter:
+        if self.mode == "tty":
+            self.status = (self.console or _console()).status(self._text())
+            self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.status is not None:
+            self.status.__exit__(*exc)  # the spinner goes; the result tables follow
+
+    def _text(self) -> str:
+        if not self.reading:
+            return "reading rows" if self.total is None else f"solving: {self.total:,} rows × {self.n_features} features"
+        if self.passes == 1:
+            return f"reading rows: {self.rows:,}"
+        return f"pass {self.passes} over the rows: {self.rows:,} of {self.total:,}"
+
+    def _show(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.status is not None and (force or now - self.shown > 0.1):  # at most 10 updates a second
+            self.status.update(self._text())
+            self.shown = now
+
+    def start_pass(self) -> None:
+        self.passes, self.rows, self.reading = self.passes + 1, 0, True
+        self._show(force=True)
+
+    def add_rows(self, n: int) -> None:
+        self.rows += n
+        self._show()
+
+    def end_pass(self) -> None:
+        self.reading = False
+        if self.total is None:
+            self.total = self.rows
+        self._show(force=True)
+
+
 def _clean(d: dict) -> dict:
     from .persist import jsonable
 
@@ -674,7 +745,11 @@ def _train(args: argparse.Namespace, comm=None) -> int:
     if comm is not None and not resume and args.checkpoint_dir and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0):
         resume = "auto"  # torchrun restarted the job: go on from the last checkpoint, if any
     prefix = "" if lead else f"rank {comm.rank}: "
-    with EpochPrinter(cfg.epochs, mode=mode, stream=None if lead else sys.stderr, prefix=prefix) as printer:
+    if cfg.solver == "gd":
+        printer = EpochPrinter(cfg.epochs, mode=mode, stream=None if lead else sys.stderr, prefix=prefix)
+    else:
+        printer = SolvePrinter(ds, mode=mode, count=comm is None)
+    with printer:
         model = train(
             ds,
             cfg,
