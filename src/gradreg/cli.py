@@ -189,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(t)
     t.add_argument("--target", action="append", required=True, help="target column (repeat or comma-separate for several)")
     t.add_argument("--features", help="comma-separated feature columns (default: every other numeric column)")
+    t.add_argument(
+        "--exclude",
+        action="append",
+        metavar="COLS",
+        help="leave these columns out of the default features (comma-separated or repeated; not with --features)",
+    )
     t.add_argument("--weight", help="column of sample weights (>= 0)")
     data_options(t, chunks=True, stream=True)
     t.add_argument(
@@ -561,11 +567,14 @@ def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: A
     from .stream import IN_MEMORY_BYTES, StreamingDataset
 
     world, rank = (1, 0) if comm is None else (comm.world, comm.rank)
+    exclude = getattr(args, "exclude", None)
     if comm is not None and data == "-":
         raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
 
     def whole():
-        return load(data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter)
+        return load(
+            data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter, exclude=exclude
+        )
 
     stream = _stream(args, data)
     if stream is None:
@@ -578,7 +587,7 @@ def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: A
     from .distributed import shard
 
     units = None if comm is None else shard(stream, world, rank)
-    sds = StreamingDataset(stream, targets, features, weight=weight, drop_missing=args.drop_missing, units=units)
+    sds = StreamingDataset(stream, targets, features, weight=weight, drop_missing=args.drop_missing, units=units, exclude=exclude)
     if getattr(args, "stream", False) or stream.estimated_bytes(len(sds.columns)) / world > IN_MEMORY_BYTES:
         return sds
     if comm is None and len(stream.files) == 1:  # one file that fits: read it whole, as always
@@ -741,6 +750,8 @@ def _train(args: argparse.Namespace, comm=None) -> int:
     if mode in ("tty", "lines"):
         for n in ds.notices:
             err.print(f"note: {n}")
+        # what the model will fit, before the work: a stray target-like feature shows here
+        err.print(f"features: {_names(ds.feature_names)} → targets: {_names(ds.target_names, count=False)}")
     resume = args.resume
     if comm is not None and not resume and args.checkpoint_dir and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0):
         resume = "auto"  # torchrun restarted the job: go on from the last checkpoint, if any
@@ -777,6 +788,12 @@ def _train(args: argparse.Namespace, comm=None) -> int:
     if lead:
         _report_trained(model, args.output, mode, err, plots)
     return EXIT_OK
+
+
+def _names(names: Sequence[str], count: bool = True, shown: int = 8) -> str:
+    """'a, b, c (3)'; a long list keeps its ends, and always its count: 'x0, x1, …, x99 (100)'."""
+    listed = list(names) if len(names) <= shown else [*names[:2], "…", names[-1]]
+    return ", ".join(listed) + (f" ({len(names)})" if count or len(names) > shown else "")
 
 
 def _sample_rows(sds, limit: int = 200_000):

@@ -427,6 +427,7 @@ def select(
     weight: str | None = None,
     drop_missing: bool = False,
     min_rows: int = 2,
+    exclude: Sequence[str] | str | None = None,
 ) -> Dataset:
     """Pick target, feature and weight columns by name and validate them into a :class:`Dataset`.
 
@@ -444,6 +445,9 @@ def select(
         Drop rows with a missing value (with a notice) instead of failing on the first one.
     min_rows : int
         Fewest rows accepted.
+    exclude : str or sequence of str, optional
+        Columns left out of the default features (such as a second target-like column); not
+        with ``features``, which names the features itself.
 
     Returns
     -------
@@ -465,8 +469,21 @@ def select(
         seen[n] = i
     targets = _split_names(target) or []
     if not targets:
-        raise ConfigError("--target: name at least one target column")
+        raise ConfigError("{target}: name at least one target column", target=target)
     chosen_features = _split_names(features)
+    excluded = _split_names(exclude) or []
+    if excluded and chosen_features is not None:
+        raise ConfigError(
+            "{exclude} leaves columns out of the default features; with {features}, name only the features wanted",
+            exclude=exclude,
+            features=features,
+        )
+    unknown = [n for n in excluded if n not in seen]
+    if unknown:
+        raise DataError(
+            f"{table.source}: {{exclude}} names no column {', '.join(map(repr, unknown))}; columns are {', '.join(names)}",
+            exclude=exclude,
+        )
     asked = targets + (chosen_features or []) + ([weight] if weight else [])
     for n in asked:
         if n not in seen:
@@ -489,7 +506,7 @@ def select(
     if chosen_features is None:
         chosen_features, X = [], []
         for n in names:
-            if n in targets or n == weight:
+            if n in targets or n == weight or n in excluded:
                 continue
             arr = _numeric_column(table, n, seen[n])
             if arr is None:
@@ -585,6 +602,7 @@ def load(
     weight: str | None = None,
     drop_missing: bool = False,
     delimiter: str | None = None,
+    exclude: Sequence[str] | str | None = None,
 ) -> Dataset:
     """Read ``source`` and select columns: :func:`read_table`, then :func:`select`.
 
@@ -598,12 +616,15 @@ def load(
     drop_missing : bool
     delimiter : str, optional
         As for :func:`select` and :func:`read_table`.
+    exclude : str or sequence of str, optional
+        As for :func:`select`.
 
     Returns
     -------
     Dataset
     """
-    return select(read_table(source, delimiter=delimiter), target, features, weight=weight, drop_missing=drop_missing)
+    table = read_table(source, delimiter=delimiter)
+    return select(table, target, features, weight=weight, drop_missing=drop_missing, exclude=exclude)
 
 
 def feature_matrix(table: Table, features: Sequence[str], *, drop_missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
