@@ -180,11 +180,19 @@ def test_exact_progress_counts_streamed_rows_then_solves(tmp_path):
 
     rows = "".join(f"{i},{i % 7},{3 * i + i % 5}\n" for i in range(3000))
     sds = StreamingDataset(Stream(write(tmp_path / "d.csv", "a,b,y\n" + rows), chunk_rows=500), "y")
+    shown = []
+
+    class Recording(SolvePrinter):  # every line the spinner was given, whatever rich redrew
+        def _text(self):
+            shown.append(super()._text())
+            return shown[-1]
+
     buf, console = _tty()
-    with SolvePrinter(sds, mode="tty", console=console) as printer:
+    with Recording(sds, mode="tty", console=console) as printer:
         train(sds, TrainConfig(solver="exact"))
-    text = buf.getvalue()
-    assert "reading rows: 0" in text and "solving: 3,000 rows × 2 features" in text and "epoch" not in text
+    assert shown[:2] == ["reading rows", "reading rows: 0"]  # then the count runs, at most 10 updates a second
+    assert "solving: 3,000 rows × 2 features" in shown and "pass 2 over the rows: 0 of 3,000" in shown
+    assert "solving: 3,000 rows × 2 features" in buf.getvalue() and "epoch" not in buf.getvalue()
     assert printer.passes >= 2 and printer.total == 3000  # the factor pass, then the residual pass
 
 
