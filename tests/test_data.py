@@ -191,7 +191,7 @@ def test_negative_and_all_zero_weights(tmp_path):
 
 
 def test_no_target():
-    with pytest.raises(ConfigError, match="--target"):
+    with pytest.raises(ConfigError, match="^target: name at least one target column"):
         load("crops", [])
 
 

@@ -15,7 +15,7 @@ def test_init_is_keyword_only_and_stores_only():
         LinearRegressor("exact")  # type: ignore[misc]
     est = LinearRegressor(lr=-1)  # validated in fit, not here
     assert est.get_params()["lr"] == -1
-    with pytest.raises(ValueError, match="--lr must be a positive number"):
+    with pytest.raises(ValueError, match="lr must be a positive number; got lr=-1"):
         est.fit(CROPS_X, CROPS_Y)
 
 

@@ -51,12 +51,12 @@ def test_values_whose_squares_leave_float64_are_refused(scale, message):
 
 
 def test_float32_overflow_of_raw_squares_suggests_float64(cli, tmp_path):
-    with pytest.raises(ConfigError, match=r"values up to .*e\+20 overflow float32 when squared.*use --dtype float64"):
+    with pytest.raises(ConfigError, match=r"values up to .*e\+20 overflow float32 when squared.*use dtype='float64'"):
         LinearRegressor(standardize=False, lr=1e-3).fit(X0 * 1e20, Y0)
     src = tmp_path / "big.csv"
     src.write_text("x,y\n" + "".join(f"{v * 1e20},{v}\n" for v in X0[:, 0]))
     r = cli("train", src, "--target", "y", "--no-standardize", "--lr", "1e-3", "-o", tmp_path / "m.safetensors")
-    assert r.code == 2 and "use --dtype float64" in r.err and r.err.count("\n") == 1
+    assert r.code == 2 and "use --dtype float64" in r.err and r.err.startswith("features: x (1)") and r.err.count("\n") == 2
 
 
 def test_same_data_seed_and_settings_give_byte_identical_tensors(cli, tmp_path):

@@ -219,10 +219,7 @@ def test_streaming_stays_within_a_memory_limit_smaller_than_the_data(tmp_path):
             "--stream",
             "--solver",
             solver,
-            "--epochs",
-            "1",
-            "--shuffle-buffer",
-            "262144",
+            *(["--epochs", "1", "--shuffle-buffer", "262144"] if solver == "gd" else []),  # exact refuses them
             "-q",
             "-o",
             tmp_path / f"{solver}.safetensors",

@@ -44,7 +44,7 @@ class Checkpoint:
         self, folder: str, *, every: int = 1, resume: bool | str = False, identity: dict[str, Any] | None = None
     ) -> None:
         if every < 1:
-            raise ConfigError(f"--checkpoint-every must be a positive integer; got {every}")
+            raise ConfigError("{checkpoint_every} must be a positive integer; got {checkpoint_every=}", checkpoint_every=every)
         self.folder, self.every, self.resume = folder, every, resume
         self.identity = persist.jsonable(identity or {})
         self.path = os.path.join(folder, FILE)
@@ -70,7 +70,7 @@ class Checkpoint:
                 with open(self.path, "rb") as f:
                     data = f.read()
             elif self.resume != "auto":
-                raise ConfigError(f"--resume: no checkpoint in {self.folder} (expected {FILE})")
+                raise ConfigError(f"{{resume}}: no checkpoint in {self.folder} (expected {FILE})", resume=True)
         if comm is not None:
             data = comm.broadcast_bytes(data) or None
         if data is None:  # "auto" (a restarted distributed job) and no checkpoint yet: start afresh
@@ -79,15 +79,14 @@ class Checkpoint:
         saved = meta.get("identity", {})
         if saved != self.identity:
             keys = sorted(k for k in set(saved) | set(self.identity) if saved.get(k) != self.identity.get(k))
-            detail = ", ".join(keys)
+            detail, named = ", ".join(keys), {}
             if "config" in keys:
                 a, b = saved.get("config") or {}, self.identity.get("config") or {}
-                detail = ", ".join(
-                    f"--{k.replace('_', '-')} {a.get(k)!r} → {b.get(k)!r}"
-                    for k in sorted(set(a) | set(b))
-                    if a.get(k) != b.get(k)
-                )
-            raise ConfigError(f"--resume: the checkpoint in {self.folder} is from another run (differs in {detail})")
+                named = {k: b.get(k) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+                detail = ", ".join(f"{{{k}}} {a.get(k)!r} → {b.get(k)!r}" for k in named)  # each option as its flag in the CLI
+            raise ConfigError(
+                f"{{resume}}: the checkpoint in {self.folder} is from another run (differs in {detail})", resume=True, **named
+            )
         dtypes = meta.get("dtypes", {})
         return {k: v.astype(dtypes.get(k, "float64")) for k, v in tensors.items()}, meta.get("state", {})
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from .config import GD_ONLY
 from .errors import ConfigError, DataError, GradregError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -40,6 +41,41 @@ EXAMPLES = {
     "  gradreg completion zsh > ~/.zfunc/_gradreg   # with fpath+=~/.zfunc before compinit\n"
     "  gradreg completion fish > ~/.config/fish/completions/gradreg.fish",
 }
+
+# The train flag of each option the library names in its messages ({cov_type} in an error's
+# template): TrainConfig's fields one to one, then the other arguments of load/train/Stream.
+FLAGS = {
+    "solver": "--solver",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "optimizer": "--optimizer",
+    "lr_schedule": "--lr-schedule",
+    "l2": "--l2",
+    "fit_intercept": "--no-intercept",
+    "standardize": "--no-standardize",
+    "val_fraction": "--val-fraction",
+    "early_stopping": "--early-stopping",
+    "seed": "--seed",
+    "device": "--device",
+    "dtype": "--dtype",
+    "cov_type": "--cov",
+    "conf_level": "--conf-level",
+    "target": "--target",
+    "features": "--features",
+    "exclude": "--exclude",
+    "weight": "--weight",
+    "delimiter": "--delimiter",
+    "chunk_rows": "--chunk-rows",
+    "shuffle_buffer": "--shuffle-buffer",
+    "checkpoint_dir": "--checkpoint-dir",
+    "checkpoint_every": "--checkpoint-every",
+    "resume": "--resume",
+    "backend": "--backend",
+    "timeout": "--timeout",
+}
+# train flags that are not TrainConfig fields and that only gradient descent reads
+GD_ONLY_FLAGS = ("shuffle_buffer", "checkpoint_dir", "checkpoint_every", "resume")
 
 # shtab's completers, spelled out so that parsing never imports shtab
 FILE = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f", "fish": "(__fish_complete_path (commandline -ct))"}
@@ -154,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(t)
     t.add_argument("--target", action="append", required=True, help="target column (repeat or comma-separate for several)")
     t.add_argument("--features", help="comma-separated feature columns (default: every other numeric column)")
+    t.add_argument(
+        "--exclude",
+        action="append",
+        metavar="COLS",
+        help="leave these columns out of the default features (comma-separated or repeated; not with --features)",
+    )
     t.add_argument("--weight", help="column of sample weights (>= 0)")
     data_options(t, chunks=True, stream=True)
     t.add_argument(
@@ -180,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--solver",
         choices=["gd", "exact"],
         default="gd",
-        help="gd: minibatch gradient descent; exact: least squares (default: %(default)s)",
+        help="gd: minibatch gradient descent; exact: least squares, which refuses the options of gradient descent "
+        f"({', '.join(FLAGS[n] for n in GD_ONLY + GD_ONLY_FLAGS)}) (default: %(default)s)",
     )
     t.add_argument("--epochs", type=_positive_int, default=50, help="passes over the data (default: %(default)s)")
     t.add_argument("--batch-size", type=_positive_int, help="rows per step (default: auto, about n/64, at most 65536)")
@@ -199,7 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-standardize", action="store_true", help="train in raw units from a random start, as the tutorial does")
     t.add_argument("--val-fraction", type=_fraction, default=0.0, help="hold out this fraction of rows for validation")
     t.add_argument(
-        "--early-stopping", type=_positive_int, metavar="N", help="stop after N epochs without improvement; keep the best weights"
+        "--early-stopping",
+        type=_positive_int,
+        metavar="N",
+        help="stop after N epochs without a better validation loss (the training loss without --val-fraction); "
+        "keep the best epoch's weights and say why it stopped",
     )
     t.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: %(default)s)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to compute (default: %(default)s)")
@@ -419,7 +466,7 @@ def _console(stderr: bool = False):
 def _config(args: argparse.Namespace):
     from .config import TrainConfig
 
-    return TrainConfig(
+    cfg = TrainConfig(
         solver=args.solver,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -437,6 +484,24 @@ def _config(args: argparse.Namespace):
         cov_type=args.cov_type,
         conf_level=args.conf_level,
     ).validate()
+    _refuse_unused(args, cfg)
+    return cfg
+
+
+def _refuse_unused(args: argparse.Namespace, cfg) -> None:
+    """An error naming the flags given (away from their defaults) that the chosen solver ignores.
+
+    An error here, where the Python API warns: a flag typed on a command line that changes nothing
+    is a mistake to point out, not a grid of parameters to run through.
+    """
+    unused = cfg.unused()
+    if cfg.solver == "exact":
+        defaults = vars(build_parser().parse_args(["train", "-", "--target", "y"]))
+        unused += [n for n in GD_ONLY_FLAGS if getattr(args, n, None) != defaults[n]]
+    if unused:
+        flags = ", ".join(FLAGS[n] for n in unused)
+        verb, them = ("applies", "it") if len(unused) == 1 else ("apply", "them")
+        raise ConfigError(f"{flags} {verb} to --solver gd; the exact solver does not use {them}")
 
 
 class EpochPrinter:
@@ -485,6 +550,77 @@ class EpochPrinter:
             self.stream.flush()
 
 
+class SolvePrinter:
+    """The exact solver's progress on a TTY: a running count of the rows read (streamed data),
+    then "solving"; it has no epochs, so no bar. Other modes print nothing until the result.
+
+    Parameters
+    ----------
+    ds : Dataset or StreamingDataset
+        In memory, the rows are already read: the line says "solving" at once. Streamed (and
+        ``count``), every pass over the chunks is counted as it goes.
+    mode : {"tty", "lines", "json", "quiet"}
+    console : rich.console.Console, optional
+        Where a TTY display goes (default stdout).
+    count : bool
+        Count a streamed dataset's rows (False for a rank of a job: its count is only its shard).
+    """
+
+    def __init__(self, ds, *, mode: str, console=None, count: bool = True) -> None:
+        self.mode, self.console, self.status = mode, console, None
+        self.n_features = ds.n_features if hasattr(ds, "n_features") else ds.X.shape[1]
+        self.total = len(ds.X) if hasattr(ds, "X") else None  # streamed: known after the first pass
+        self.passes, self.rows, self.shown, self.reading = 0, 0, 0.0, False
+        if mode == "tty" and count and self.total is None:
+            read = ds.keyed_chunks
+
+            def keyed_chunks(units=None):  # every pass of the solver over the rows goes through here
+                self.start_pass()
+                for key, arrays in read(units):
+                    self.add_rows(len(arrays[0]))
+                    yield key, arrays
+                self.end_pass()
+
+            ds.keyed_chunks = keyed_chunks
+
+    def __enter__(self) -> SolvePrinter:
+        if self.mode == "tty":
+            self.status = (self.console or _console()).status(self._text())
+            self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.status is not None:
+            self.status.__exit__(*exc)  # the spinner goes; the result tables follow
+
+    def _text(self) -> str:
+        if not self.reading:
+            return "reading rows" if self.total is None else f"solving: {self.total:,} rows × {self.n_features} features"
+        if self.passes == 1:
+            return f"reading rows: {self.rows:,}"
+        return f"pass {self.passes} over the rows: {self.rows:,} of {self.total:,}"
+
+    def _show(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.status is not None and (force or now - self.shown > 0.1):  # at most 10 updates a second
+            self.status.update(self._text())
+            self.shown = now
+
+    def start_pass(self) -> None:
+        self.passes, self.rows, self.reading = self.passes + 1, 0, True
+        self._show(force=True)
+
+    def add_rows(self, n: int) -> None:
+        self.rows += n
+        self._show()
+
+    def end_pass(self) -> None:
+        self.reading = False
+        if self.total is None:
+            self.total = self.rows
+        self._show(force=True)
+
+
 def _clean(d: dict) -> dict:
     from .persist import jsonable
 
@@ -524,11 +660,14 @@ def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: A
     from .stream import IN_MEMORY_BYTES, StreamingDataset
 
     world, rank = (1, 0) if comm is None else (comm.world, comm.rank)
+    exclude = getattr(args, "exclude", None)
     if comm is not None and data == "-":
         raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
 
     def whole():
-        return load(data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter)
+        return load(
+            data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter, exclude=exclude
+        )
 
     stream = _stream(args, data)
     if stream is None:
@@ -541,7 +680,7 @@ def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: A
     from .distributed import shard
 
     units = None if comm is None else shard(stream, world, rank)
-    sds = StreamingDataset(stream, targets, features, weight=weight, drop_missing=args.drop_missing, units=units)
+    sds = StreamingDataset(stream, targets, features, weight=weight, drop_missing=args.drop_missing, units=units, exclude=exclude)
     if getattr(args, "stream", False) or stream.estimated_bytes(len(sds.columns)) / world > IN_MEMORY_BYTES:
         return sds
     if comm is None and len(stream.files) == 1:  # one file that fits: read it whole, as always
@@ -554,6 +693,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.max_restarts and not args.nproc:
         raise ConfigError("--max-restarts goes with --nproc; under torchrun, give torchrun its own --max-restarts")
+    _config(args)  # bad or ignored options fail here, before any process starts
     if args.nproc and not distributed.launched():
         return _launch(args)
     try:
@@ -617,7 +757,7 @@ def _communication_error(e: BaseException) -> bool:
 def _error_text(e: BaseException, args: argparse.Namespace) -> tuple[str | None, int | None]:
     """The one-line message and exit status of an error; (None, None) for a bug."""
     if isinstance(e, GradregError):
-        return str(e), e.exit_code
+        return e.render(FLAGS), e.exit_code  # options named as the flags the user typed
     if isinstance(e, KeyboardInterrupt):
         return "interrupted", 130
     if isinstance(e, MemoryError) or (  # torch reports a failed allocation as a RuntimeError
@@ -738,11 +878,17 @@ def _train(args: argparse.Namespace, comm=None) -> int:
     if mode in ("tty", "lines"):
         for n in ds.notices:
             err.print(f"note: {n}")
+        # what the model will fit, before the work: a stray target-like feature shows here
+        err.print(f"features: {_names(ds.feature_names)} → targets: {_names(ds.target_names, count=False)}")
     resume = args.resume
     if comm is not None and not resume and args.checkpoint_dir and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0):
         resume = "auto"  # torchrun restarted the job: go on from the last checkpoint, if any
     prefix = "" if lead else f"rank {comm.rank}: "
-    with EpochPrinter(cfg.epochs, mode=mode, stream=None if lead else sys.stderr, prefix=prefix) as printer:
+    if cfg.solver == "gd":
+        printer = EpochPrinter(cfg.epochs, mode=mode, stream=None if lead else sys.stderr, prefix=prefix)
+    else:
+        printer = SolvePrinter(ds, mode=mode, count=comm is None)
+    with printer:
         model = train(
             ds,
             cfg,
@@ -753,6 +899,8 @@ def _train(args: argparse.Namespace, comm=None) -> int:
             resume=resume,
             comm=comm,
         )
+    if lead and mode in ("tty", "lines") and model.info.get("stop_reason"):
+        _console().print(model.info["stop_reason"])  # after the last epoch line: why there are no more
     if comm is not None:
         comm.check()  # every rank finished: only now may the model file appear
     plots = []
@@ -768,6 +916,12 @@ def _train(args: argparse.Namespace, comm=None) -> int:
     if lead:
         _report_trained(model, args.output, mode, err, plots)
     return EXIT_OK
+
+
+def _names(names: Sequence[str], count: bool = True, shown: int = 8) -> str:
+    """'a, b, c (3)'; a long list keeps its ends, and always its count: 'x0, x1, …, x99 (100)'."""
+    listed = list(names) if len(names) <= shown else [*names[:2], "…", names[-1]]
+    return ", ".join(listed) + (f" ({len(names)})" if count or len(names) > shown else "")
 
 
 def _sample_rows(sds, limit: int = 200_000):
@@ -967,6 +1121,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             gap_line(model)
             + f"  after {info.get('epochs_run')} epochs, lr {info.get('lr', 0):.4g}, batch {info.get('batch_size')}"
         )
+        from .fitted import stop_reason
+
+        reason = info.get("stop_reason") or stop_reason(cfg, info, model.history)  # older files lack it
+        if reason:
+            out.print(reason)
     out.print(coef_table(model))
     out.print(metrics_table(model.metrics, model.target_names))
     for t in range(len(model.stats)):

@@ -15,6 +15,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+# What only gradient descent reads: the exact solver ignores these (see TrainConfig.unused).
+GD_ONLY = ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "standardize", "early_stopping", "dtype")
 
 
 @dataclass
@@ -85,13 +87,14 @@ class TrainConfig:
         Raises
         ------
         ConfigError
-            Naming the option (as its CLI flag), the rule and the value.
+            Naming the option, the rule and the value; ``e.field`` is the field's name (the CLI
+            shows its flag, see :meth:`gradreg.errors.GradregError.render`).
         """
 
         def choice(name: str, options: tuple[str, ...]) -> None:
             value = getattr(self, name)
             if value not in options:
-                raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(options)}; got {value!r}")
+                raise ConfigError(f"{{{name}}} must be one of {', '.join(options)}; got {{{name}=}}", **{name: value})
 
         choice("solver", SOLVERS)
         choice("optimizer", OPTIMIZERS)
@@ -105,18 +108,31 @@ class TrainConfig:
         if self.batch_size is not None:
             _positive_int("batch_size", self.batch_size)
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"--lr must be a positive number; got {self.lr!r}")
+            raise ConfigError("{lr} must be a positive number; got {lr=}", lr=self.lr)
         if not (isinstance(self.l2, (int, float)) and math.isfinite(self.l2) and self.l2 >= 0):
-            raise ConfigError(f"--l2 must be a number >= 0; got {self.l2!r}")
+            raise ConfigError("{l2} must be a number >= 0; got {l2=}", l2=self.l2)
         if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
-            raise ConfigError(f"--val-fraction must be in [0, 1); got {self.val_fraction!r}")
+            raise ConfigError("{val_fraction} must be in [0, 1); got {val_fraction=}", val_fraction=self.val_fraction)
         if self.early_stopping is not None:
             _positive_int("early_stopping", self.early_stopping)
         if not (isinstance(self.conf_level, (int, float)) and 0 < self.conf_level < 1):
-            raise ConfigError(f"--conf-level must be between 0 and 1; got {self.conf_level!r}")
+            raise ConfigError("{conf_level} must be between 0 and 1; got {conf_level=}", conf_level=self.conf_level)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"--seed must be an integer >= 0; got {self.seed!r}")
+            raise ConfigError("{seed} must be an integer >= 0; got {seed=}", seed=self.seed)
         return self
+
+    def unused(self) -> list[str]:
+        """The fields set away from their defaults that the chosen solver does not read.
+
+        Returns
+        -------
+        list of str
+            Field names, in declaration order; empty for gradient descent, which reads them all.
+        """
+        if self.solver != "exact":
+            return []
+        defaults = TrainConfig()
+        return [name for name in GD_ONLY if getattr(self, name) != getattr(defaults, name)]
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (what a model file stores).
@@ -145,7 +161,7 @@ class TrainConfig:
 
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer; got {value!r}")
+        raise ConfigError(f"{{{name}}} must be a positive integer; got {{{name}=}}", **{name: value})
 
 
 def resolve_device(name: str):
@@ -170,5 +186,5 @@ def resolve_device(name: str):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+        raise ConfigError("{device=}: no CUDA device is available (torch.cuda.is_available() is False)", device=name)
     return torch.device(name)

@@ -266,7 +266,7 @@ def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
     if blank:
         raise DataError(f"{shown}: file is empty; expected a header row and data rows")
     if len(delimiter) != 1:
-        raise ConfigError(f"--delimiter must be one character; got {delimiter!r}")
+        raise ConfigError("{delimiter} must be one character; got {delimiter=}", delimiter=delimiter)
     try:
         data = pcsv.read_csv(
             pa.BufferReader(path) if isinstance(path, bytes) else path,
@@ -431,6 +431,7 @@ def select(
     weight: str | None = None,
     drop_missing: bool = False,
     min_rows: int = 2,
+    exclude: Sequence[str] | str | None = None,
 ) -> Dataset:
     """Pick target, feature and weight columns by name and validate them into a :class:`Dataset`.
 
@@ -448,6 +449,9 @@ def select(
         Drop rows with a missing value (with a notice) instead of failing on the first one.
     min_rows : int
         Fewest rows accepted.
+    exclude : str or sequence of str, optional
+        Columns left out of the default features (such as a second target-like column); not
+        with ``features``, which names the features itself.
 
     Returns
     -------
@@ -469,21 +473,34 @@ def select(
         seen[n] = i
     targets = _split_names(target) or []
     if not targets:
-        raise ConfigError("--target: name at least one target column")
+        raise ConfigError("{target}: name at least one target column", target=target)
     chosen_features = _split_names(features)
+    excluded = _split_names(exclude) or []
+    if excluded and chosen_features is not None:
+        raise ConfigError(
+            "{exclude} leaves columns out of the default features; with {features}, name only the features wanted",
+            exclude=exclude,
+            features=features,
+        )
+    unknown = [n for n in excluded if n not in seen]
+    if unknown:
+        raise DataError(
+            f"{table.source}: {{exclude}} names no column {', '.join(map(repr, unknown))}; columns are {', '.join(names)}",
+            exclude=exclude,
+        )
     asked = targets + (chosen_features or []) + ([weight] if weight else [])
     for n in asked:
         if n not in seen:
             raise DataError(f"{table.source}: no column named {n!r}; columns are {', '.join(names)}")
-    for group, label in ((targets, "--target"), (chosen_features or [], "--features")):
+    for group, label in ((targets, "target"), (chosen_features or [], "features")):
         dup = sorted({n for n in group if group.count(n) > 1})
         if dup:
-            raise ConfigError(f"{label}: column {dup[0]!r} is named twice")
+            raise ConfigError(f"{{{label}}}: column {dup[0]!r} is named twice", **{label: group})
     both = [n for n in targets if chosen_features and n in chosen_features]
     if both:
         raise ConfigError(f"column {both[0]!r} is given both as a target and as a feature")
     if weight and (weight in targets or (chosen_features and weight in chosen_features)):
-        raise ConfigError(f"--weight column {weight!r} is also a target or feature")
+        raise ConfigError(f"{{weight}} column {weight!r} is also a target or feature", weight=weight)
     notices = list(table.notices)
 
     def required(n: str) -> np.ndarray:
@@ -493,7 +510,7 @@ def select(
     if chosen_features is None:
         chosen_features, X = [], []
         for n in names:
-            if n in targets or n == weight:
+            if n in targets or n == weight or n in excluded:
                 continue
             arr = _numeric_column(table, n, seen[n])
             if arr is None:
@@ -591,6 +608,7 @@ def load(
     weight: str | None = None,
     drop_missing: bool = False,
     delimiter: str | None = None,
+    exclude: Sequence[str] | str | None = None,
 ) -> Dataset:
     """Read ``source`` and select columns: :func:`read_table`, then :func:`select`.
 
@@ -604,12 +622,15 @@ def load(
     drop_missing : bool
     delimiter : str, optional
         As for :func:`select` and :func:`read_table`.
+    exclude : str or sequence of str, optional
+        As for :func:`select`.
 
     Returns
     -------
     Dataset
     """
-    return select(read_table(source, delimiter=delimiter), target, features, weight=weight, drop_missing=drop_missing)
+    table = read_table(source, delimiter=delimiter)
+    return select(table, target, features, weight=weight, drop_missing=drop_missing, exclude=exclude)
 
 
 def feature_matrix(table: Table, features: Sequence[str], *, drop_missing: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -109,6 +109,8 @@ def summary_text(model, target: int) -> str:
             f"{fmt(s['ci_low'][i]):>11}{fmt(s['ci_high'][i]):>11}"
         )
     lines.append("=" * width)
+    if model.info.get("stop_reason"):
+        lines.append(f"Note: {model.info['stop_reason']}")
     for w in model.warnings:
         lines.append(f"Warning: {w}")
     return "\n".join(lines)

@@ -36,7 +36,15 @@ DEFAULT_TIMEOUT = 600.0  # seconds a rank waits for the others at a collective (
 
 
 class RankFailedError(GradregError):
-    """Another rank of a distributed job failed; this one stops too."""
+    """Another rank of a distributed job failed; this one stops too.
+
+    Parameters
+    ----------
+    message : str
+        What the failed rank said.
+    **values
+        Options named in ``message`` (see :class:`gradreg.errors.GradregError`).
+    """
 
     exit_code = 1
 
@@ -73,9 +81,9 @@ def init(backend: str = "auto", timeout: float = DEFAULT_TIMEOUT, device: str = 
     import torch.distributed as dist
 
     if timeout <= 0:
-        raise ConfigError(f"--timeout must be a positive number of seconds; got {timeout}")
+        raise ConfigError("{timeout} must be a positive number of seconds; got {timeout=}", timeout=timeout)
     if backend not in ("auto", "gloo", "nccl"):
-        raise ConfigError(f"--backend must be auto, gloo or nccl; got {backend!r}")
+        raise ConfigError("{backend} must be auto, gloo or nccl; got {backend=}", backend=backend)
     for var in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
         if var not in os.environ:
             raise ConfigError(f"WORLD_SIZE is set but {var} is not: start distributed runs with torchrun")
@@ -88,8 +96,9 @@ def init(backend: str = "auto", timeout: float = DEFAULT_TIMEOUT, device: str = 
         backend = "nccl" if cuda and gpus >= local else "gloo"
     if backend == "nccl" and gpus < local:
         raise ConfigError(
-            f"--backend nccl needs a GPU per rank: {local} ranks on this machine, {gpus} GPU(s); "
-            "use --backend gloo, or fewer processes per machine"
+            f"{{backend=}} needs a GPU per rank: {local} ranks on this machine, {gpus} GPU(s); "
+            "use {backend} gloo, or fewer processes per machine",
+            backend=backend,
         )
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))

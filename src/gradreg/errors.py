@@ -3,11 +3,71 @@ and echoes the value."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_PLACEHOLDER = re.compile(r"\{(\w+)(=?)\}")
+
 
 class GradregError(Exception):
-    """Base class of every error gradreg raises on bad input or a failed run."""
+    """Base class of every error gradreg raises on bad input or a failed run.
+
+    A message names options as placeholders, so that each audience reads its own spelling:
+    ``{cov_type}`` is the option's name and ``{cov_type=}`` the name with its value, given as a
+    keyword. ``str(e)`` is what Python callers see (``cov_type='HC9'``); the CLI calls
+    :meth:`render` with its table of flags (``--cov HC9``).
+
+    Parameters
+    ----------
+    message : str
+        One line: the thing, the rule and the value.
+    **values
+        The value of each option the message names; the first is ``e.field``.
+
+    Examples
+    --------
+    >>> e = ConfigError("{cov_type} must be one of HC0, HC1; got {cov_type=}", cov_type="HC9")
+    >>> str(e), e.render({"cov_type": "--cov"}), e.field
+    ("cov_type must be one of HC0, HC1; got cov_type='HC9'", '--cov must be one of HC0, HC1; got --cov HC9', 'cov_type')
+    """
 
     exit_code = 2  # usage or input error (see README: exit status)
+
+    def __init__(self, message: str = "", **values: Any) -> None:
+        self.template, self.values = message, values
+        self.field = next(iter(values), None)  # the option the message is about, if any
+        super().__init__(self.render() if values else message)
+
+    def render(self, flags: Mapping[str, str] | None = None) -> str:
+        """The message with each placeholder spelled as ``flags`` maps it (a CLI's flags), else
+        as the Python argument.
+
+        Parameters
+        ----------
+        flags : mapping of str to str, optional
+            Option name → flag, e.g. ``{"cov_type": "--cov", "fit_intercept": "--no-intercept"}``.
+
+        Returns
+        -------
+        str
+        """
+        if not self.values:
+            return self.template
+
+        def spell(m: re.Match) -> str:
+            name, with_value = m.group(1), m.group(2)
+            if name not in self.values:
+                return m.group(0)  # braces that are not a placeholder stay as they are
+            flag = (flags or {}).get(name)
+            if not with_value:
+                return flag or name
+            value = self.values[name]
+            if flag is None:
+                return f"{name}={value!r}"
+            return flag if isinstance(value, bool) else f"{flag} {value}"  # a switch is its own value
+
+        return _PLACEHOLDER.sub(spell, self.template)
 
 
 class DataError(GradregError, ValueError):

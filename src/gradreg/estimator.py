@@ -65,7 +65,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     val_fraction : float, default=0.0
         Fraction of rows held out for validation loss and early stopping.
     early_stopping : int or None, default=None
-        Stop after this many epochs without a better validation (or training) loss.
+        Stop after this many epochs without a better validation loss, and keep the best epoch's
+        weights. Without ``val_fraction`` it watches the training loss (as scikit-learn's
+        ``SGDRegressor`` does with ``early_stopping=False``); see ``stop_reason_``.
     seed : int, default=0
         Seeds the split, the initial weights and the batch order: same seed, same model.
     device : {"auto", "cpu", "cuda"}, default="auto"
@@ -90,6 +92,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Per epoch: ``loss``, ``val_loss``, ``lr``, ``seconds`` (gradient descent only).
     n_iter_ : int
         Epochs run (0 for the exact solver).
+    stopped_early_ : bool
+        Whether ``early_stopping`` ended gradient descent before its last epoch.
+    best_epoch_ : int
+        The epoch whose weights were kept: the best one with early stopping, else the last
+        (0 for the exact solver).
+    stop_reason_ : str or None
+        Why training stopped early, in one line (which loss it watched, the best epoch); None
+        when every epoch ran. :meth:`summary` shows it too.
 
     Examples
     --------
@@ -143,7 +153,17 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         return tags
 
     def _config(self) -> TrainConfig:
-        return TrainConfig(**self.get_params()).validate()
+        cfg = TrainConfig(**self.get_params()).validate()
+        unused = cfg.unused()
+        if unused:
+            # A warning, not an error, as scikit-learn does for parameters the chosen solver ignores:
+            # a grid over solver=["gd", "exact"] and lr must still run.
+            import warnings
+
+            given = ", ".join(f"{name}={getattr(cfg, name)!r}" for name in unused)
+            verb, them = ("applies", "it") if len(unused) == 1 else ("apply", "them")
+            warnings.warn(f"{given} {verb} to solver='gd'; solver='exact' does not use {them}", UserWarning, stacklevel=3)
+        return cfg
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearRegressor:
@@ -268,6 +288,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.intercept_ = float(model.intercept[0]) if y_1d else model.intercept.copy()
         self.history_ = model.history
         self.n_iter_ = len(model.history)
+        self.stopped_early_ = bool(model.info.get("stopped_early", False))
+        self.best_epoch_ = int(model.info.get("best_epoch", 0))
+        self.stop_reason_ = model.info.get("stop_reason")
 
     def predict(self, X: Any) -> np.ndarray:
         """Predict.

@@ -418,7 +418,7 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1)).numpy()
     n_val = max(1, int(round(n * fraction)))
     if n - n_val < 2:
-        raise DataError(f"--val-fraction {fraction} leaves {n - n_val} training row(s); at least 2 are needed")
+        raise DataError(f"{{val_fraction=}} leaves {n - n_val} training row(s); at least 2 are needed", val_fraction=fraction)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -469,7 +469,7 @@ def train(
 
     cfg.validate()
     if resume and not checkpoint_dir:
-        raise ConfigError("--resume needs --checkpoint-dir (the folder of the checkpoint)")
+        raise ConfigError("{resume} needs {checkpoint_dir} (the folder of the checkpoint)", resume=resume, checkpoint_dir=None)
     ckpt = {"folder": checkpoint_dir, "every": checkpoint_every, "resume": resume} if checkpoint_dir else None
     if not isinstance(ds, Dataset):  # a StreamingDataset: chunks read again for every pass
         return _train_stream(ds, cfg, on_epoch, shuffle_buffer, ckpt, comm)
@@ -567,6 +567,32 @@ def _rank_warnings(sol, feature_names: list[str], speak: bool = True) -> list[st
         return exact.warn_rank(sol, feature_names)
 
 
+def stop_reason(config: dict[str, Any], info: dict[str, Any], history: list[dict]) -> str | None:
+    """Why gradient descent stopped before its last epoch, in one line; None when it ran them all.
+
+    Parameters
+    ----------
+    config : dict
+        The model's :class:`~gradreg.config.TrainConfig` as a dict (``epochs``, ``early_stopping``).
+    info : dict
+        With ``stopped_early``, ``epochs_run`` and ``best_epoch``.
+    history : list of dict
+        Per epoch; a ``val_loss`` in it means early stopping watched the validation loss.
+
+    Returns
+    -------
+    str or None
+    """
+    if not info.get("stopped_early"):
+        return None
+    # the loop watches the validation loss when there is one, else the training loss
+    watched = "validation loss" if history and "val_loss" in history[-1] else "training loss (there is no validation split)"
+    return (
+        f"stopped early at epoch {info.get('epochs_run', len(history))} of {config.get('epochs')}: the {watched} "
+        f"did not improve for {config.get('early_stopping')} epochs (best at epoch {info.get('best_epoch')}; its weights are kept)"
+    )
+
+
 def _finish(
     cfg, device, feature_names, target_names, opt_sol, chunks, res, val_metrics, info, warn, comm=None, dtypes=None
 ) -> FittedModel:
@@ -589,6 +615,7 @@ def _finish(
             best_epoch=res.best_epoch,
             stopped_early=res.stopped_early,
         )
+        info["stop_reason"] = stop_reason(cfg.to_dict(), info, history)
         if res.resumed_from is not None:
             info["resumed_from_epoch"] = res.resumed_from
         sol = exact.ExactSolution(**{**opt_sol.__dict__, "coef": coef, "intercept": intercept})
@@ -1017,7 +1044,9 @@ def check_magnitudes(peak: np.ndarray, names: list[str], source: str, cfg: Train
     if cfg.solver == "gd" and cfg.dtype == "float32" and not cfg.standardize and len(peak) and peak.max() > 1e19:
         raise ConfigError(
             f"{source}: values up to {peak.max():.3g} overflow float32 when squared (above 1.8e19); "
-            "use --dtype float64, or drop --no-standardize"
+            "use {dtype=}, or drop {standardize=}",
+            dtype="float64",  # the advice, not the value given
+            standardize=False,
         )
 
 

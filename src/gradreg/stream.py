@@ -94,9 +94,9 @@ class Stream:
 
     def __init__(self, spec: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None) -> None:
         if chunk_rows < 1:
-            raise ConfigError(f"--chunk-rows must be a positive integer; got {chunk_rows}")
+            raise ConfigError("{chunk_rows} must be a positive integer; got {chunk_rows=}", chunk_rows=chunk_rows)
         if delimiter is not None and len(delimiter) != 1:
-            raise ConfigError(f"--delimiter must be one character; got {delimiter!r}")
+            raise ConfigError("{delimiter} must be one character; got {delimiter=}", delimiter=delimiter)
         self.spec, self.chunk_rows, self.delimiter = spec, chunk_rows, delimiter
         self.files = [self._open(path) for path in expand(spec)]
         first = self.files[0]
@@ -374,6 +374,8 @@ class StreamingDataset:
     drop_missing : bool
     units : sequence of tuple, optional
         Only these parts of the stream (one rank's shard, see :func:`gradreg.distributed.shard`).
+    exclude : str or sequence of str, optional
+        Columns left out of the default features (see :func:`gradreg.data.select`).
     """
 
     def __init__(
@@ -385,13 +387,14 @@ class StreamingDataset:
         weight: str | None = None,
         drop_missing: bool = False,
         units: Sequence[tuple] | None = None,
+        exclude: Sequence[str] | str | None = None,
     ) -> None:
         self.stream, self.weight, self.drop_missing = stream, weight, drop_missing
         self.shard = None if units is None else list(units)
         first = next(self._first_tables(), None)
         if first is None:
             raise DataError(f"{stream.spec}: no data rows")
-        probe = select(first, target, features, weight=weight, drop_missing=drop_missing, min_rows=0)
+        probe = select(first, target, features, weight=weight, drop_missing=drop_missing, min_rows=0, exclude=exclude)
         self.feature_names, self.target_names = probe.feature_names, probe.target_names
         self.notices = probe.notices
         self.source = stream.spec

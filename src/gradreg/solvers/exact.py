@@ -757,9 +757,9 @@ def statistics(
     from scipy import special as sp  # scipy.stats costs ~1 s to import; the special functions suffice
 
     if cov_type not in COV_TYPES:
-        raise ConfigError(f"--cov must be one of {', '.join(COV_TYPES)}; got {cov_type!r}")
+        raise ConfigError(f"{{cov_type}} must be one of {', '.join(COV_TYPES)}; got {{cov_type=}}", cov_type=cov_type)
     if not 0 < conf_level < 1:
-        raise ConfigError(f"--conf-level must be between 0 and 1; got {conf_level}")
+        raise ConfigError("{conf_level} must be between 0 and 1; got {conf_level=}", conf_level=conf_level)
     p = sol.coef.shape[1]
     q = sol.coef.shape[0]
     n = sol.n_rows

@@ -577,8 +577,10 @@ def _epochs(
         result.history.append(record)
         if not math.isfinite(train_loss) or train_loss > DIVERGENCE_FACTOR * min(best_train(result.history[:-1]), 1e300):
             raise DivergenceError(
-                f"training diverged at epoch {epoch}: loss {train_loss:.4g}; use a smaller --lr (now {lr:.3g})"
-                + ("" if cfg.standardize else " or drop --no-standardize")
+                f"training diverged at epoch {epoch}: loss {train_loss:.4g}; use a smaller {{lr}} (now {lr:.3g})"
+                + ("" if cfg.standardize else " or drop {standardize=}"),
+                lr=lr,
+                standardize=cfg.standardize,
             )
         if on_epoch is not None:
             on_epoch(record)
@@ -689,7 +691,7 @@ def fit_gd_stream(
     elif cfg.optimizer == "adam":
         lr = 1e-2
     elif not cfg.standardize:
-        raise ConfigError("--no-standardize on streamed data needs an explicit --lr")
+        raise ConfigError("{standardize=} on streamed data needs an explicit {lr}", standardize=False, lr=None)
     else:
         lam = gram_max_eig + (cfg.l2 * float((pen.double() ** 2).max()) if cfg.l2 > 0 else 0.0)
         lr = lr_from_curvature(lam, row_norm_max, n, B, q, cfg.optimizer)
