@@ -234,3 +234,20 @@ def test_write_table_csv_parquet_and_stream(tmp_path):
     write_table(cols, buf)
     assert buf.getvalue().splitlines()[0] == "a,b c" and len(buf.getvalue().splitlines()) == 4
     assert sorted(os.listdir(tmp_path)) == ["t.csv", "t.parquet"]  # no temporary files left
+
+
+def test_a_dataframe_nan_names_the_column_by_name():
+    import pandas as pd
+
+    from gradreg import LinearRegressor
+    from gradreg.data import as_2d_float
+
+    df = pd.DataFrame({"temp": [20.0, 21, 22, 23, 24], "rain": [1.0, 3, 2, np.nan, 5]})
+    with pytest.raises(DataError) as e:
+        LinearRegressor().fit(df, [1.0, 2, 3, 4, 5])
+    assert str(e.value) == "X, row 4, column 'rain': values must be finite (not NaN or inf); got nan"
+    model = LinearRegressor(solver="exact").fit(df.fillna(4.0), [1.0, 2, 3, 4, 5.5])
+    with pytest.raises(DataError, match=r"^X, row 1, column 'temp': values must be finite .*got inf$"):
+        model.predict(df.assign(temp=[np.inf, 1, 2, 3, 4]))
+    with pytest.raises(DataError, match=r"^X, row 2, column 1: "):  # no names: the column's number
+        as_2d_float(np.array([[1.0, 2.0], [3.0, np.nan]]), "X")

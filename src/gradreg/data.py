@@ -650,10 +650,23 @@ def require_features(source: str, columns: Sequence[str], features: Sequence[str
         )
 
 
-def as_2d_float(a: Any, name: str) -> np.ndarray:
+def as_2d_float(a: Any, name: str, columns: Sequence[Any] | None = None) -> np.ndarray:
     """Coerce an array-like or tensor to a 2-D float array, refusing NaN and inf.
 
-    float32 input stays float32 (no copy of a large array); anything else becomes float64."""
+    float32 input stays float32 (no copy of a large array); anything else becomes float64.
+
+    Parameters
+    ----------
+    a : array-like or torch.Tensor of shape (n,) or (n, k)
+    name : str
+        The argument, named in messages (``X``).
+    columns : sequence, optional
+        The k column names (a DataFrame's), named in messages instead of column numbers.
+
+    Returns
+    -------
+    ndarray of shape (n, k)
+    """
     if hasattr(a, "detach") and hasattr(a, "cpu"):
         a = a.detach().cpu().numpy()
     try:
@@ -670,7 +683,8 @@ def as_2d_float(a: Any, name: str) -> np.ndarray:
         bad = ~np.isfinite(arr)
         if bad.any():
             i, j = np.argwhere(bad)[0]
-            raise DataError(f"{name}, row {i + 1}, column {j}: values must be finite (not NaN or inf); got {arr[i, j]}")
+            col = repr(str(columns[j])) if columns is not None and j < len(columns) else j
+            raise DataError(f"{name}, row {i + 1}, column {col}: values must be finite (not NaN or inf); got {arr[i, j]}")
     return arr
 
 
