@@ -251,3 +251,68 @@ def test_a_dataframe_nan_names_the_column_by_name():
         model.predict(df.assign(temp=[np.inf, 1, 2, 3, 4]))
     with pytest.raises(DataError, match=r"^X, row 2, column 1: "):  # no names: the column's number
         as_2d_float(np.array([[1.0, 2.0], [3.0, np.nan]]), "X")
+
+
+@pytest.mark.parametrize(
+    ("given", "char"),
+    [
+        (";", ";"),
+        ("\t", "\t"),
+        ("\\t", "\t"),
+        ("\\\\t", "\t"),
+        ("tab", "\t"),
+        ("TAB", "\t"),
+        ("semicolon", ";"),
+        ("comma", ","),
+        ("pipe", "|"),
+        ("space", " "),
+        (None, None),
+    ],
+)
+def test_delimiter_names(given, char):
+    from gradreg.data import parse_delimiter
+
+    assert parse_delimiter(given) == char
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("ab", "--delimiter must be one character or one of tab, '\\t', comma, semicolon, pipe, space; got 'ab'"),
+        ("", "--delimiter must be one character or one of tab, '\\t', comma, semicolon, pipe, space; got ''"),
+        ("\n", "--delimiter cannot be a newline or a double quote (the CSV quote character); got '\\n'"),
+        ('"', "--delimiter cannot be a newline or a double quote (the CSV quote character); got '\"'"),
+    ],
+)
+def test_bad_delimiter_names_the_option(tmp_path, given, message):
+    src = write(tmp_path / "d.csv", "x;y\n1;2\n2;3\n")
+    with pytest.raises(ConfigError) as e:
+        read_table(src, delimiter=given)
+    assert str(e.value) == message
+
+
+def test_tab_given_by_name_reads_a_tsv_named_txt(tmp_path):
+    src = write(tmp_path / "d.txt", "x\ty\n1\t2\n2\t3.5\n")
+    for given in ("\t", "\\t", "tab"):
+        ds = load(src, "y", delimiter=given)
+        np.testing.assert_array_equal(ds.Y[:, 0], [2.0, 3.5])
+
+
+def test_a_header_read_as_one_field_suggests_the_delimiter(tmp_path):
+    msg = bad(tmp_path, "a;b;y\n1;2;3\n2;3;4\n")
+    assert msg == f"{tmp_path / 'bad.csv'}: no column named 'y'; columns are a;b;y; " + (
+        "the header is one field holding ';': for a ';'-separated file give --delimiter ';'"
+    )
+    msg = bad(tmp_path, "a|b|y\n1,5|2|3\n2|3|4\n")
+    assert msg == f"{tmp_path / 'bad.csv'}, line 2: expected 1 field like the header, got 2; " + (
+        "the header is one field holding '|': for a '|'-separated file give --delimiter '|' "
+        "(its numbers use decimal commas, as in '1,5', which gradreg does not read yet)"
+    )
+    assert "give --delimiter tab" in bad(tmp_path, "a\tb\ty\n1\t2\t3\n2\t3\t4\n")
+
+
+def test_a_decimal_comma_is_named(tmp_path):
+    msg = bad(tmp_path, 'x,y\n1,2\n"2,5",3\n3,4\n')
+    assert msg == f"{tmp_path / 'bad.csv'}, line 3, column 'x': expected a number, got '2,5' " + (
+        "(a decimal comma? gradreg reads numbers with a decimal point: write 2.5)"
+    )

@@ -232,3 +232,18 @@ def test_streaming_stays_within_a_memory_limit_smaller_than_the_data(tmp_path):
     np.testing.assert_allclose(model["coef"][0], np.arange(10.0), atol=2e-3)
     whole = run(limit, "train", path, "--target", "y", "--solver", "exact", "-q", "-o", tmp_path / "w.safetensors")
     assert whole.returncode == 1 and "out of memory" in whole.stderr  # the control: in memory it cannot fit
+
+
+def test_streamed_delimiter_hint_and_bad_delimiter(tmp_path):
+    from gradreg.errors import ConfigError
+
+    src = tmp_path / "e.csv"
+    src.write_text("a;y\n" + "".join(f"{i},5;{i}\n" for i in range(5)))
+    with pytest.raises(DataError) as e:
+        StreamingDataset(Stream(str(src)), "y")
+    assert str(e.value) == f"{src}, line 2: expected 1 field like the header, got 2; the header is one field " + (
+        "holding ';': for a ';'-separated file give --delimiter ';' (its numbers use decimal commas, as in '0,5', "
+        "which gradreg does not read yet)"
+    )
+    with pytest.raises(ConfigError, match=r"--delimiter must be one character .*; got ';;'"):
+        Stream(str(src), delimiter=";;")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,7 +20,18 @@ import numpy as np
 
 from .errors import ConfigError, DataError, cell
 
-__all__ = ["Table", "Dataset", "read_table", "select", "load", "feature_matrix", "write_table", "ColumnWriter", "builtin_names"]
+__all__ = [
+    "Table",
+    "Dataset",
+    "read_table",
+    "select",
+    "load",
+    "feature_matrix",
+    "write_table",
+    "ColumnWriter",
+    "builtin_names",
+    "parse_delimiter",
+]
 
 BUILTIN = {"crops": "crops.csv"}
 BUILTIN_DESCRIPTIONS = {
@@ -122,6 +134,67 @@ def _builtin_path(name: str) -> str:
     return str(resources.files("gradreg").joinpath("datasets", BUILTIN[name]))
 
 
+DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "\\\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
+SHOWN_DELIMITERS = {"\t": "tab", ",": "','", ";": "';'", "|": "'|'", " ": "space"}  # as --delimiter takes them
+
+
+def parse_delimiter(value: str | None) -> str | None:
+    """``--delimiter`` as one character: a character, or ``tab`` (also ``\\t`` as typed in a
+    shell), ``comma``, ``semicolon``, ``pipe``, ``space``.
+
+    Parameters
+    ----------
+    value : str, optional
+
+    Returns
+    -------
+    str or None
+        None stays None (the default for the file's extension).
+
+    Raises
+    ------
+    ConfigError
+        More than one character that is not one of those names; a newline or a double quote.
+    """
+    if value is None:
+        return None
+    d = DELIMITER_NAMES.get(value.lower(), value)
+    if len(d) != 1:
+        names = ", ".join(["tab", "'\\t'", *(n for n in DELIMITER_NAMES if n.isalpha() and n != "tab")])
+        raise ConfigError(f"--delimiter must be one character or one of {names}; got {value!r}")
+    if d in '\r\n"':
+        raise ConfigError(f"--delimiter cannot be a newline or a double quote (the CSV quote character); got {value!r}")
+    return d
+
+
+def _delimiter_hint(header: Sequence[str], delimiter: str, line: str | None = None) -> str:
+    """A hint when the header was read as one field that holds another separator (a ';'-separated
+    file read with ','); with a data ``line``, also when its numbers use decimal commas."""
+    if len(header) != 1:
+        return ""
+    for d, shown in SHOWN_DELIMITERS.items():
+        if d != delimiter and d != " " and d in header[0]:
+            hint = f"; the header is one field holding {d!r}: for a {d!r}-separated file give --delimiter {shown}"
+            comma = next((c for c in (line or "").split(d) if _DECIMAL_COMMA.match(c.strip())), None)
+            if comma is not None:
+                hint += f" (its numbers use decimal commas, as in {comma.strip()!r}, which gradreg does not read yet)"
+            return hint
+    return ""
+
+
+_DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+$")
+
+
+def _value_hint(value: Any) -> str:
+    """Why a cell is not a number, when that is recognisable: a decimal comma."""
+    if not isinstance(value, str):
+        return ""
+    v = value.strip()
+    if _DECIMAL_COMMA.match(v):
+        return f" (a decimal comma? gradreg reads numbers with a decimal point: write {v.replace(',', '.')})"
+    return ""
+
+
 def _open_text(path: str | bytes):
     if isinstance(path, bytes):  # data read from stdin
         return io.TextIOWrapper(io.BytesIO(path), newline="", encoding="utf-8", errors="replace")
@@ -172,15 +245,21 @@ def _csv_line_of_row(path: str | bytes, row: int, delimiter: str, byte_start: in
     return None
 
 
-def _ragged_line(path: str | bytes, delimiter: str) -> tuple[int, int, int] | None:
-    """First (line, expected, got) whose field count differs from the header's."""
-    expected = None
+def _ragged_line(path: str | bytes, delimiter: str) -> tuple[int, int, int, str] | None:
+    """First (line, expected, got, hint) whose field count differs from the header's; the hint
+    suggests another delimiter when the header reads as one field."""
+    header = None
     for line, record in _records(path, delimiter):
-        if expected is None:
-            expected = len(record)
-        elif len(record) != expected:
-            return line, expected, len(record)
+        if header is None:
+            header = record
+        elif len(record) != len(header):
+            return line, len(header), len(record), _delimiter_hint(header, delimiter, delimiter.join(record))
     return None
+
+
+def ragged_message(shown: str, line: int, expected: int, got: int, hint: str = "") -> str:
+    """``data.csv, line 7: expected 3 fields like the header, got 4``, and a hint."""
+    return f"{shown}, line {line}: expected {expected} field{'s' if expected != 1 else ''} like the header, got {got}{hint}"
 
 
 def read_table(source: Any, *, delimiter: str | None = None, name: str | None = None) -> Table:
@@ -193,7 +272,8 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
         (1-D arrays become columns by key; a 2-D array ``K`` gives ``K0, K1, ...``) file, or the
         name of a built-in table such as ``"crops"``.
     delimiter : str, optional
-        CSV field separator; default ``,`` (tab for ``.tsv``).
+        CSV field separator; default ``,`` (tab for ``.tsv``). Also a name: ``tab``, ``\\t``,
+        ``semicolon``... (see :func:`parse_delimiter`).
     name : str, optional
         How messages name an in-memory source (default ``<table>``, ``<dict>``, ``<DataFrame>``).
 
@@ -221,6 +301,7 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
         return Table(table.rename_columns(cols), name or "<DataFrame>")
     if not isinstance(source, (str, os.PathLike)):
         raise DataError(f"data: expected a file path, built-in name, DataFrame or dict; got {type(source).__name__}")
+    delimiter = parse_delimiter(delimiter)
     path = os.fspath(source)
     if path == "-":  # stdin: CSV (or TSV with delimiter="\t")
         import sys
@@ -261,8 +342,6 @@ def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
         raise DataError(f"{shown}: cannot read: {e.strerror or e}") from None
     if blank:
         raise DataError(f"{shown}: file is empty; expected a header row and data rows")
-    if len(delimiter) != 1:
-        raise ConfigError(f"--delimiter must be one character; got {delimiter!r}")
     try:
         data = pcsv.read_csv(
             pa.BufferReader(path) if isinstance(path, bytes) else path,
@@ -273,8 +352,7 @@ def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
         msg = str(e)
         ragged = _ragged_line(path, delimiter)
         if ragged is not None:
-            line, expected, got = ragged
-            raise DataError(f"{shown}, line {line}: expected {expected} fields like the header, got {got}") from None
+            raise DataError(ragged_message(shown, *ragged)) from None
         if "Empty CSV" in msg:
             raise DataError(f"{shown}: file is empty; expected a header row and data rows") from None
         raise DataError(f"{shown}: not a readable CSV file: {msg.splitlines()[0]}") from None
@@ -381,7 +459,7 @@ def _numeric_column(table: Table, name: str, index: int) -> np.ndarray | None:
         return None
     for i, (v, p) in enumerate(zip(values, parsed)):
         if v is not None and p is None:
-            raise DataError(f"{table.where(i, name)}: expected a number, got {v!r}")
+            raise DataError(f"{table.where(i, name)}: expected a number, got {v!r}{_value_hint(v)}")
     return np.array([np.nan if p is None else p for p in parsed], dtype=np.float64)
 
 
@@ -470,7 +548,8 @@ def select(
     asked = targets + (chosen_features or []) + ([weight] if weight else [])
     for n in asked:
         if n not in seen:
-            raise DataError(f"{table.source}: no column named {n!r}; columns are {', '.join(names)}")
+            hint = _delimiter_hint(names, table.delimiter) if table.path is not None else ""
+            raise DataError(f"{table.source}: no column named {n!r}; columns are {', '.join(names)}{hint}")
     for group, label in ((targets, "--target"), (chosen_features or [], "--features")):
         dup = sorted({n for n in group if group.count(n) > 1})
         if dup:
@@ -536,7 +615,8 @@ def _required_column(table: Table, name: str, index: int) -> np.ndarray:
     """A column that must hold numbers: float64 with NaN for missing cells."""
     arr = _numeric_column(table, name, index)
     if arr is None:
-        raise DataError(f"{table.where(0, name)}: column {name!r} holds no numbers; got {_first_value(table, name)!r}")
+        value = _first_value(table, name)
+        raise DataError(f"{table.where(0, name)}: column {name!r} holds no numbers; got {value!r}{_value_hint(value)}")
     return arr
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import Table, select
+from .data import Table, _delimiter_hint, _value_hint, parse_delimiter, ragged_message, select
 from .errors import ConfigError, DataError
 
 __all__ = ["Stream", "StreamingDataset", "expand", "prefetch", "DEFAULT_CHUNK_ROWS", "IN_MEMORY_BYTES"]
@@ -89,15 +89,14 @@ class Stream:
     chunk_rows : int
         Rows per chunk (the unit of memory).
     delimiter : str, optional
-        CSV field separator (default ``,``; tab for ``.tsv``).
+        CSV field separator (default ``,``; tab for ``.tsv``), or a name: ``tab``, ``semicolon``...
+        (see :func:`~gradreg.data.parse_delimiter`).
     """
 
     def __init__(self, spec: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None) -> None:
         if chunk_rows < 1:
             raise ConfigError(f"--chunk-rows must be a positive integer; got {chunk_rows}")
-        if delimiter is not None and len(delimiter) != 1:
-            raise ConfigError(f"--delimiter must be one character; got {delimiter!r}")
-        self.spec, self.chunk_rows, self.delimiter = spec, chunk_rows, delimiter
+        self.spec, self.chunk_rows, self.delimiter = spec, chunk_rows, parse_delimiter(delimiter)
         self.files = [self._open(path) for path in expand(spec)]
         first = self.files[0]
         for f in self.files[1:]:
@@ -314,7 +313,8 @@ class Stream:
             if index - skip < from_row:
                 continue
             if len(record) != len(f.columns):
-                return DataError(f"{f.path}, line {line}: expected {len(f.columns)} fields like the header, got {len(record)}")
+                hint = _delimiter_hint(f.columns, delimiter, delimiter.join(record))
+                return DataError(ragged_message(f.path, line, len(f.columns), len(record), hint))
             for j in wanted:
                 value = record[j]
                 if value.strip() == "":
@@ -322,7 +322,8 @@ class Stream:
                 try:
                     float(value)
                 except ValueError:
-                    return DataError(f"{f.path}, line {line}, column {f.columns[j]!r}: expected a number, got {value!r}")
+                    hint = _value_hint(value)
+                    return DataError(f"{f.path}, line {line}, column {f.columns[j]!r}: expected a number, got {value!r}{hint}")
         return DataError(f"{f.path}: not a readable CSV file: {str(err).splitlines()[0]}")
 
 
