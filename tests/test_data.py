@@ -316,3 +316,14 @@ def test_a_decimal_comma_is_named(tmp_path):
     assert msg == f"{tmp_path / 'bad.csv'}, line 3, column 'x': expected a number, got '2,5' " + (
         "(a decimal comma? gradreg reads numbers with a decimal point: write 2.5)"
     )
+
+
+def test_spaces_around_header_names_are_dropped(tmp_path):
+    src = write(tmp_path / "s.csv", " temperature , rain \n1,2\n2,4.5\n3,6\n")
+    assert read_table(src).data.column_names == ["temperature", "rain"]
+    ds = load(src, "rain")
+    assert ds.feature_names == ["temperature"] and ds.Y[:, 0].tolist() == [2.0, 4.5, 6.0]
+    msg = bad(tmp_path, "rain , rain,y\n1,2,3\n2,3,4\n")
+    assert msg == f"{tmp_path / 'bad.csv'}: column names 'rain ' and ' rain' are both 'rain' without the spaces " + (
+        "around them; names must be unique"
+    )

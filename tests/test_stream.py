@@ -234,6 +234,19 @@ def test_streaming_stays_within_a_memory_limit_smaller_than_the_data(tmp_path):
     assert whole.returncode == 1 and "out of memory" in whole.stderr  # the control: in memory it cannot fit
 
 
+def test_streamed_header_names_lose_their_spaces_and_a_bom(tmp_path):
+    src = tmp_path / "s.txt"
+    src.write_text("\ufeff x \t rain \n" + "".join(f"{i}\t{2 * i + 1}\n" for i in range(10)), encoding="utf-8")
+    stream = Stream(str(src), chunk_rows=4, delimiter="tab")
+    assert stream.columns == ["x", "rain"]
+    sds = StreamingDataset(stream, "rain")
+    assert sds.feature_names == ["x"]
+    X = np.concatenate([X for X, _, _ in sds.chunks()])
+    Y = np.concatenate([Y for _, Y, _ in sds.chunks()])
+    np.testing.assert_array_equal(X[:, 0], np.arange(10))
+    np.testing.assert_array_equal(Y[:, 0], 2 * np.arange(10) + 1)
+
+
 def test_streamed_delimiter_hint_and_bad_delimiter(tmp_path):
     from gradreg.errors import ConfigError
 

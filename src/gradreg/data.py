@@ -195,6 +195,21 @@ def _value_hint(value: Any) -> str:
     return ""
 
 
+def _strip_names(names: Sequence[str], shown: str) -> list[str]:
+    """CSV header names without the spaces around them (``" rain "`` is ``rain``), refusing two
+    that become one."""
+    stripped = [n.strip() for n in names]
+    first: dict[str, str] = {}
+    for raw, n in zip(names, stripped):
+        if n in first and first[n] != raw:
+            raise DataError(
+                f"{shown}: column names {first[n]!r} and {raw!r} are both {n!r} without the spaces around them; "
+                "names must be unique"
+            )
+        first.setdefault(n, raw)
+    return stripped
+
+
 def _open_text(path: str | bytes):
     if isinstance(path, bytes):  # data read from stdin
         return io.TextIOWrapper(io.BytesIO(path), newline="", encoding="utf-8", errors="replace")
@@ -358,6 +373,9 @@ def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
         raise DataError(f"{shown}: not a readable CSV file: {msg.splitlines()[0]}") from None
     except OSError as e:
         raise DataError(f"{shown}: cannot read: {e}") from None
+    names = _strip_names(data.column_names, shown)
+    if names != data.column_names:
+        data = data.rename_columns(names)
     return Table(data, shown, path=path, delimiter=delimiter)
 
 

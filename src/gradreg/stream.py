@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import Table, _delimiter_hint, _value_hint, parse_delimiter, ragged_message, select
+from .data import Table, _delimiter_hint, _strip_names, _value_hint, parse_delimiter, ragged_message, select
 from .errors import ConfigError, DataError
 
 __all__ = ["Stream", "StreamingDataset", "expand", "prefetch", "DEFAULT_CHUNK_ROWS", "IN_MEMORY_BYTES"]
@@ -77,6 +77,7 @@ class _File:
     columns: list[str]
     rows: int | None  # known for Parquet
     row_groups: list[int] = field(default_factory=list)  # rows per row group (Parquet)
+    raw: list[str] | None = None  # CSV: the header's names as written, spaces around them included
 
 
 class Stream:
@@ -127,13 +128,13 @@ class Stream:
         import csv
 
         try:
-            with open(path, encoding="utf-8", newline="") as f:
+            with open(path, encoding="utf-8-sig", newline="") as f:  # pyarrow drops a BOM too
                 header = next((rec for rec in csv.reader(f, delimiter=self._delimiter(path)) if rec), None)
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
         if header is None:
             raise DataError(f"{path}: file is empty; expected a header row and data rows")
-        return _File(path, "csv", header, None)
+        return _File(path, "csv", _strip_names(header, path), None, raw=header)
 
     def estimated_bytes(self, n_columns: int) -> int:
         """What ``n_columns`` float64 columns of every row would take in memory (CSV: the file size).
@@ -259,14 +260,15 @@ class Stream:
         if byte_range is not None and byte_range[0] >= byte_range[1]:
             return
         source = f.path if byte_range is None else _RangeFile(f.path, *byte_range)
+        raw = [f.raw[f.columns.index(c)] if c in f.columns else c for c in columns]  # as pyarrow sees them
         try:
             reader = pcsv.open_csv(
                 source,
                 read_options=pcsv.ReadOptions(block_size=1 << 20),  # larger blocks: RSS grows with the file (pyarrow 26)
                 parse_options=pcsv.ParseOptions(delimiter=delimiter),
                 convert_options=pcsv.ConvertOptions(
-                    include_columns=list(columns),
-                    column_types={c: pa.float64() for c in columns},
+                    include_columns=raw,
+                    column_types={c: pa.float64() for c in raw},
                     strings_can_be_null=True,
                 ),
             )
@@ -285,7 +287,7 @@ class Stream:
             pending.append(batch)
             rows += batch.num_rows
             while rows >= self.chunk_rows:
-                table = pa.Table.from_batches(pending)
+                table = pa.Table.from_batches(pending).rename_columns(list(columns))
                 yield Table(
                     table.slice(0, self.chunk_rows), f.path, path=f.path, delimiter=delimiter, row_offset=offset, byte_start=start
                 )
@@ -294,7 +296,12 @@ class Stream:
                 offset += self.chunk_rows
         if rows:
             yield Table(
-                pa.Table.from_batches(pending), f.path, path=f.path, delimiter=delimiter, row_offset=offset, byte_start=start
+                pa.Table.from_batches(pending).rename_columns(list(columns)),
+                f.path,
+                path=f.path,
+                delimiter=delimiter,
+                row_offset=offset,
+                byte_start=start,
             )
 
     def _csv_error(
@@ -313,7 +320,7 @@ class Stream:
             if index - skip < from_row:
                 continue
             if len(record) != len(f.columns):
-                hint = _delimiter_hint(f.columns, delimiter, delimiter.join(record))
+                hint = _delimiter_hint(f.raw or f.columns, delimiter, delimiter.join(record))
                 return DataError(ragged_message(f.path, line, len(f.columns), len(record), hint))
             for j in wanted:
                 value = record[j]
@@ -422,7 +429,11 @@ class StreamingDataset:
             return
         except pa.ArrowInvalid as e:
             raise self.stream._csv_error(f, f.columns, 0, e) from None
-        yield Table(pa.Table.from_batches([batch]), f.path, path=f.path, delimiter=delimiter)
+        table = pa.Table.from_batches([batch])
+        names = _strip_names(table.column_names, f.path)  # " rain " is rain
+        if names != table.column_names:
+            table = table.rename_columns(names)
+        yield Table(table, f.path, path=f.path, delimiter=delimiter)
 
     def units(self) -> list[tuple]:
         """The parts this dataset reads: its shard, or every unit of the stream.
