@@ -327,3 +327,22 @@ def test_spaces_around_header_names_are_dropped(tmp_path):
     assert msg == f"{tmp_path / 'bad.csv'}: column names 'rain ' and ' rain' are both 'rain' without the spaces " + (
         "around them; names must be unique"
     )
+
+
+def test_a_model_file_given_as_data_says_so(tmp_path):
+    from gradreg.config import TrainConfig
+    from gradreg.fitted import train
+
+    model = str(tmp_path / "m.safetensors")
+    train(load("crops", "mangoes"), TrainConfig(solver="exact")).save(model)
+    with pytest.raises(DataError) as e:
+        read_table(model)
+    assert str(e.value) == f"{model}: a .safetensors model file, not data (did you swap MODEL and DATA? " + (
+        "the model comes first, as in gradreg predict MODEL DATA)"
+    )
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1.0]}), tmp_path / "p.csv")
+    with pytest.raises(DataError, match=r"p\.csv: not CSV text: it looks like a Parquet file; name it \*\.parquet"):
+        read_table(str(tmp_path / "p.csv"))

@@ -260,3 +260,12 @@ def test_streamed_delimiter_hint_and_bad_delimiter(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"--delimiter must be one character .*; got ';;'"):
         Stream(str(src), delimiter=";;")
+
+
+def test_a_model_file_in_a_stream_says_so(tmp_path):
+    from gradreg.data import load
+
+    path = tmp_path / "m.csv"  # a model under a data name
+    train(load("crops", "mangoes"), TrainConfig(solver="exact")).save(str(path))
+    with pytest.raises(DataError, match=r"m\.csv: a \.safetensors model file, not data \(did you swap MODEL and DATA\?"):
+        Stream(str(path))

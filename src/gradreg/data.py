@@ -210,6 +210,36 @@ def _strip_names(names: Sequence[str], shown: str) -> list[str]:
     return stripped
 
 
+def refuse_binary(head: bytes, shown: str) -> None:
+    """Refuse a file given as CSV that starts like something else: a gradreg model (MODEL and DATA
+    swapped), Parquet or NumPy under another name, a pickle, an archive.
+
+    Parameters
+    ----------
+    head : bytes
+        The file's first bytes (a few KiB).
+    shown : str
+        The name in the message.
+
+    Raises
+    ------
+    DataError
+    """
+    from .persist import looks_like_model, sniff
+
+    if looks_like_model(head):
+        raise DataError(
+            f"{shown}: a .safetensors model file, not data (did you swap MODEL and DATA? the model comes first, "
+            "as in gradreg predict MODEL DATA)"
+        )
+    kind = sniff(head) if head else None
+    if kind is None or "text" in kind:
+        return
+    rename = {"a Parquet file": ".parquet", "a NumPy .npy file": ".npy", "a NumPy .npz file": ".npz"}.get(kind)
+    hint = f"; name it *{rename} to read it as one" if rename else "; gradreg reads CSV, Parquet, .npy and .npz data"
+    raise DataError(f"{shown}: not CSV text: it looks like {kind}{hint}")
+
+
 def _open_text(path: str | bytes):
     if isinstance(path, bytes):  # data read from stdin
         return io.TextIOWrapper(io.BytesIO(path), newline="", encoding="utf-8", errors="replace")
@@ -357,6 +387,7 @@ def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
         raise DataError(f"{shown}: cannot read: {e.strerror or e}") from None
     if blank:
         raise DataError(f"{shown}: file is empty; expected a header row and data rows")
+    refuse_binary(_head(path), shown)
     try:
         data = pcsv.read_csv(
             pa.BufferReader(path) if isinstance(path, bytes) else path,
@@ -377,6 +408,14 @@ def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
     if names != data.column_names:
         data = data.rename_columns(names)
     return Table(data, shown, path=path, delimiter=delimiter)
+
+
+def _head(path: str | bytes, size: int = 4096) -> bytes:
+    """A file's (or stdin's) first bytes, to recognise what it holds."""
+    if isinstance(path, bytes):
+        return path[:size]
+    with open(path, "rb") as f:
+        return f.read(size)
 
 
 def _is_blank(path: str | bytes) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import Table, _delimiter_hint, _strip_names, _value_hint, parse_delimiter, ragged_message, select
+from .data import Table, _delimiter_hint, _strip_names, _value_hint, parse_delimiter, ragged_message, refuse_binary, select
 from .errors import ConfigError, DataError
 
 __all__ = ["Stream", "StreamingDataset", "expand", "prefetch", "DEFAULT_CHUNK_ROWS", "IN_MEMORY_BYTES"]
@@ -128,6 +128,8 @@ class Stream:
         import csv
 
         try:
+            with open(path, "rb") as f:
+                refuse_binary(f.read(4096), path)
             with open(path, encoding="utf-8-sig", newline="") as f:  # pyarrow drops a BOM too
                 header = next((rec for rec in csv.reader(f, delimiter=self._delimiter(path)) if rec), None)
         except (OSError, UnicodeDecodeError) as e:
