@@ -329,6 +329,46 @@ def test_spaces_around_header_names_are_dropped(tmp_path):
     )
 
 
+def test_date_time_and_timestamp_columns(tmp_path):
+    src = write(
+        tmp_path / "d.csv",
+        "day,at,time,x,y\n2024-01-01,2024-01-01T10:00:00,10:30,1,3\n2024-01-02,2024-01-02T11:00:00,11:00,2,5.5\n",
+    )
+    ds = load(src, "y")
+    assert ds.feature_names == ["x"]
+    assert ds.notices == [
+        "left out column 'day': it holds dates, not numbers",
+        "left out column 'at': it holds timestamps, not numbers",
+        "left out column 'time': it holds times of day, not numbers",
+    ]
+    where = f"{src}, line 2, column"
+    with pytest.raises(DataError) as e:
+        load(src, "y", "day,x")
+    assert str(e.value) == f"{where} 'day': expected a number, got '2024-01-01': dates are not numbers: " + (
+        "convert the column to numbers (e.g. days since an epoch) or leave it out with --features"
+    )
+    with pytest.raises(DataError, match=r"'at': expected a number, got '2024-01-01T10:00:00': timestamps are not numbers"):
+        load(src, "y", "at")  # as written in the file
+    with pytest.raises(DataError, match=r"'time': expected a number, got '10:30': times of day are not numbers.*midnight"):
+        load(src, "y", "time")
+    with pytest.raises(DataError) as e:
+        load(src, "day")  # a target: no --features to leave it out with
+    assert str(e.value).endswith("dates are not numbers: convert the column to numbers (e.g. days since an epoch)")
+
+
+def test_a_parquet_date_column_shows_its_value_as_text(tmp_path):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = str(tmp_path / "d.parquet")
+    pq.write_table(pa.table({"d": [None, datetime.date(2024, 3, 1)], "y": [1.0, 2.0]}), src)
+    with pytest.raises(DataError) as e:
+        load(src, "y", "d")
+    assert str(e.value).startswith(f"{src}, row 2, column 'd': expected a number, got '2024-03-01': dates are not")
+
+
 def test_a_model_file_given_as_data_says_so(tmp_path):
     from gradreg.config import TrainConfig
     from gradreg.fitted import train

@@ -183,16 +183,27 @@ def _delimiter_hint(header: Sequence[str], delimiter: str, line: str | None = No
 
 
 _DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+$")
+_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
+_TIME = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?$")
 
 
-def _value_hint(value: Any) -> str:
-    """Why a cell is not a number, when that is recognisable: a decimal comma."""
+def _value_hint(value: Any, features: bool = True) -> str:
+    """Why a cell is not a number, when that is recognisable: a decimal comma, a date or time."""
     if not isinstance(value, str):
         return ""
     v = value.strip()
     if _DECIMAL_COMMA.match(v):
         return f" (a decimal comma? gradreg reads numbers with a decimal point: write {v.replace(',', '.')})"
-    return ""
+    kind = "dates" if _DATE.match(v) else "times of day" if _TIME.match(v) else None
+    return f": {_temporal_hint(kind, features)}" if kind else ""
+
+
+def _temporal_hint(kind: str, features: bool = True) -> str:
+    """What to do about a column of dates, timestamps or times of day."""
+    unit = {"times of day": "seconds since midnight", "timestamps": "seconds since an epoch"}.get(kind, "days since an epoch")
+    return f"{kind} are not numbers: convert the column to numbers (e.g. {unit})" + (
+        " or leave it out with --features" if features else ""
+    )
 
 
 def _strip_names(names: Sequence[str], shown: str) -> list[str]:
@@ -509,7 +520,7 @@ def _numeric_column(table: Table, name: str, index: int) -> np.ndarray | None:
     if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_decimal(typ):
         return _to_numpy(pc.cast(col, pa.float64()))
     if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
-        return None  # dates, lists, binary...: never a feature
+        return None  # dates, lists, binary...: never a feature (see _temporal)
     values = col.to_pylist()
     parsed = [None if v is None else _parse_float(v) for v in values]
     if not any(p is not None for p in parsed):
@@ -518,6 +529,21 @@ def _numeric_column(table: Table, name: str, index: int) -> np.ndarray | None:
         if v is not None and p is None:
             raise DataError(f"{table.where(i, name)}: expected a number, got {v!r}{_value_hint(v)}")
     return np.array([np.nan if p is None else p for p in parsed], dtype=np.float64)
+
+
+def _temporal(table: Table, index: int) -> str | None:
+    """What a column of dates, timestamps or times of day holds, in words (``"dates"``); None for
+    any other column. (pyarrow reads ``2024-01-01`` in a CSV as a date.)"""
+    import pyarrow as pa
+
+    typ = table.data.column(index).type
+    if pa.types.is_date(typ):
+        return "dates"
+    if pa.types.is_timestamp(typ):
+        return "timestamps"
+    if pa.types.is_time(typ):
+        return "times of day"
+    return None
 
 
 def _to_numpy(col: Any) -> np.ndarray:
@@ -618,8 +644,8 @@ def select(
         raise ConfigError(f"--weight column {weight!r} is also a target or feature")
     notices = list(table.notices)
 
-    def required(n: str) -> np.ndarray:
-        return _required_column(table, n, seen[n])
+    def required(n: str, features: bool = False) -> np.ndarray:
+        return _required_column(table, n, seen[n], features=features)
 
     Y = [required(n) for n in targets]
     if chosen_features is None:
@@ -629,12 +655,13 @@ def select(
                 continue
             arr = _numeric_column(table, n, seen[n])
             if arr is None:
-                notices.append(f"left out column {n!r}: it holds no numbers")
+                kind = _temporal(table, seen[n])
+                notices.append(f"left out column {n!r}: it holds {kind + ', not numbers' if kind else 'no numbers'}")
                 continue
             chosen_features.append(n)
             X.append(arr)
     else:
-        X = [required(n) for n in chosen_features]
+        X = [required(n, features=True) for n in chosen_features]
     if not chosen_features:
         raise DataError(f"{table.source}: no numeric feature columns besides the target(s)")
     w = required(weight) if weight else None
@@ -668,12 +695,17 @@ def select(
     )
 
 
-def _required_column(table: Table, name: str, index: int) -> np.ndarray:
-    """A column that must hold numbers: float64 with NaN for missing cells."""
+def _required_column(table: Table, name: str, index: int, *, features: bool = False) -> np.ndarray:
+    """A column that must hold numbers: float64 with NaN for missing cells. ``features``: it was
+    asked for with --features (a message may suggest leaving it out)."""
     arr = _numeric_column(table, name, index)
     if arr is None:
-        value = _first_value(table, name)
-        raise DataError(f"{table.where(0, name)}: column {name!r} holds no numbers; got {value!r}{_value_hint(value)}")
+        row, value = _first_value(table, index)
+        kind = _temporal(table, index)
+        if kind:
+            raise DataError(f"{table.where(row, name)}: expected a number, got {value!r}: {_temporal_hint(kind, features)}")
+        hint = _value_hint(value, features)
+        raise DataError(f"{table.where(row, name)}: column {name!r} holds no numbers; got {value!r}{hint}")
     return arr
 
 
@@ -700,9 +732,22 @@ def _rows_to_keep(table: Table, columns: list[tuple[list[str], np.ndarray]], dro
     return ~missing
 
 
-def _first_value(table: Table, name: str) -> Any:
-    col = table.data.column(name)
-    return col[0].as_py() if len(col) else None
+def _first_value(table: Table, index: int) -> tuple[int, Any]:
+    """(row, value) of a column's first non-missing cell (row 0 and None for none); dates and times
+    as written in a CSV file, else as text (``'2024-01-01'``, not ``datetime.date(2024, 1, 1)``)."""
+    col = table.data.column(index)
+    valid = col.is_valid()
+    row = next((i for i in range(len(col)) if valid[i].as_py()), None)
+    if row is None:
+        return 0, None
+    value = col[row].as_py()
+    if _temporal(table, index) is None:
+        return row, value
+    if table.path is not None and table.byte_start is None:
+        for k, (_, record) in enumerate(_records(table.path, table.delimiter)):
+            if k == table.row_offset + row + 1 and index < len(record):  # record 0 is the header
+                return row, record[index]
+    return row, str(value)
 
 
 def _first_bad_column(columns: list[tuple[list[str], np.ndarray]], row: int, is_bad: Any) -> str:

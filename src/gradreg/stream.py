@@ -331,7 +331,7 @@ class Stream:
                 try:
                     float(value)
                 except ValueError:
-                    hint = _value_hint(value)
+                    hint = _value_hint(value, features=False)  # the target, maybe
                     return DataError(f"{f.path}, line {line}, column {f.columns[j]!r}: expected a number, got {value!r}{hint}")
         return DataError(f"{f.path}: not a readable CSV file: {str(err).splitlines()[0]}")
 
