@@ -386,3 +386,10 @@ def test_a_model_file_given_as_data_says_so(tmp_path):
     pq.write_table(pa.table({"x": [1.0]}), tmp_path / "p.csv")
     with pytest.raises(DataError, match=r"p\.csv: not CSV text: it looks like a Parquet file; name it \*\.parquet"):
         read_table(str(tmp_path / "p.csv"))
+
+
+def test_the_largest_value_is_found_by_line_after_dropped_rows(tmp_path):
+    src = write(tmp_path / "d.csv", "x,y\n1,2\n\n2,\n3,4\n-9e9,5\n5,6\n")
+    ds = load(src, "y", drop_missing=True)
+    assert ds.largest(0) == (f"{src}, line 6, column 'x'", -9e9)
+    assert ds.largest(1) == (f"{src}, line 7, column 'y'", 6.0)

@@ -262,6 +262,19 @@ def test_streamed_delimiter_hint_and_bad_delimiter(tmp_path):
         Stream(str(src), delimiter=";;")
 
 
+def test_the_largest_value_is_found_by_file_and_line(tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x,y\n" + "".join(f"{i},{i}\n" for i in range(7)))
+    (folder / "b.csv").write_text("x,y\n1,1\n\n2,2\n-3e9,3\n4,4\n")
+    sds = StreamingDataset(Stream(str(folder), chunk_rows=3), "y")
+    where = f"{folder / 'b.csv'}, line 5, column 'x'"
+    assert sds.largest(0) == (where, -3e9)
+    ds = sds.in_memory()  # rows of several files and chunks, in one Dataset
+    assert ds.largest(0) == (where, -3e9)
+    assert ds.where(3, "y") == f"{folder / 'a.csv'}, line 5, column 'y'"
+
+
 def test_a_model_file_in_a_stream_says_so(tmp_path):
     from gradreg.data import load
 

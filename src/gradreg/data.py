@@ -11,7 +11,7 @@ import csv
 import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -109,6 +109,9 @@ class Dataset:
         Where the rows came from, for messages and the model's metadata.
     notices : list of str
         Columns left out, rows dropped, and the like.
+    where : callable, optional
+        ``where(i, name)``: where row ``i``, column ``name`` came from (``data.csv, line 7,
+        column 'x'``); set by :func:`select`. None: rows are counted from 1 in ``source``.
     """
 
     X: np.ndarray
@@ -118,6 +121,32 @@ class Dataset:
     sample_weight: np.ndarray | None = None
     source: str = "<array>"
     notices: list[str] = field(default_factory=list)
+    where: Callable[[int, str], str] | None = field(default=None, repr=False, compare=False)
+
+    def largest(self, j: int) -> tuple[str, float]:
+        """Where the largest magnitude of column ``j`` of ``[X | Y]`` is, and that value (for a
+        message about an outlier).
+
+        Parameters
+        ----------
+        j : int
+            A feature column (``j < n_features``) or target ``j - n_features``.
+
+        Returns
+        -------
+        (str, float)
+            ``("data.csv, line 7, column 'x'", 1e200)``.
+        """
+        p = self.X.shape[1]
+        col = self.X[:, j] if j < p else self.Y[:, j - p]
+        name = self.feature_names[j] if j < p else self.target_names[j - p]
+        with np.errstate(invalid="ignore"):
+            i = int(np.nanargmax(np.abs(col))) if len(col) and not np.isnan(col).all() else 0
+        value = float(col[i]) if len(col) else float("nan")
+        if self.where is not None:
+            return self.where(i, name), value
+        source = ("X" if j < p else "y") if self.source == "<array>" else self.source  # the argument's name
+        return f"{source}, row {i + 1}, column {name!r}", value
 
 
 def builtin_names() -> list[str]:
@@ -692,7 +721,21 @@ def select(
         w,
         table.source,
         notices,
+        where=_row_finder(table, None if keep.all() else np.flatnonzero(keep)),
     )
+
+
+def _row_finder(table: Table, kept: np.ndarray | None) -> Callable[[int, str], str]:
+    """Dataset.where for rows selected from ``table`` (``kept``: their rows in it, None for all).
+
+    Holds neither the table's columns nor stdin's bytes: a Dataset may live as long as a fit."""
+    place = Table(None, table.source, table.path if isinstance(table.path, str) else None, table.delimiter)
+    place.row_offset, place.byte_start = table.row_offset, table.byte_start
+
+    def where(i: int, column: str) -> str:
+        return place.where(int(kept[i]) if kept is not None else i, column)
+
+    return where
 
 
 def _required_column(table: Table, name: str, index: int, *, features: bool = False) -> np.ndarray:

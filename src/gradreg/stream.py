@@ -484,15 +484,37 @@ class StreamingDataset:
         tuple of (tuple of (str, int, ...), tuple of arrays)
         """
 
-        def validated():
-            for table in self.stream.tables(self.columns, self.shard if units is None else units):
-                ds = select(
-                    table, self.target_names, self.feature_names, weight=self.weight, drop_missing=self.drop_missing, min_rows=0
-                )
-                key = (table.source, table.row_offset) + (() if table.byte_start is None else (table.byte_start,))
-                yield key, (ds.X, ds.Y, ds.sample_weight)
+        for key, ds in prefetch(self._validated(units)):
+            yield key, (ds.X, ds.Y, ds.sample_weight)
 
-        yield from prefetch(validated())
+    def _validated(self, units: Sequence[tuple] | None = None) -> Iterator[tuple]:
+        """(key, Dataset) of each chunk; the Dataset knows where its rows are in the files."""
+        for table in self.stream.tables(self.columns, self.shard if units is None else units):
+            ds = select(
+                table, self.target_names, self.feature_names, weight=self.weight, drop_missing=self.drop_missing, min_rows=0
+            )
+            yield (table.source, table.row_offset) + (() if table.byte_start is None else (table.byte_start,)), ds
+
+    def largest(self, j: int) -> tuple[str, float]:
+        """Where the largest magnitude of feature-then-target column ``j`` is, and that value: a
+        pass over the data (only an error message needs it).
+
+        Parameters
+        ----------
+        j : int
+
+        Returns
+        -------
+        (str, float)
+            ``("data.csv, line 7, column 'x'", 1e200)``.
+        """
+        best: tuple[str, float] | None = None
+        for _, ds in self._validated():
+            if len(ds.X):
+                place, value = ds.largest(j)
+                if best is None or abs(value) > abs(best[1]):
+                    best = place, value
+        return best if best is not None else (self.source, float("nan"))
 
     def in_memory(self):
         """Every chunk concatenated into one :class:`~gradreg.data.Dataset` (for data that fits).
@@ -500,14 +522,22 @@ class StreamingDataset:
         Returns
         -------
         Dataset
+            Its ``where`` names the file and line of a row.
         """
         from .data import Dataset
 
-        parts = list(self.chunks())
-        X = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, self.n_features))
-        Y = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, len(self.target_names)))
-        w = np.concatenate([p[2] for p in parts]) if parts and self.weight else None
-        return Dataset(X, Y, self.feature_names, self.target_names, w, self.source, list(self.notices))
+        parts = [ds for _, ds in prefetch(self._validated())]
+        X = np.concatenate([p.X for p in parts]) if parts else np.zeros((0, self.n_features))
+        Y = np.concatenate([p.Y for p in parts]) if parts else np.zeros((0, len(self.target_names)))
+        w = np.concatenate([p.sample_weight for p in parts]) if parts and self.weight else None
+        starts = np.cumsum([0] + [len(p.X) for p in parts])
+        finders = [p.where for p in parts]
+
+        def where(i: int, column: str) -> str:
+            k = int(np.searchsorted(starts, i, side="right")) - 1  # the chunk holding row i
+            return finders[k](i - int(starts[k]), column)
+
+        return Dataset(X, Y, self.feature_names, self.target_names, w, self.source, list(self.notices), where=where)
 
 
 def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
