@@ -234,3 +234,162 @@ def test_write_table_csv_parquet_and_stream(tmp_path):
     write_table(cols, buf)
     assert buf.getvalue().splitlines()[0] == "a,b c" and len(buf.getvalue().splitlines()) == 4
     assert sorted(os.listdir(tmp_path)) == ["t.csv", "t.parquet"]  # no temporary files left
+
+
+def test_a_dataframe_nan_names_the_column_by_name():
+    import pandas as pd
+
+    from gradreg import LinearRegressor
+    from gradreg.data import as_2d_float
+
+    df = pd.DataFrame({"temp": [20.0, 21, 22, 23, 24], "rain": [1.0, 3, 2, np.nan, 5]})
+    with pytest.raises(DataError) as e:
+        LinearRegressor().fit(df, [1.0, 2, 3, 4, 5])
+    assert str(e.value) == "X, row 4, column 'rain': values must be finite (not NaN or inf); got nan"
+    model = LinearRegressor(solver="exact").fit(df.fillna(4.0), [1.0, 2, 3, 4, 5.5])
+    with pytest.raises(DataError, match=r"^X, row 1, column 'temp': values must be finite .*got inf$"):
+        model.predict(df.assign(temp=[np.inf, 1, 2, 3, 4]))
+    with pytest.raises(DataError, match=r"^X, row 2, column 1: "):  # no names: the column's number
+        as_2d_float(np.array([[1.0, 2.0], [3.0, np.nan]]), "X")
+
+
+@pytest.mark.parametrize(
+    ("given", "char"),
+    [
+        (";", ";"),
+        ("\t", "\t"),
+        ("\\t", "\t"),
+        ("\\\\t", "\t"),
+        ("tab", "\t"),
+        ("TAB", "\t"),
+        ("semicolon", ";"),
+        ("comma", ","),
+        ("pipe", "|"),
+        ("space", " "),
+        (None, None),
+    ],
+)
+def test_delimiter_names(given, char):
+    from gradreg.data import parse_delimiter
+
+    assert parse_delimiter(given) == char
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("ab", "--delimiter must be one character or one of tab, '\\t', comma, semicolon, pipe, space; got 'ab'"),
+        ("", "--delimiter must be one character or one of tab, '\\t', comma, semicolon, pipe, space; got ''"),
+        ("\n", "--delimiter cannot be a newline or a double quote (the CSV quote character); got '\\n'"),
+        ('"', "--delimiter cannot be a newline or a double quote (the CSV quote character); got '\"'"),
+    ],
+)
+def test_bad_delimiter_names_the_option(tmp_path, given, message):
+    src = write(tmp_path / "d.csv", "x;y\n1;2\n2;3\n")
+    with pytest.raises(ConfigError) as e:
+        read_table(src, delimiter=given)
+    assert str(e.value) == message
+
+
+def test_tab_given_by_name_reads_a_tsv_named_txt(tmp_path):
+    src = write(tmp_path / "d.txt", "x\ty\n1\t2\n2\t3.5\n")
+    for given in ("\t", "\\t", "tab"):
+        ds = load(src, "y", delimiter=given)
+        np.testing.assert_array_equal(ds.Y[:, 0], [2.0, 3.5])
+
+
+def test_a_header_read_as_one_field_suggests_the_delimiter(tmp_path):
+    msg = bad(tmp_path, "a;b;y\n1;2;3\n2;3;4\n")
+    assert msg == f"{tmp_path / 'bad.csv'}: no column named 'y'; columns are a;b;y; " + (
+        "the header is one field holding ';': for a ';'-separated file give --delimiter ';'"
+    )
+    msg = bad(tmp_path, "a|b|y\n1,5|2|3\n2|3|4\n")
+    assert msg == f"{tmp_path / 'bad.csv'}, line 2: expected 1 field like the header, got 2; " + (
+        "the header is one field holding '|': for a '|'-separated file give --delimiter '|' "
+        "(its numbers use decimal commas, as in '1,5', which gradreg does not read yet)"
+    )
+    assert "give --delimiter tab" in bad(tmp_path, "a\tb\ty\n1\t2\t3\n2\t3\t4\n")
+
+
+def test_a_decimal_comma_is_named(tmp_path):
+    msg = bad(tmp_path, 'x,y\n1,2\n"2,5",3\n3,4\n')
+    assert msg == f"{tmp_path / 'bad.csv'}, line 3, column 'x': expected a number, got '2,5' " + (
+        "(a decimal comma? gradreg reads numbers with a decimal point: write 2.5)"
+    )
+
+
+def test_spaces_around_header_names_are_dropped(tmp_path):
+    src = write(tmp_path / "s.csv", " temperature , rain \n1,2\n2,4.5\n3,6\n")
+    assert read_table(src).data.column_names == ["temperature", "rain"]
+    ds = load(src, "rain")
+    assert ds.feature_names == ["temperature"] and ds.Y[:, 0].tolist() == [2.0, 4.5, 6.0]
+    msg = bad(tmp_path, "rain , rain,y\n1,2,3\n2,3,4\n")
+    assert msg == f"{tmp_path / 'bad.csv'}: column names 'rain ' and ' rain' are both 'rain' without the spaces " + (
+        "around them; names must be unique"
+    )
+
+
+def test_date_time_and_timestamp_columns(tmp_path):
+    src = write(
+        tmp_path / "d.csv",
+        "day,at,time,x,y\n2024-01-01,2024-01-01T10:00:00,10:30,1,3\n2024-01-02,2024-01-02T11:00:00,11:00,2,5.5\n",
+    )
+    ds = load(src, "y")
+    assert ds.feature_names == ["x"]
+    assert ds.notices == [
+        "left out column 'day': it holds dates, not numbers",
+        "left out column 'at': it holds timestamps, not numbers",
+        "left out column 'time': it holds times of day, not numbers",
+    ]
+    where = f"{src}, line 2, column"
+    with pytest.raises(DataError) as e:
+        load(src, "y", "day,x")
+    assert str(e.value) == f"{where} 'day': expected a number, got '2024-01-01': dates are not numbers: " + (
+        "convert the column to numbers (e.g. days since an epoch) or leave it out with --features"
+    )
+    with pytest.raises(DataError, match=r"'at': expected a number, got '2024-01-01T10:00:00': timestamps are not numbers"):
+        load(src, "y", "at")  # as written in the file
+    with pytest.raises(DataError, match=r"'time': expected a number, got '10:30': times of day are not numbers.*midnight"):
+        load(src, "y", "time")
+    with pytest.raises(DataError) as e:
+        load(src, "day")  # a target: no --features to leave it out with
+    assert str(e.value).endswith("dates are not numbers: convert the column to numbers (e.g. days since an epoch)")
+
+
+def test_a_parquet_date_column_shows_its_value_as_text(tmp_path):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = str(tmp_path / "d.parquet")
+    pq.write_table(pa.table({"d": [None, datetime.date(2024, 3, 1)], "y": [1.0, 2.0]}), src)
+    with pytest.raises(DataError) as e:
+        load(src, "y", "d")
+    assert str(e.value).startswith(f"{src}, row 2, column 'd': expected a number, got '2024-03-01': dates are not")
+
+
+def test_a_model_file_given_as_data_says_so(tmp_path):
+    from gradreg.config import TrainConfig
+    from gradreg.fitted import train
+
+    model = str(tmp_path / "m.safetensors")
+    train(load("crops", "mangoes"), TrainConfig(solver="exact")).save(model)
+    with pytest.raises(DataError) as e:
+        read_table(model)
+    assert str(e.value) == f"{model}: a .safetensors model file, not data (did you swap MODEL and DATA? " + (
+        "the model comes first, as in gradreg predict MODEL DATA)"
+    )
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1.0]}), tmp_path / "p.csv")
+    with pytest.raises(DataError, match=r"p\.csv: not CSV text: it looks like a Parquet file; name it \*\.parquet"):
+        read_table(str(tmp_path / "p.csv"))
+
+
+def test_the_largest_value_is_found_by_line_after_dropped_rows(tmp_path):
+    src = write(tmp_path / "d.csv", "x,y\n1,2\n\n2,\n3,4\n-9e9,5\n5,6\n")
+    ds = load(src, "y", drop_missing=True)
+    assert ds.largest(0) == (f"{src}, line 6, column 'x'", -9e9)
+    assert ds.largest(1) == (f"{src}, line 7, column 'y'", 6.0)

@@ -140,3 +140,67 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("crash mid-write")
     assert dest.read_text() == "previous"
     assert os.listdir(tmp_path) == ["out.csv"]
+
+
+def _other_files(tmp_path):
+    """A file of each kind that is given as a model by mistake: (name, bytes, what the message says)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    parquet, npy, npz, pt = io.BytesIO(), io.BytesIO(), io.BytesIO(), io.BytesIO()
+    pq.write_table(pa.table({"x": [1.0, 2.0]}), parquet)
+    np.save(npy, np.zeros((2, 2)))
+    np.savez(npz, a=np.zeros(2))
+    torch.save({"w": torch.zeros(2)}, pt)
+    swap = " (did you swap MODEL and DATA? the model comes first, as in gradreg predict MODEL DATA)"
+    only = "; gradreg reads only the .safetensors model files that gradreg writes"
+    return [
+        ("new.csv", b"x,y\n1,3\n2,5\n", "it looks like CSV text" + swap),
+        ("new.tsv", b"x\ty\n1\t3\n", "it looks like CSV text" + swap),
+        ("notes.txt", b"hello", "it looks like text" + swap),
+        ("new.parquet", parquet.getvalue(), "it looks like a Parquet file" + swap),
+        ("a.npy", npy.getvalue(), "it looks like a NumPy .npy file" + swap),
+        ("a.npz", npz.getvalue(), "it looks like a NumPy .npz file" + swap),
+        (
+            "model.pkl",
+            pickle.dumps({"coef": [1.0]}),
+            "it looks like a Python pickle (such as a joblib or scikit-learn model file)" + only,
+        ),
+        ("model.pt", pt.getvalue(), "it looks like a PyTorch file (torch.save)" + only),
+        ("model.json", b'{"coef": [1.0]}', "it looks like JSON text" + only),
+        ("empty.safetensors", b"", "the file is empty"),
+    ]
+
+
+def test_a_file_that_is_not_a_model_is_named_for_what_it_is(tmp_path):
+    for name, data, says in _other_files(tmp_path):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ModelFileError) as e:
+            FittedModel.load(str(path))
+        assert str(e.value) == f"{path}: not a gradreg model file: {says}"
+
+
+def test_a_damaged_model_is_not_taken_for_another_kind_of_file(model_path, tmp_path):
+    data = bytearray(open(model_path, "rb").read())
+    # A header length whose first bytes read like a pickle's protocol marker (0x80, 0x03) or like
+    # zlib's: still a damaged model, since the header's "{" follows as in every safetensors file.
+    for first in (b"\x80\x03", b"\x78\x9c"):
+        data[:2] = first
+        with pytest.raises(ModelFileError, match=r"bad.safetensors: corrupted (or truncated )?model file: header"):
+            FittedModel.load(corrupt(tmp_path, bytes(data)))
+
+
+def test_sniff_reads_only_the_first_bytes():
+    from gradreg.persist import looks_like_model, sniff
+
+    assert sniff(b"temp;rain;yield\n21,5;300,2;4,1\n") == "CSV text"
+    assert sniff(b"\xef\xbb\xbfx,y\n1,2\n") == "CSV text"  # a BOM
+    assert sniff(b"PK\x03\x04" + b"\x00" * 26 + b"archive/data.pkl") == "a PyTorch file (torch.save)"
+    assert sniff(b"\x1f\x8b\x08\x00") == "gzip-compressed data"
+    assert sniff(b"\x00\x01\x02\x03binary") is None
+    assert looks_like_model(struct.pack("<Q", 120) + b'{"__metadata__"')
+    assert not looks_like_model(b"x,y\n1,2\n3,4\n")

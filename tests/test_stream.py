@@ -229,3 +229,53 @@ def test_streaming_stays_within_a_memory_limit_smaller_than_the_data(tmp_path):
     np.testing.assert_allclose(model["coef"][0], np.arange(10.0), atol=2e-3)
     whole = run(limit, "train", path, "--target", "y", "--solver", "exact", "-q", "-o", tmp_path / "w.safetensors")
     assert whole.returncode == 1 and "out of memory" in whole.stderr  # the control: in memory it cannot fit
+
+
+def test_streamed_header_names_lose_their_spaces_and_a_bom(tmp_path):
+    src = tmp_path / "s.txt"
+    src.write_text("\ufeff x \t rain \n" + "".join(f"{i}\t{2 * i + 1}\n" for i in range(10)), encoding="utf-8")
+    stream = Stream(str(src), chunk_rows=4, delimiter="tab")
+    assert stream.columns == ["x", "rain"]
+    sds = StreamingDataset(stream, "rain")
+    assert sds.feature_names == ["x"]
+    X = np.concatenate([X for X, _, _ in sds.chunks()])
+    Y = np.concatenate([Y for _, Y, _ in sds.chunks()])
+    np.testing.assert_array_equal(X[:, 0], np.arange(10))
+    np.testing.assert_array_equal(Y[:, 0], 2 * np.arange(10) + 1)
+
+
+def test_streamed_delimiter_hint_and_bad_delimiter(tmp_path):
+    from gradreg.errors import ConfigError
+
+    src = tmp_path / "e.csv"
+    src.write_text("a;y\n" + "".join(f"{i},5;{i}\n" for i in range(5)))
+    with pytest.raises(DataError) as e:
+        StreamingDataset(Stream(str(src)), "y")
+    assert str(e.value) == f"{src}, line 2: expected 1 field like the header, got 2; the header is one field " + (
+        "holding ';': for a ';'-separated file give --delimiter ';' (its numbers use decimal commas, as in '0,5', "
+        "which gradreg does not read yet)"
+    )
+    with pytest.raises(ConfigError, match=r"--delimiter must be one character .*; got ';;'"):
+        Stream(str(src), delimiter=";;")
+
+
+def test_the_largest_value_is_found_by_file_and_line(tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x,y\n" + "".join(f"{i},{i}\n" for i in range(7)))
+    (folder / "b.csv").write_text("x,y\n1,1\n\n2,2\n-3e9,3\n4,4\n")
+    sds = StreamingDataset(Stream(str(folder), chunk_rows=3), "y")
+    where = f"{folder / 'b.csv'}, line 5, column 'x'"
+    assert sds.largest(0) == (where, -3e9)
+    ds = sds.in_memory()  # rows of several files and chunks, in one Dataset
+    assert ds.largest(0) == (where, -3e9)
+    assert ds.where(3, "y") == f"{folder / 'a.csv'}, line 5, column 'y'"
+
+
+def test_a_model_file_in_a_stream_says_so(tmp_path):
+    from gradreg.data import load
+
+    path = tmp_path / "m.csv"  # a model under a data name
+    train(load("crops", "mangoes"), TrainConfig(solver="exact")).save(str(path))
+    with pytest.raises(DataError, match=r"m\.csv: a \.safetensors model file, not data \(did you swap MODEL and DATA\?"):
+        Stream(str(path))

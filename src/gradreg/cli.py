@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, epilog=EXAMPLES[name], formatter_class=fmt)
 
     def data_options(c: argparse.ArgumentParser, chunks: bool = False, stream: bool = False) -> None:
-        c.add_argument("--delimiter", help="CSV field separator (default: ',' or tab for .tsv)")
+        c.add_argument("--delimiter", help="CSV separator: a character, or tab, semicolon... (default: ',', tab for .tsv)")
         c.add_argument("--drop-missing", action="store_true", help="drop rows with a missing value instead of failing")
         if chunks:
             c.add_argument(

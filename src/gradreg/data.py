@@ -10,7 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -19,7 +20,18 @@ import numpy as np
 
 from .errors import ConfigError, DataError, cell
 
-__all__ = ["Table", "Dataset", "read_table", "select", "load", "feature_matrix", "write_table", "ColumnWriter", "builtin_names"]
+__all__ = [
+    "Table",
+    "Dataset",
+    "read_table",
+    "select",
+    "load",
+    "feature_matrix",
+    "write_table",
+    "ColumnWriter",
+    "builtin_names",
+    "parse_delimiter",
+]
 
 BUILTIN = {"crops": "crops.csv"}
 BUILTIN_DESCRIPTIONS = {
@@ -100,6 +112,9 @@ class Dataset:
     dtypes : dict of str to str, optional
         Each feature and target column's type as read (``double``, ``int64``…), for the model
         file's input schema.
+    where : callable, optional
+        ``where(i, name)``: where row ``i``, column ``name`` came from (``data.csv, line 7,
+        column 'x'``); set by :func:`select`. None: rows are counted from 1 in ``source``.
     """
 
     X: np.ndarray
@@ -110,6 +125,32 @@ class Dataset:
     source: str = "<array>"
     notices: list[str] = field(default_factory=list)
     dtypes: dict[str, str] | None = None  # column name → its type as read (the model file's schema)
+    where: Callable[[int, str], str] | None = field(default=None, repr=False, compare=False)
+
+    def largest(self, j: int) -> tuple[str, float]:
+        """Where the largest magnitude of column ``j`` of ``[X | Y]`` is, and that value (for a
+        message about an outlier).
+
+        Parameters
+        ----------
+        j : int
+            A feature column (``j < n_features``) or target ``j - n_features``.
+
+        Returns
+        -------
+        (str, float)
+            ``("data.csv, line 7, column 'x'", 1e200)``.
+        """
+        p = self.X.shape[1]
+        col = self.X[:, j] if j < p else self.Y[:, j - p]
+        name = self.feature_names[j] if j < p else self.target_names[j - p]
+        with np.errstate(invalid="ignore"):
+            i = int(np.nanargmax(np.abs(col))) if len(col) and not np.isnan(col).all() else 0
+        value = float(col[i]) if len(col) else float("nan")
+        if self.where is not None:
+            return self.where(i, name), value
+        source = ("X" if j < p else "y") if self.source == "<array>" else self.source  # the argument's name
+        return f"{source}, row {i + 1}, column {name!r}", value
 
 
 def builtin_names() -> list[str]:
@@ -124,6 +165,125 @@ def builtin_names() -> list[str]:
 
 def _builtin_path(name: str) -> str:
     return str(resources.files("gradreg").joinpath("datasets", BUILTIN[name]))
+
+
+DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "\\\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
+SHOWN_DELIMITERS = {"\t": "tab", ",": "','", ";": "';'", "|": "'|'", " ": "space"}  # as --delimiter takes them
+
+
+def parse_delimiter(value: str | None) -> str | None:
+    """``--delimiter`` as one character: a character, or ``tab`` (also ``\\t`` as typed in a
+    shell), ``comma``, ``semicolon``, ``pipe``, ``space``.
+
+    Parameters
+    ----------
+    value : str, optional
+
+    Returns
+    -------
+    str or None
+        None stays None (the default for the file's extension).
+
+    Raises
+    ------
+    ConfigError
+        More than one character that is not one of those names; a newline or a double quote.
+    """
+    if value is None:
+        return None
+    d = DELIMITER_NAMES.get(value.lower(), value)
+    if len(d) != 1:
+        names = ", ".join(["tab", "'\\t'", *(n for n in DELIMITER_NAMES if n.isalpha() and n != "tab")])
+        raise ConfigError(f"{{delimiter}} must be one character or one of {names}; got {{delimiter=}}", delimiter=value)
+    if d in '\r\n"':
+        raise ConfigError(
+            "{delimiter} cannot be a newline or a double quote (the CSV quote character); got {delimiter=}", delimiter=value
+        )
+    return d
+
+
+def _delimiter_hint(header: Sequence[str], delimiter: str, line: str | None = None) -> str:
+    """A hint when the header was read as one field that holds another separator (a ';'-separated
+    file read with ','); with a data ``line``, also when its numbers use decimal commas."""
+    if len(header) != 1:
+        return ""
+    for d, shown in SHOWN_DELIMITERS.items():
+        if d != delimiter and d != " " and d in header[0]:
+            hint = f"; the header is one field holding {d!r}: for a {d!r}-separated file give --delimiter {shown}"
+            comma = next((c for c in (line or "").split(d) if _DECIMAL_COMMA.match(c.strip())), None)
+            if comma is not None:
+                hint += f" (its numbers use decimal commas, as in {comma.strip()!r}, which gradreg does not read yet)"
+            return hint
+    return ""
+
+
+_DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+$")
+_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
+_TIME = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?$")
+
+
+def _value_hint(value: Any, features: bool = True) -> str:
+    """Why a cell is not a number, when that is recognisable: a decimal comma, a date or time."""
+    if not isinstance(value, str):
+        return ""
+    v = value.strip()
+    if _DECIMAL_COMMA.match(v):
+        return f" (a decimal comma? gradreg reads numbers with a decimal point: write {v.replace(',', '.')})"
+    kind = "dates" if _DATE.match(v) else "times of day" if _TIME.match(v) else None
+    return f": {_temporal_hint(kind, features)}" if kind else ""
+
+
+def _temporal_hint(kind: str, features: bool = True) -> str:
+    """What to do about a column of dates, timestamps or times of day."""
+    unit = {"times of day": "seconds since midnight", "timestamps": "seconds since an epoch"}.get(kind, "days since an epoch")
+    return f"{kind} are not numbers: convert the column to numbers (e.g. {unit})" + (
+        " or leave it out with --features" if features else ""
+    )
+
+
+def _strip_names(names: Sequence[str], shown: str) -> list[str]:
+    """CSV header names without the spaces around them (``" rain "`` is ``rain``), refusing two
+    that become one."""
+    stripped = [n.strip() for n in names]
+    first: dict[str, str] = {}
+    for raw, n in zip(names, stripped):
+        if n in first and first[n] != raw:
+            raise DataError(
+                f"{shown}: column names {first[n]!r} and {raw!r} are both {n!r} without the spaces around them; "
+                "names must be unique"
+            )
+        first.setdefault(n, raw)
+    return stripped
+
+
+def refuse_binary(head: bytes, shown: str) -> None:
+    """Refuse a file given as CSV that starts like something else: a gradreg model (MODEL and DATA
+    swapped), Parquet or NumPy under another name, a pickle, an archive.
+
+    Parameters
+    ----------
+    head : bytes
+        The file's first bytes (a few KiB).
+    shown : str
+        The name in the message.
+
+    Raises
+    ------
+    DataError
+    """
+    from .persist import looks_like_model, sniff
+
+    if looks_like_model(head):
+        raise DataError(
+            f"{shown}: a .safetensors model file, not data (did you swap MODEL and DATA? the model comes first, "
+            "as in gradreg predict MODEL DATA)"
+        )
+    kind = sniff(head) if head else None
+    if kind is None or "text" in kind:
+        return
+    rename = {"a Parquet file": ".parquet", "a NumPy .npy file": ".npy", "a NumPy .npz file": ".npz"}.get(kind)
+    hint = f"; name it *{rename} to read it as one" if rename else "; gradreg reads CSV, Parquet, .npy and .npz data"
+    raise DataError(f"{shown}: not CSV text: it looks like {kind}{hint}")
 
 
 def _open_text(path: str | bytes):
@@ -176,15 +336,21 @@ def _csv_line_of_row(path: str | bytes, row: int, delimiter: str, byte_start: in
     return None
 
 
-def _ragged_line(path: str | bytes, delimiter: str) -> tuple[int, int, int] | None:
-    """First (line, expected, got) whose field count differs from the header's."""
-    expected = None
+def _ragged_line(path: str | bytes, delimiter: str) -> tuple[int, int, int, str] | None:
+    """First (line, expected, got, hint) whose field count differs from the header's; the hint
+    suggests another delimiter when the header reads as one field."""
+    header = None
     for line, record in _records(path, delimiter):
-        if expected is None:
-            expected = len(record)
-        elif len(record) != expected:
-            return line, expected, len(record)
+        if header is None:
+            header = record
+        elif len(record) != len(header):
+            return line, len(header), len(record), _delimiter_hint(header, delimiter, delimiter.join(record))
     return None
+
+
+def ragged_message(shown: str, line: int, expected: int, got: int, hint: str = "") -> str:
+    """``data.csv, line 7: expected 3 fields like the header, got 4``, and a hint."""
+    return f"{shown}, line {line}: expected {expected} field{'s' if expected != 1 else ''} like the header, got {got}{hint}"
 
 
 def read_table(source: Any, *, delimiter: str | None = None, name: str | None = None) -> Table:
@@ -197,7 +363,8 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
         (1-D arrays become columns by key; a 2-D array ``K`` gives ``K0, K1, ...``) file, or the
         name of a built-in table such as ``"crops"``.
     delimiter : str, optional
-        CSV field separator; default ``,`` (tab for ``.tsv``).
+        CSV field separator; default ``,`` (tab for ``.tsv``). Also a name: ``tab``, ``\\t``,
+        ``semicolon``... (see :func:`parse_delimiter`).
     name : str, optional
         How messages name an in-memory source (default ``<table>``, ``<dict>``, ``<DataFrame>``).
 
@@ -225,6 +392,7 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
         return Table(table.rename_columns(cols), name or "<DataFrame>")
     if not isinstance(source, (str, os.PathLike)):
         raise DataError(f"data: expected a file path, built-in name, DataFrame or dict; got {type(source).__name__}")
+    delimiter = parse_delimiter(delimiter)
     path = os.fspath(source)
     if path == "-":  # stdin: CSV (or TSV with delimiter="\t")
         import sys
@@ -265,8 +433,7 @@ def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
         raise DataError(f"{shown}: cannot read: {e.strerror or e}") from None
     if blank:
         raise DataError(f"{shown}: file is empty; expected a header row and data rows")
-    if len(delimiter) != 1:
-        raise ConfigError("{delimiter} must be one character; got {delimiter=}", delimiter=delimiter)
+    refuse_binary(_head(path), shown)
     try:
         data = pcsv.read_csv(
             pa.BufferReader(path) if isinstance(path, bytes) else path,
@@ -277,14 +444,24 @@ def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
         msg = str(e)
         ragged = _ragged_line(path, delimiter)
         if ragged is not None:
-            line, expected, got = ragged
-            raise DataError(f"{shown}, line {line}: expected {expected} fields like the header, got {got}") from None
+            raise DataError(ragged_message(shown, *ragged)) from None
         if "Empty CSV" in msg:
             raise DataError(f"{shown}: file is empty; expected a header row and data rows") from None
         raise DataError(f"{shown}: not a readable CSV file: {msg.splitlines()[0]}") from None
     except OSError as e:
         raise DataError(f"{shown}: cannot read: {e}") from None
+    names = _strip_names(data.column_names, shown)
+    if names != data.column_names:
+        data = data.rename_columns(names)
     return Table(data, shown, path=path, delimiter=delimiter)
+
+
+def _head(path: str | bytes, size: int = 4096) -> bytes:
+    """A file's (or stdin's) first bytes, to recognise what it holds."""
+    if isinstance(path, bytes):
+        return path[:size]
+    with open(path, "rb") as f:
+        return f.read(size)
 
 
 def _is_blank(path: str | bytes) -> bool:
@@ -378,15 +555,30 @@ def _numeric_column(table: Table, name: str, index: int) -> np.ndarray | None:
     if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_decimal(typ):
         return _to_numpy(pc.cast(col, pa.float64()))
     if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
-        return None  # dates, lists, binary...: never a feature
+        return None  # dates, lists, binary...: never a feature (see _temporal)
     values = col.to_pylist()
     parsed = [None if v is None else _parse_float(v) for v in values]
     if not any(p is not None for p in parsed):
         return None
     for i, (v, p) in enumerate(zip(values, parsed)):
         if v is not None and p is None:
-            raise DataError(f"{table.where(i, name)}: expected a number, got {v!r}")
+            raise DataError(f"{table.where(i, name)}: expected a number, got {v!r}{_value_hint(v)}")
     return np.array([np.nan if p is None else p for p in parsed], dtype=np.float64)
+
+
+def _temporal(table: Table, index: int) -> str | None:
+    """What a column of dates, timestamps or times of day holds, in words (``"dates"``); None for
+    any other column. (pyarrow reads ``2024-01-01`` in a CSV as a date.)"""
+    import pyarrow as pa
+
+    typ = table.data.column(index).type
+    if pa.types.is_date(typ):
+        return "dates"
+    if pa.types.is_timestamp(typ):
+        return "timestamps"
+    if pa.types.is_time(typ):
+        return "times of day"
+    return None
 
 
 def _to_numpy(col: Any) -> np.ndarray:
@@ -491,7 +683,8 @@ def select(
     asked = targets + (chosen_features or []) + ([weight] if weight else [])
     for n in asked:
         if n not in seen:
-            raise DataError(f"{table.source}: no column named {n!r}; columns are {', '.join(names)}")
+            hint = _delimiter_hint(names, table.delimiter) if table.path is not None else ""
+            raise DataError(f"{table.source}: no column named {n!r}; columns are {', '.join(names)}{hint}")
     for group, label in ((targets, "target"), (chosen_features or [], "features")):
         dup = sorted({n for n in group if group.count(n) > 1})
         if dup:
@@ -503,8 +696,8 @@ def select(
         raise ConfigError(f"{{weight}} column {weight!r} is also a target or feature", weight=weight)
     notices = list(table.notices)
 
-    def required(n: str) -> np.ndarray:
-        return _required_column(table, n, seen[n])
+    def required(n: str, features: bool = False) -> np.ndarray:
+        return _required_column(table, n, seen[n], features=features)
 
     Y = [required(n) for n in targets]
     if chosen_features is None:
@@ -514,12 +707,13 @@ def select(
                 continue
             arr = _numeric_column(table, n, seen[n])
             if arr is None:
-                notices.append(f"left out column {n!r}: it holds no numbers")
+                kind = _temporal(table, seen[n])
+                notices.append(f"left out column {n!r}: it holds {kind + ', not numbers' if kind else 'no numbers'}")
                 continue
             chosen_features.append(n)
             X.append(arr)
     else:
-        X = [required(n) for n in chosen_features]
+        X = [required(n, features=True) for n in chosen_features]
     if not chosen_features:
         raise DataError(f"{table.source}: no numeric feature columns besides the target(s)")
     w = required(weight) if weight else None
@@ -552,14 +746,34 @@ def select(
         table.source,
         notices,
         {n: str(schema.field(seen[n]).type) for n in list(chosen_features) + targets},
+        where=_row_finder(table, None if keep.all() else np.flatnonzero(keep)),
     )
 
 
-def _required_column(table: Table, name: str, index: int) -> np.ndarray:
-    """A column that must hold numbers: float64 with NaN for missing cells."""
+def _row_finder(table: Table, kept: np.ndarray | None) -> Callable[[int, str], str]:
+    """Dataset.where for rows selected from ``table`` (``kept``: their rows in it, None for all).
+
+    Holds neither the table's columns nor stdin's bytes: a Dataset may live as long as a fit."""
+    place = Table(None, table.source, table.path if isinstance(table.path, str) else None, table.delimiter)
+    place.row_offset, place.byte_start = table.row_offset, table.byte_start
+
+    def where(i: int, column: str) -> str:
+        return place.where(int(kept[i]) if kept is not None else i, column)
+
+    return where
+
+
+def _required_column(table: Table, name: str, index: int, *, features: bool = False) -> np.ndarray:
+    """A column that must hold numbers: float64 with NaN for missing cells. ``features``: it was
+    asked for with --features (a message may suggest leaving it out)."""
     arr = _numeric_column(table, name, index)
     if arr is None:
-        raise DataError(f"{table.where(0, name)}: column {name!r} holds no numbers; got {_first_value(table, name)!r}")
+        row, value = _first_value(table, index)
+        kind = _temporal(table, index)
+        if kind:
+            raise DataError(f"{table.where(row, name)}: expected a number, got {value!r}: {_temporal_hint(kind, features)}")
+        hint = _value_hint(value, features)
+        raise DataError(f"{table.where(row, name)}: column {name!r} holds no numbers; got {value!r}{hint}")
     return arr
 
 
@@ -586,9 +800,22 @@ def _rows_to_keep(table: Table, columns: list[tuple[list[str], np.ndarray]], dro
     return ~missing
 
 
-def _first_value(table: Table, name: str) -> Any:
-    col = table.data.column(name)
-    return col[0].as_py() if len(col) else None
+def _first_value(table: Table, index: int) -> tuple[int, Any]:
+    """(row, value) of a column's first non-missing cell (row 0 and None for none); dates and times
+    as written in a CSV file, else as text (``'2024-01-01'``, not ``datetime.date(2024, 1, 1)``)."""
+    col = table.data.column(index)
+    valid = col.is_valid()
+    row = next((i for i in range(len(col)) if valid[i].as_py()), None)
+    if row is None:
+        return 0, None
+    value = col[row].as_py()
+    if _temporal(table, index) is None:
+        return row, value
+    if table.path is not None and table.byte_start is None:
+        for k, (_, record) in enumerate(_records(table.path, table.delimiter)):
+            if k == table.row_offset + row + 1 and index < len(record):  # record 0 is the header
+                return row, record[index]
+    return row, str(value)
 
 
 def _first_bad_column(columns: list[tuple[list[str], np.ndarray]], row: int, is_bad: Any) -> str:
@@ -677,10 +904,23 @@ def require_features(source: str, columns: Sequence[str], features: Sequence[str
         )
 
 
-def as_2d_float(a: Any, name: str) -> np.ndarray:
+def as_2d_float(a: Any, name: str, columns: Sequence[Any] | None = None) -> np.ndarray:
     """Coerce an array-like or tensor to a 2-D float array, refusing NaN and inf.
 
-    float32 input stays float32 (no copy of a large array); anything else becomes float64."""
+    float32 input stays float32 (no copy of a large array); anything else becomes float64.
+
+    Parameters
+    ----------
+    a : array-like or torch.Tensor of shape (n,) or (n, k)
+    name : str
+        The argument, named in messages (``X``).
+    columns : sequence, optional
+        The k column names (a DataFrame's), named in messages instead of column numbers.
+
+    Returns
+    -------
+    ndarray of shape (n, k)
+    """
     if hasattr(a, "detach") and hasattr(a, "cpu"):
         a = a.detach().cpu().numpy()
     try:
@@ -697,7 +937,8 @@ def as_2d_float(a: Any, name: str) -> np.ndarray:
         bad = ~np.isfinite(arr)
         if bad.any():
             i, j = np.argwhere(bad)[0]
-            raise DataError(f"{name}, row {i + 1}, column {j}: values must be finite (not NaN or inf); got {arr[i, j]}")
+            col = repr(str(columns[j])) if columns is not None and j < len(columns) else j
+            raise DataError(f"{name}, row {i + 1}, column {col}: values must be finite (not NaN or inf); got {arr[i, j]}")
     return arr
 
 

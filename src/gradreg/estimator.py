@@ -212,7 +212,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             ensure_all_finite=False,  # checked by as_2d_float, with the row and column named
             ensure_min_samples=min_samples,
         )
-        Xa, Ya = as_2d_float(X, "X"), as_2d_float(y, "y")
+        Xa, Ya = as_2d_float(X, "X", getattr(self, "feature_names_in_", None)), as_2d_float(y, "y", target_names)
         w = None if sample_weight is None else _check_sample_weight(sample_weight, Xa, dtype=np.float64, ensure_non_negative=True)
         names = [str(f) for f in getattr(self, "feature_names_in_", [f"x{j}" for j in range(Xa.shape[1])])]
         if target_names is None:
@@ -306,7 +306,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, _numpy(X), reset=False, dtype=[np.float64, np.float32], ensure_all_finite=False)
-        out = self.model_.predict(as_2d_float(X, "X"))
+        out = self.model_.predict(as_2d_float(X, "X", getattr(self, "feature_names_in_", None)))
         return out[:, 0] if self._y_1d else out
 
     def summary(self, target: int | str | None = None):

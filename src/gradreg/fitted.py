@@ -505,7 +505,7 @@ def train(
             peak = np.maximum(peak, np.concatenate([np.abs(Xc).max(axis=0), np.abs(Yc).max(axis=0)]))
     if comm is not None:
         peak = comm.max(peak)
-    check_magnitudes(peak, list(ds.feature_names) + list(ds.target_names), ds.source, cfg)
+    check_magnitudes(peak, list(ds.feature_names) + list(ds.target_names), ds.source, cfg, None if comm else ds.largest)
 
     p, q = X.shape[1], Y.shape[1]
     opt_sol, factor = exact.fit_exact(
@@ -814,6 +814,12 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
                 seen["lo"] = lo if seen["lo"] is None else np.minimum(seen["lo"], lo)
                 seen["hi"] = hi if seen["hi"] is None else np.maximum(seen["hi"], hi)
                 seen["y_peak"] = np.maximum(seen["y_peak"], np.abs(Y).max(axis=0))
+                big = np.concatenate([np.maximum(np.abs(lo), np.abs(hi)), np.abs(Y).max(axis=0)])
+                if big.max() > SQUARE_SAFE[1]:  # now: the fit of this pass would fail on its squares
+                    names = list(sds.feature_names) + list(sds.target_names)
+                    check_magnitudes(
+                        np.where(big > SQUARE_SAFE[1], big, 0), names, sds.source, cfg, None if comm else sds.largest
+                    )
                 if w is not None:
                     seen["w_max"] = max(seen["w_max"], float(w.max()))
             seen["n"] += len(X)
@@ -1011,7 +1017,9 @@ def from_incremental(inc, feature_names: list[str], target_names: list[str], cfg
 SQUARE_SAFE = (1e-150, 1e150)  # column magnitudes whose squares stay normal float64 numbers
 
 
-def check_magnitudes(peak: np.ndarray, names: list[str], source: str, cfg: TrainConfig) -> None:
+def check_magnitudes(
+    peak: np.ndarray, names: list[str], source: str, cfg: TrainConfig, largest: Callable[[int], tuple[str, float]] | None = None
+) -> None:
     """Refuse columns whose squares leave float64 (or float32, where gradient descent squares raw
     values), instead of returning a silently wrong fit.
 
@@ -1022,6 +1030,9 @@ def check_magnitudes(peak: np.ndarray, names: list[str], source: str, cfg: Train
     names : list of str
     source : str
     cfg : TrainConfig
+    largest : callable, optional
+        Column index to (where its largest magnitude is, that value): ``("data.csv, line 7,
+        column 'x'", 1e200)``; the message then names that cell (an outlier, often).
 
     Raises
     ------
@@ -1030,7 +1041,13 @@ def check_magnitudes(peak: np.ndarray, names: list[str], source: str, cfg: Train
     """
     lo, hi = SQUARE_SAFE
     peak = np.asarray(peak, dtype=np.float64)  # float32 data: compare in float64 (1e150 is not a float32)
-    for name, m in zip(names, peak):
+    for j, (name, m) in enumerate(zip(names, peak)):
+        if m > hi and largest is not None:
+            place, v = largest(j)
+            raise DataError(
+                f"{place}: {v:.3g} overflows float64 when squared (the limit is {hi:.0e}); check it for an outlier or "
+                f"a data-entry error, or rescale the column, e.g. multiply it by 1e-{math.ceil(math.log10(abs(v)))}"
+            )
         if m > hi:
             raise DataError(
                 f"{source}, column {name!r}: values up to {m:.3g} overflow float64 when squared (the limit is {hi:.0e}); "

@@ -8,6 +8,7 @@ folder and is renamed over the target only when complete.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -103,17 +104,105 @@ def load(path: str, *, fmt: str = FORMAT) -> tuple[dict[str, np.ndarray], dict[s
     return loads(data, path, fmt=fmt)
 
 
+def looks_like_model(head: bytes) -> bool:
+    """True when ``head`` (a file's first bytes, at least 9) starts like a safetensors file: a
+    little-endian header length, then the header's ``{``."""
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= MAX_HEADER and head[8:9] == b"{"
+
+
+DATA_KINDS = ("CSV text", "text", "a Parquet file", "a NumPy .npy file", "a NumPy .npz file")  # what DATA holds
+
+
+def sniff(data: bytes) -> str | None:
+    """What a file that is not a model looks like, from its first bytes: ``"CSV text"``,
+    ``"a Parquet file"``, ``"a Python pickle"``...; None when nothing is recognised.
+
+    Parameters
+    ----------
+    data : bytes
+        The file's first bytes (a few KiB are enough) or all of it.
+
+    Returns
+    -------
+    str or None
+    """
+    if not data.strip():
+        return "an empty file" if not data else "blank text"
+    magics = (
+        (b"PAR1", "a Parquet file"),
+        (b"\x93NUMPY", "a NumPy .npy file"),
+        (b"\x89HDF\r\n\x1a\n", "an HDF5 file (such as a Keras .h5 model)"),
+        (b"\x1f\x8b", "gzip-compressed data"),
+        (b"BZh", "bzip2-compressed data"),
+        (b"\xfd7zXZ\x00", "xz-compressed data"),
+    )
+    for magic, kind in magics:
+        if data.startswith(magic):
+            return kind
+    if data.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            names = []  # only the first bytes: the directory is at the end
+        head = data[:4096]
+        if any(n.endswith("data.pkl") for n in names) or b"data.pkl" in head:
+            return "a PyTorch file (torch.save)"
+        if (names and all(n.endswith(".npy") for n in names)) or b".npy" in head[:64]:
+            return "a NumPy .npz file"
+        return "a zip archive"
+    if data[0] == 0x80 and len(data) > 1 and 2 <= data[1] <= 5:  # pickle protocol 2+ marker
+        return "a Python pickle (such as a joblib or scikit-learn model file)"
+    if data[0] == 0x78 and len(data) > 1 and (data[0] * 256 + data[1]) % 31 == 0:
+        return "zlib-compressed data (such as a compressed joblib file)"
+    text = data[:4096].decode("utf-8", errors="replace")
+    if len(data) > 4096:
+        text = text[:-4]  # a character cut at the end of the sample
+    if all(c.isprintable() or c in "\t\r\n\ufeff" for c in text):
+        first = text.lstrip("\ufeff").lstrip().split("\n", 1)[0]
+        if first.startswith(("{", "[")):
+            return "JSON text"
+        return "CSV text" if any(d in first for d in ",;\t|") else "text"
+    return None
+
+
+def _not_a_model(data: bytes, path: str, fmt: str) -> ModelFileError | None:
+    """The error for a file that is recognisably something else (data, a pickle...), else None."""
+    if looks_like_model(data[:9]):
+        return None  # a damaged model, not another kind of file
+    kind = sniff(data[: 1 << 16])
+    if kind is None:
+        return None
+    what = "model file" if fmt == FORMAT else "checkpoint"
+    if kind in ("an empty file", "blank text"):
+        return ModelFileError(f"{path}: not a gradreg {what}: the file is {'empty' if kind == 'an empty file' else 'blank'}")
+    if fmt == FORMAT and kind in DATA_KINDS:
+        hint = " (did you swap MODEL and DATA? the model comes first, as in gradreg predict MODEL DATA)"
+    else:
+        hint = f"; gradreg reads only the .safetensors {what}s that gradreg writes"
+    return ModelFileError(f"{path}: not a gradreg {what}: it looks like {kind}{hint}")
+
+
 def loads(data: bytes, path: str, *, fmt: str = FORMAT) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """:func:`load` of a file's bytes, already read (``path`` names it in messages)."""
     if len(data) < 8:
-        raise ModelFileError(f"{path}: not a gradreg model file: {len(data)} bytes, too short for a header")
+        raise _not_a_model(data, path, fmt) or ModelFileError(
+            f"{path}: not a gradreg model file: {len(data)} bytes, too short for a header"
+        )
     (n,) = struct.unpack("<Q", data[:8])
     if n > MAX_HEADER or 8 + n > len(data):
-        raise ModelFileError(f"{path}: corrupted or truncated model file: header length {n} exceeds the file ({len(data)} bytes)")
+        raise _not_a_model(data, path, fmt) or ModelFileError(
+            f"{path}: corrupted or truncated model file: header length {n} exceeds the file ({len(data)} bytes)"
+        )
     try:
         header = json.loads(data[8 : 8 + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{path}: corrupted model file: header is not JSON ({e})") from None
+        raise _not_a_model(data, path, fmt) or ModelFileError(f"{path}: corrupted model file: header is not JSON ({e})") from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: corrupted model file: header is not a JSON object")
     info = header.get("__metadata__") or {}

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import Table, select
+from .data import Table, _delimiter_hint, _strip_names, _value_hint, parse_delimiter, ragged_message, refuse_binary, select
 from .errors import ConfigError, DataError
 
 __all__ = ["Stream", "StreamingDataset", "expand", "prefetch", "DEFAULT_CHUNK_ROWS", "IN_MEMORY_BYTES"]
@@ -77,6 +77,7 @@ class _File:
     columns: list[str]
     rows: int | None  # known for Parquet
     row_groups: list[int] = field(default_factory=list)  # rows per row group (Parquet)
+    raw: list[str] | None = None  # CSV: the header's names as written, spaces around them included
 
 
 class Stream:
@@ -89,15 +90,14 @@ class Stream:
     chunk_rows : int
         Rows per chunk (the unit of memory).
     delimiter : str, optional
-        CSV field separator (default ``,``; tab for ``.tsv``).
+        CSV field separator (default ``,``; tab for ``.tsv``), or a name: ``tab``, ``semicolon``...
+        (see :func:`~gradreg.data.parse_delimiter`).
     """
 
     def __init__(self, spec: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None) -> None:
         if chunk_rows < 1:
             raise ConfigError("{chunk_rows} must be a positive integer; got {chunk_rows=}", chunk_rows=chunk_rows)
-        if delimiter is not None and len(delimiter) != 1:
-            raise ConfigError("{delimiter} must be one character; got {delimiter=}", delimiter=delimiter)
-        self.spec, self.chunk_rows, self.delimiter = spec, chunk_rows, delimiter
+        self.spec, self.chunk_rows, self.delimiter = spec, chunk_rows, parse_delimiter(delimiter)
         self.files = [self._open(path) for path in expand(spec)]
         first = self.files[0]
         for f in self.files[1:]:
@@ -128,13 +128,15 @@ class Stream:
         import csv
 
         try:
-            with open(path, encoding="utf-8", newline="") as f:
+            with open(path, "rb") as f:
+                refuse_binary(f.read(4096), path)
+            with open(path, encoding="utf-8-sig", newline="") as f:  # pyarrow drops a BOM too
                 header = next((rec for rec in csv.reader(f, delimiter=self._delimiter(path)) if rec), None)
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
         if header is None:
             raise DataError(f"{path}: file is empty; expected a header row and data rows")
-        return _File(path, "csv", header, None)
+        return _File(path, "csv", _strip_names(header, path), None, raw=header)
 
     def estimated_bytes(self, n_columns: int) -> int:
         """What ``n_columns`` float64 columns of every row would take in memory (CSV: the file size).
@@ -260,14 +262,15 @@ class Stream:
         if byte_range is not None and byte_range[0] >= byte_range[1]:
             return
         source = f.path if byte_range is None else _RangeFile(f.path, *byte_range)
+        raw = [f.raw[f.columns.index(c)] if c in f.columns else c for c in columns]  # as pyarrow sees them
         try:
             reader = pcsv.open_csv(
                 source,
                 read_options=pcsv.ReadOptions(block_size=1 << 20),  # larger blocks: RSS grows with the file (pyarrow 26)
                 parse_options=pcsv.ParseOptions(delimiter=delimiter),
                 convert_options=pcsv.ConvertOptions(
-                    include_columns=list(columns),
-                    column_types={c: pa.float64() for c in columns},
+                    include_columns=raw,
+                    column_types={c: pa.float64() for c in raw},
                     strings_can_be_null=True,
                 ),
             )
@@ -286,7 +289,7 @@ class Stream:
             pending.append(batch)
             rows += batch.num_rows
             while rows >= self.chunk_rows:
-                table = pa.Table.from_batches(pending)
+                table = pa.Table.from_batches(pending).rename_columns(list(columns))
                 yield Table(
                     table.slice(0, self.chunk_rows), f.path, path=f.path, delimiter=delimiter, row_offset=offset, byte_start=start
                 )
@@ -295,7 +298,12 @@ class Stream:
                 offset += self.chunk_rows
         if rows:
             yield Table(
-                pa.Table.from_batches(pending), f.path, path=f.path, delimiter=delimiter, row_offset=offset, byte_start=start
+                pa.Table.from_batches(pending).rename_columns(list(columns)),
+                f.path,
+                path=f.path,
+                delimiter=delimiter,
+                row_offset=offset,
+                byte_start=start,
             )
 
     def _csv_error(
@@ -314,7 +322,8 @@ class Stream:
             if index - skip < from_row:
                 continue
             if len(record) != len(f.columns):
-                return DataError(f"{f.path}, line {line}: expected {len(f.columns)} fields like the header, got {len(record)}")
+                hint = _delimiter_hint(f.raw or f.columns, delimiter, delimiter.join(record))
+                return DataError(ragged_message(f.path, line, len(f.columns), len(record), hint))
             for j in wanted:
                 value = record[j]
                 if value.strip() == "":
@@ -322,7 +331,8 @@ class Stream:
                 try:
                     float(value)
                 except ValueError:
-                    return DataError(f"{f.path}, line {line}, column {f.columns[j]!r}: expected a number, got {value!r}")
+                    hint = _value_hint(value, features=False)  # the target, maybe
+                    return DataError(f"{f.path}, line {line}, column {f.columns[j]!r}: expected a number, got {value!r}{hint}")
         return DataError(f"{f.path}: not a readable CSV file: {str(err).splitlines()[0]}")
 
 
@@ -424,7 +434,11 @@ class StreamingDataset:
             return
         except pa.ArrowInvalid as e:
             raise self.stream._csv_error(f, f.columns, 0, e) from None
-        yield Table(pa.Table.from_batches([batch]), f.path, path=f.path, delimiter=delimiter)
+        table = pa.Table.from_batches([batch])
+        names = _strip_names(table.column_names, f.path)  # " rain " is rain
+        if names != table.column_names:
+            table = table.rename_columns(names)
+        yield Table(table, f.path, path=f.path, delimiter=delimiter)
 
     def units(self) -> list[tuple]:
         """The parts this dataset reads: its shard, or every unit of the stream.
@@ -473,15 +487,37 @@ class StreamingDataset:
         tuple of (tuple of (str, int, ...), tuple of arrays)
         """
 
-        def validated():
-            for table in self.stream.tables(self.columns, self.shard if units is None else units):
-                ds = select(
-                    table, self.target_names, self.feature_names, weight=self.weight, drop_missing=self.drop_missing, min_rows=0
-                )
-                key = (table.source, table.row_offset) + (() if table.byte_start is None else (table.byte_start,))
-                yield key, (ds.X, ds.Y, ds.sample_weight)
+        for key, ds in prefetch(self._validated(units)):
+            yield key, (ds.X, ds.Y, ds.sample_weight)
 
-        yield from prefetch(validated())
+    def _validated(self, units: Sequence[tuple] | None = None) -> Iterator[tuple]:
+        """(key, Dataset) of each chunk; the Dataset knows where its rows are in the files."""
+        for table in self.stream.tables(self.columns, self.shard if units is None else units):
+            ds = select(
+                table, self.target_names, self.feature_names, weight=self.weight, drop_missing=self.drop_missing, min_rows=0
+            )
+            yield (table.source, table.row_offset) + (() if table.byte_start is None else (table.byte_start,)), ds
+
+    def largest(self, j: int) -> tuple[str, float]:
+        """Where the largest magnitude of feature-then-target column ``j`` is, and that value: a
+        pass over the data (only an error message needs it).
+
+        Parameters
+        ----------
+        j : int
+
+        Returns
+        -------
+        (str, float)
+            ``("data.csv, line 7, column 'x'", 1e200)``.
+        """
+        best: tuple[str, float] | None = None
+        for _, ds in self._validated():
+            if len(ds.X):
+                place, value = ds.largest(j)
+                if best is None or abs(value) > abs(best[1]):
+                    best = place, value
+        return best if best is not None else (self.source, float("nan"))
 
     def in_memory(self):
         """Every chunk concatenated into one :class:`~gradreg.data.Dataset` (for data that fits).
@@ -489,14 +525,22 @@ class StreamingDataset:
         Returns
         -------
         Dataset
+            Its ``where`` names the file and line of a row.
         """
         from .data import Dataset
 
-        parts = list(self.chunks())
-        X = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, self.n_features))
-        Y = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, len(self.target_names)))
-        w = np.concatenate([p[2] for p in parts]) if parts and self.weight else None
-        return Dataset(X, Y, self.feature_names, self.target_names, w, self.source, list(self.notices))
+        parts = [ds for _, ds in prefetch(self._validated())]
+        X = np.concatenate([p.X for p in parts]) if parts else np.zeros((0, self.n_features))
+        Y = np.concatenate([p.Y for p in parts]) if parts else np.zeros((0, len(self.target_names)))
+        w = np.concatenate([p.sample_weight for p in parts]) if parts and self.weight else None
+        starts = np.cumsum([0] + [len(p.X) for p in parts])
+        finders = [p.where for p in parts]
+
+        def where(i: int, column: str) -> str:
+            k = int(np.searchsorted(starts, i, side="right")) - 1  # the chunk holding row i
+            return finders[k](i - int(starts[k]), column)
+
+        return Dataset(X, Y, self.feature_names, self.target_names, w, self.source, list(self.notices), where=where)
 
 
 def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
