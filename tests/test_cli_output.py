@@ -181,7 +181,7 @@ def test_a_warning_is_one_line_on_stderr_in_a_real_process(tmp_path, solver):
     src = write(tmp_path / "k.csv", CONSTANT_K)
     r = run_subprocess("train", src, "--target", "y", "--solver", solver, "-o", tmp_path / "m.safetensors")
     assert r.returncode == 0
-    assert r.stderr == f"warning: {K_WARNING}\n"
+    assert r.stderr == f"features: a, k (2) → targets: y\nwarning: {K_WARNING}\n"
     assert K_WARNING not in r.stdout
 
 
@@ -212,14 +212,15 @@ def test_other_library_warnings_show_once_as_one_line(cli, tmp_path, monkeypatch
 
     monkeypatch.setattr(fitted, "train", train_that_warns)
     out = tmp_path / "m.safetensors"
-    r = cli("train", "crops", "--target", "mangoes", "--epochs", "2", "-o", out)
+    r = cli("train", "crops", "--target", "mangoes", "-o", out)
     assert r.code == 0
     assert r.err.splitlines() == [
         "note: left out column 'region': it holds no numbers",
+        "features: temperature, rainfall, humidity, oranges (4) → targets: mangoes",
         "warning: gradient descent ended 5.00% above the exact optimum's MSE",
         "warning: a warning the model does not keep",
     ]
-    r = cli("train", "crops", "--target", "mangoes", "--epochs", "2", "--json", "-o", out)
+    r = cli("train", "crops", "--target", "mangoes", "--json", "-o", out)
     assert r.err == ""
     summary = json.loads(r.out.splitlines()[-1])
     assert summary["warnings"] == [

@@ -34,9 +34,11 @@ def error(r, folder, before=()) -> str:
     (which held the files ``before``)."""
     assert r.code == 2, (r.code, r.err)
     assert r.out == "" and "Traceback" not in r.err
-    assert r.err.startswith("Error: ") and r.err.endswith("\n") and r.err.count("\n") == 1, r.err
+    # train names its columns before it fits (`features: …`); a data error found while fitting follows
+    lines = [ln for ln in r.err.splitlines() if not ln.startswith(("features: ", "note: "))]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and r.err.endswith("\n"), r.err
     assert sorted(os.listdir(folder)) == sorted(before)
-    return r.err[len("Error: ") : -1]
+    return lines[0][len("Error: ") :]
 
 
 def fitted(cli, tmp_path, *args):
@@ -112,7 +114,7 @@ def test_a_tsv_and_the_ways_to_name_a_tab(cli, tmp_path):
     r = cli("train", txt, "--target", "yield", "--delimiter", "::", "-o", tmp_path / "m.safetensors")
     assert (
         error(r, tmp_path, ["weather.txt"])
-        == "--delimiter must be one character or one of tab, '\\t', comma, semicolon, pipe, space; got '::'"
+        == "--delimiter must be one character or one of tab, '\\t', comma, semicolon, pipe, space; got --delimiter ::"
     )
 
 
@@ -133,13 +135,12 @@ def test_an_exact_fit(cli, tmp_path):
     np.testing.assert_allclose(pred, [3, 5, 7, 9], atol=1e-6)  # y = 2x + 1
 
 
-@pytest.mark.xfail(raises=ZeroDivisionError, strict=False, reason="F statistic of an exact fit (solvers/exact.py)")
 def test_an_exact_fit_with_the_exact_solver(cli, tmp_path):
     model = fitted(cli, tmp_path, messy("exact.csv"), "--target", "y")
     np.testing.assert_allclose([model["coef"][0][0], model["intercept"][0]], [2.0, 1.0], rtol=1e-12)
 
 
-@pytest.mark.filterwarnings("ignore:collinear columns")  # expected: 21 parameters, 5 rows
+@pytest.mark.filterwarnings("ignore:underdetermined")  # expected: 21 parameters, 5 rows
 def test_more_columns_than_rows(cli, tmp_path):
     c = columns("wide.csv")
     X, y = np.c_[tuple(c[f"x{j}"] for j in range(20))], c["y"]
