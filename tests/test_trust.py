@@ -17,6 +17,7 @@ from .conftest import ols, write
 sm = pytest.importorskip("statsmodels.api", reason="statsmodels is the reference for the statistics")
 
 COVS = ["nonrobust", "HC0", "HC1", "HC2", "HC3"]
+CROPS_EXACT = ("train", "crops", "--target", "mangoes", "--features", "temperature,rainfall,humidity", "--solver", "exact")
 
 
 def exact_fit_sets():
@@ -127,21 +128,7 @@ def test_loaded_estimator_refuses_reordered_columns_like_the_saved_one(frame, tm
 def test_cli_model_loaded_in_python_refuses_reordered_columns(cli, tmp_path):
     pd = pytest.importorskip("pandas")
     path = tmp_path / "m.safetensors"
-    assert (
-        cli(
-            "train",
-            "crops",
-            "--target",
-            "mangoes",
-            "--features",
-            "temperature,rainfall,humidity",
-            "--solver",
-            "exact",
-            "-o",
-            path,
-        ).code
-        == 0
-    )
+    assert cli(*CROPS_EXACT, "-o", path).code == 0
     loaded = load(path)
     df = pd.read_csv(__import__("gradreg.data", fromlist=["_builtin_path"])._builtin_path("crops"))
     X = df[["temperature", "rainfall", "humidity"]]
@@ -180,21 +167,7 @@ def test_schema_records_names_order_and_dtypes(frame, cli, tmp_path):
     assert load(tmp_path / "a.safetensors").model_.schema["named"] is False
     assert not hasattr(load(tmp_path / "a.safetensors"), "feature_names_in_")
     path = tmp_path / "c.safetensors"
-    assert (
-        cli(
-            "train",
-            "crops",
-            "--target",
-            "mangoes",
-            "--features",
-            "temperature,rainfall,humidity",
-            "--solver",
-            "exact",
-            "-o",
-            path,
-        ).code
-        == 0
-    )
+    assert cli(*CROPS_EXACT, "-o", path).code == 0
     j = json.loads(cli("inspect", path, "--json").out)
     assert j["schema"]["features"] == [
         {"name": "temperature", "dtype": "int64"},
