@@ -58,7 +58,10 @@ def test_python_errors_from_the_solver_and_the_split_name_arguments(tmp_path):
         (["--conf-level", "1.5"], "Error: --conf-level must be between 0 and 1; got --conf-level 1.5"),
         (["--val-fraction", "0.9"], "Error: --val-fraction 0.9 leaves 1 training row(s); at least 2 are needed"),
         (["--resume"], "Error: --resume needs --checkpoint-dir (the folder of the checkpoint)"),
-        (["--delimiter", ";;"], "Error: --delimiter must be one character; got --delimiter ;;"),
+        (
+            ["--delimiter", ";;"],
+            "Error: --delimiter must be one character or one of tab, '\\t', comma, semicolon, pipe, space; got --delimiter ;;",
+        ),
     ],
 )
 def test_cli_errors_name_the_flag(cli, tmp_path, args, line):

@@ -255,7 +255,7 @@ def test_streamed_delimiter_hint_and_bad_delimiter(tmp_path):
         "holding ';': for a ';'-separated file give --delimiter ';' (its numbers use decimal commas, as in '0,5', "
         "which gradreg does not read yet)"
     )
-    with pytest.raises(ConfigError, match=r"--delimiter must be one character .*; got ';;'"):
+    with pytest.raises(ConfigError, match=r"^delimiter must be one character .*; got delimiter=';;'"):
         Stream(str(src), delimiter=";;")
 
 
