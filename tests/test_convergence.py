@@ -78,7 +78,7 @@ def test_tutorial_mode_stays_bit_for_bit_and_warns_with_the_remedy(crops_xy):
     text = str(w.message)
     assert text.startswith("gradient descent did not converge: train MSE ")
     assert "× the exact optimum 0.909" in text
-    assert "drop --no-standardize (standardize=True)" in text and "--solver exact / solver='exact'" in text
+    assert "set standardize=True" in text and "(solver='exact')" in text and "--" not in text  # Python's words
     assert est.model_.info["converged"] is False
     assert text in est.model_.warnings
 
@@ -89,7 +89,8 @@ def test_the_flag_and_warning_are_in_the_model_file_and_the_cli(cli, tmp_path):
     assert r.code == 0
     lines = [ln for ln in r.err.splitlines() if "did not converge" in ln]
     assert len(lines) == 1 and lines[0].startswith("warning: gradient descent did not converge")
-    assert "leave the learning rate to gradreg (no --lr / lr=None; now 0.0001)" in lines[0]
+    assert "leave out --lr (now 0.0001) for the automatic learning rate" in lines[0]  # the CLI's words
+    assert "lr=None" not in lines[0] and lines[0].endswith("(--solver exact)")
     m = FittedModel.load(str(path))
     assert m.info["converged"] is False and any("did not converge" in w for w in m.warnings)
     j = json.loads(cli("inspect", path, "--json").out)
@@ -138,3 +139,12 @@ def test_streamed_descent_is_preconditioned_too(name):
     ds = load(path, "y")
     mse = float(((ds.Y - m.predict(ds.X)) ** 2).mean())
     assert mse <= 1.01 * reference_mse(ds.X, ds.Y[:, 0], cert["intercept"])
+
+
+def test_warnings_point_at_the_callers_line(crops_xy):
+    X, Y = crops_xy
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LinearRegressor(epochs=1, lr=1e-5).fit(X, Y)  # the line Python should show
+    (w,) = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert w.filename == __file__

@@ -443,10 +443,13 @@ class _WarningLines:
 
     def reset(self, show: bool = True) -> None:
         self.seen: list[str] = []  # every warning of this run, shown or not, once each
+        self.python: set[str] = set()  # the same, as Python words them (a model's `warnings` list)
         self.show = show  # False under -q ("nothing but errors"), and under train's --json (its summary has them)
 
     def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
-        text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+        # a warning that names options says them as flags for the CLI (`--epochs`, not `epochs=`)
+        self.python.add(" ".join(part.strip() for part in str(message).splitlines() if part.strip()))
+        text = " ".join(part.strip() for part in str(getattr(message, "cli", message)).splitlines() if part.strip())
         if text in self.seen:
             return
         self.seen.append(text)
@@ -984,13 +987,14 @@ def _report_trained(model, output: str, mode: str, err, plots: Sequence[str] = (
 
     if mode == "json":
         summary = {"event": "summary", "model": output, "plots": list(plots), **model.to_json()}
-        summary["warnings"] = model.warnings + [w for w in _WARNINGS.seen if w not in model.warnings]
+        kept = [w for w in model.warnings if w not in _WARNINGS.seen and w not in _WARNINGS.python]
+        summary["warnings"] = _WARNINGS.seen + kept  # each once, in the CLI's words where it has its own
         print(json.dumps(summary))
         return
     if mode == "quiet":
         return
     for w in model.warnings:
-        if w not in _WARNINGS.seen:  # shown once already, when the library raised it
+        if w not in _WARNINGS.seen and w not in _WARNINGS.python:  # shown once already, when the library raised it
             err.print(f"warning: {w}", markup=False)
     out = _console()
     if model.config.get("solver") == "gd":

@@ -3,7 +3,10 @@ and echoes the value."""
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -102,3 +105,22 @@ def cell(source: str, line: int | None = None, column: str | None = None) -> str
     if column is not None:
         parts.append(f"column {column!r}")
     return ", ".join(parts)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_user(message: str | Warning, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside gradreg, so that Python shows the
+    user's own line, not a line of gradreg's (``skip_file_prefixes`` needs Python 3.12).
+
+    Parameters
+    ----------
+    message : str or Warning
+    category : type of Warning
+        Ignored when ``message`` is a Warning instance.
+    """
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 is our caller, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE + os.sep):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level)

@@ -17,7 +17,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from .config import TrainConfig
 from .data import Dataset, as_2d_float
-from .errors import DataError
+from .errors import DataError, warn_user
 from .fitted import FittedModel, train
 
 __all__ = ["LinearRegressor", "load"]
@@ -162,7 +162,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
             given = ", ".join(f"{name}={getattr(cfg, name)!r}" for name in unused)
             verb, them = ("applies", "it") if len(unused) == 1 else ("apply", "them")
-            warnings.warn(f"{given} {verb} to solver='gd'; solver='exact' does not use {them}", UserWarning, stacklevel=3)
+            warn_user(f"{given} {verb} to solver='gd'; solver='exact' does not use {them}", UserWarning)
         return cfg
 
     # -- fitting -----------------------------------------------------------------------------

@@ -651,11 +651,11 @@ def _finish(
             message = _convergence_message(cfg, optimum, res, opt_sol)
             warn = [*warn, message]
             if comm is None or comm.rank == 0:  # distributed, rank 0 alone speaks
-                import warnings as _w
+                from .errors import warn_user
 
-                from sklearn.exceptions import ConvergenceWarning
-
-                _w.warn(message, ConvergenceWarning, stacklevel=3)
+                warning = _convergence_warning()(message)
+                warning.cli = _convergence_message(cfg, optimum, res, opt_sol, cli=True)  # the CLI's words
+                warn_user(warning)
     return FittedModel(
         feature_names=list(feature_names),
         target_names=list(target_names),
@@ -715,8 +715,16 @@ def _mean_square(sol) -> float:
     return float((ss / sol.sum_w).mean())
 
 
-def _convergence_message(cfg: TrainConfig, optimum: dict, res, opt_sol) -> str:
-    """The warning for a gradient-descent fit that ended short of the optimum, with its remedies."""
+def _convergence_warning() -> type:
+    """scikit-learn's ConvergenceWarning (imported only when needed: it costs the CLI's start)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    return ConvergenceWarning
+
+
+def _convergence_message(cfg: TrainConfig, optimum: dict, res, opt_sol, cli: bool = False) -> str:
+    """The warning for a gradient-descent fit that ended short of the optimum, with its remedies,
+    naming options as Python arguments (``epochs=``) or, with ``cli``, as flags (``--epochs``)."""
     kind = "MSE" if cfg.l2 == 0 else "objective"
     ours, best = optimum["mean_train_objective"], optimum["mean_objective"]
     if optimum["optimum_near_zero"]:
@@ -726,21 +734,28 @@ def _convergence_message(cfg: TrainConfig, optimum: dict, res, opt_sol) -> str:
         times = f"{ratio:,.0f}×" if ratio >= 100 else f"{ratio:.3g}×"
         above = f"{times} the" if optimum["gap"] >= 1 else f"{optimum['gap']:+.1%} above the"
         how = f"{kind} {ours:.6g}, {above} exact optimum {best:.6g}"
+
+    def say(flag: str, argument: str) -> str:
+        return flag if cli else argument
+
     remedies = []
     if not cfg.standardize:
-        remedies.append("drop --no-standardize (standardize=True), which preconditions descent")
+        remedies.append(f"{say('drop --no-standardize', 'set standardize=True')} (standardized, whitened features converge)")
     if cfg.lr is not None:
-        remedies.append(f"leave the learning rate to gradreg (no --lr / lr=None; now {cfg.lr:g})")
+        remedies.append(f"{say('leave out --lr', 'set lr=None')} (now {cfg.lr:g}) for the automatic learning rate")
     if cfg.optimizer == "adam":
-        remedies.append("use the default optimizer (--optimizer sgd / optimizer='sgd')")
+        remedies.append(f"use the default optimizer ({say('--optimizer sgd', 'optimizer=' + repr('sgd'))})")
     if res.stopped_early:
-        remedies.append("raise --early-stopping (early_stopping=)")
+        remedies.append(f"raise {say('--early-stopping', 'early_stopping')}")
     if cfg.dtype == "float32" and opt_sol.condition_number > 1e5:
         remedies.append(
-            f"use --dtype float64 (dtype='float64'): float32 cannot hold this design well "
+            f"use {say('--dtype float64', 'dtype=' + repr('float64'))}: float32 cannot hold this design well "
             f"(condition number {opt_sol.condition_number:.2g})"
         )
-    remedies.append("train longer (--epochs / epochs=), or take the exact solution (--solver exact / solver='exact')")
+    remedies.append(
+        f"train longer ({say('--epochs', 'epochs=')}), or take the exact solution "
+        f"({say('--solver exact', 'solver=' + repr('exact'))})"
+    )
     return f"gradient descent did not converge: train {how}; " + "; or ".join(remedies)
 
 

@@ -521,8 +521,10 @@ def warn_rank(sol: ExactSolution, feature_names: list[str]) -> list[str]:
 
 
 def _warn(msgs: list[str]) -> list[str]:
+    from ..errors import warn_user
+
     for m in msgs:
-        warnings.warn(m, RankWarning, stacklevel=4)
+        warn_user(m, RankWarning)
     return msgs
 
 
