@@ -158,7 +158,6 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         if unused:
             # A warning, not an error, as scikit-learn does for parameters the chosen solver ignores:
             # a grid over solver=["gd", "exact"] and lr must still run.
-            import warnings
 
             given = ", ".join(f"{name}={getattr(cfg, name)!r}" for name in unused)
             verb, them = ("applies", "it") if len(unused) == 1 else ("apply", "them")
