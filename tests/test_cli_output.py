@@ -8,6 +8,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 
 from gradreg.fitted import FittedModel
@@ -267,3 +268,21 @@ def test_an_error_every_rank_finds_is_one_line_and_status_2(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("Error: --backend nccl needs a GPU per rank: 2 ranks on this machine, 0 GPU(s)")
     assert not out.exists()
+
+
+def test_inspect_whose_reader_leaves_exits_zero(tmp_path):
+    # rich's console exits 1 on a closed pipe unless told otherwise; inspect prints through it
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 30))
+    header = ",".join(f"feature_{j}" for j in range(30)) + ",y\n"
+    body = "".join(",".join(f"{v:.6f}" for v in row) + f",{row.sum():.6f}\n" for row in X)
+    src = write(tmp_path / "wide.csv", header + body)
+    model = tmp_path / "m.safetensors"
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "gradreg", "train", src, "--target", "y", "--solver", "exact", "-q", "-o", model], env=_env()
+        ).returncode
+        == 0
+    )
+    code, first, err = _read_one_line_and_leave("inspect", model)
+    assert first.startswith("model: ") and (code, err) == (0, "")

@@ -463,7 +463,12 @@ _WARNINGS = _WarningLines()
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)  # long paths stay on one line
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich's own exits with status 1; main() treats a reader that left as it should
+            raise BrokenPipeError
+
+    return _Console(stderr=stderr, highlight=False, soft_wrap=True)  # long paths stay on one line
 
 
 def _config(args: argparse.Namespace):
