@@ -232,7 +232,10 @@ def test_exclude_leaves_columns_out_of_the_default_features(cli, tmp_path, two_t
     assert r.code == 0 and "features: a, b (2) → targets: y\n" in r.err
     assert json.loads(cli("inspect", out, "--json").out)["features"] == ["a", "b"]
     r = cli("train", two_targets, "--target", "y", "--solver", "exact", "--exclude", "y2,b", "--exclude", "a", *stream)
-    assert r.err.endswith("Error: " + two_targets + ": no numeric feature columns besides the target(s)\n")
+    assert r.err.endswith(
+        f"Error: {two_targets}: no numeric feature columns besides the target(s): "
+        "column 'a' is excluded; column 'b' is excluded; column 'y2' is excluded\n"
+    )
 
 
 def test_exclude_errors(cli, two_targets):

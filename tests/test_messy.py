@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import ols
+from .conftest import ols, write
 
 MESSY = Path(__file__).parent / "data" / "messy"
 SWAP = "(did you swap MODEL and DATA? the model comes first, as in gradreg predict MODEL DATA)"
@@ -203,3 +203,24 @@ def test_other_files_given_as_a_model(cli, tmp_path):
             ["inspect", tmp_path / name],
         ):
             assert error(cli(*command), tmp_path, expected) == f"{tmp_path / name}: not a gradreg model file: {says}"
+
+
+def test_thousands_separators_are_not_called_decimal_commas(cli, tmp_path):
+    src = write(tmp_path / "thousands.csv", 'x,y\n"1,000",3\n"2,500",5\n"3,250,000",7\n')
+    r = cli("train", src, "--target", "y", "--features", "x", "--solver", "exact", "-o", tmp_path / "m.safetensors")
+    assert error(r, tmp_path, ["thousands.csv"]) == (
+        f"{src}, line 2, column 'x': column 'x' holds no numbers; got '1,000' (thousands separators? gradreg reads "
+        "plain numbers: write 1000; or, if the comma is a decimal comma, 1.000)"
+    )
+    r = cli("train", src, "--target", "y", "--solver", "exact", "-o", tmp_path / "m.safetensors")
+    assert error(r, tmp_path, ["thousands.csv"]) == (
+        f"{src}: no numeric feature columns besides the target(s): column 'x': it holds no numbers"
+    )
+
+
+def test_predict_that_fails_before_any_row_writes_nothing_to_stdout(cli, tmp_path):
+    model = tmp_path / "m.safetensors"
+    src = write(tmp_path / "ab.csv", "a,y\n1,2\n2,3.5\n3,4\n")
+    assert cli("train", src, "--target", "y", "--solver", "exact", "-q", "-o", model).code == 0
+    r = cli("predict", model, "crops")  # a built-in table is read whole, then its columns are checked
+    assert r.code == 2 and r.out == "" and "lacks model feature column(s) 'a'" in r.err

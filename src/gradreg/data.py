@@ -219,6 +219,7 @@ def _delimiter_hint(header: Sequence[str], delimiter: str, line: str | None = No
 
 _DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+$")
 _DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
+_THOUSANDS = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")
 _TIME = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?$")
 
 
@@ -227,6 +228,13 @@ def _value_hint(value: Any, features: bool = True) -> str:
     if not isinstance(value, str):
         return ""
     v = value.strip()
+    if _THOUSANDS.match(v):  # '1,000' or '25,750,000': a comma every three digits
+        as_decimal = v.replace(",", ".") if v.count(",") == 1 else None
+        return (
+            f" (thousands separators? gradreg reads plain numbers: write {v.replace(',', '')}"
+            + (f"; or, if the comma is a decimal comma, {as_decimal}" if as_decimal else "")
+            + ")"
+        )
     if _DECIMAL_COMMA.match(v):
         return f" (a decimal comma? gradreg reads numbers with a decimal point: write {v.replace(',', '.')})"
     kind = "dates" if _DATE.match(v) else "times of day" if _TIME.match(v) else None
@@ -715,7 +723,12 @@ def select(
     else:
         X = [required(n, features=True) for n in chosen_features]
     if not chosen_features:
-        raise DataError(f"{table.source}: no numeric feature columns besides the target(s)")
+        # say what became of the other columns: the notes that would have said it are not shown
+        why = [n[len("left out ") :] for n in notices if n.startswith("left out column")]
+        why += [f"column {n!r} is excluded" for n in names if n in excluded]
+        raise DataError(
+            f"{table.source}: no numeric feature columns besides the target(s)" + (f": {'; '.join(why)}" if why else "")
+        )
     w = required(weight) if weight else None
     n_rows = table.data.num_rows
     Xa = np.column_stack(X) if X else np.empty((n_rows, 0))
@@ -1002,9 +1015,14 @@ class ColumnWriter:
                 self._writer = pq.ParquetWriter(tmp, pa.schema([(n, pa.float64()) for n in self.names]))
             else:
                 self._file = open(tmp, "w", encoding="utf-8", newline="")
-        if not self.parquet and not self.json_lines:
-            csv.writer(self._file, lineterminator="\n").writerow(self.names)  # quotes only where needed
+        self._header = not self.parquet and not self.json_lines  # written with the first rows (below)
         return self
+
+    def _write_header(self) -> None:
+        # Not before the first rows: an error before any (a missing column) leaves stdout empty.
+        if self._header:
+            csv.writer(self._file, lineterminator="\n").writerow(self.names)  # quotes only where needed
+            self._header = False
 
     def write(self, values: np.ndarray) -> None:
         """Append rows.
@@ -1013,6 +1031,7 @@ class ColumnWriter:
         ----------
         values : ndarray of shape (n, len(names))
         """
+        self._write_header()
         if self.json_lines:
             import json
 
@@ -1027,6 +1046,8 @@ class ColumnWriter:
             self._file.write(_csv_body(table))
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._write_header()  # no rows at all: still a CSV with its header
         if self._writer is not None:
             self._writer.close()
         if self._owned and self._file is not None:
