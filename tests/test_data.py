@@ -381,7 +381,7 @@ def test_a_model_file_given_as_data_says_so(tmp_path):
     with pytest.raises(DataError) as e:
         read_table(model)
     assert str(e.value) == f"{model}: a .safetensors model file, not data (did you swap MODEL and DATA? " + (
-        "the model comes first, as in gradreg predict MODEL DATA)"
+        "gradreg predict, evaluate, plot and report take MODEL first, then DATA)"
     )
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -14,7 +14,7 @@ import pytest
 from .conftest import ols, write
 
 MESSY = Path(__file__).parent / "data" / "messy"
-SWAP = "(did you swap MODEL and DATA? the model comes first, as in gradreg predict MODEL DATA)"
+SWAP = "(did you swap MODEL and DATA? gradreg predict, evaluate, plot and report take MODEL first, then DATA)"
 
 
 def messy(name: str) -> str:

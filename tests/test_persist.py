@@ -155,7 +155,7 @@ def _other_files(tmp_path):
     np.save(npy, np.zeros((2, 2)))
     np.savez(npz, a=np.zeros(2))
     torch.save({"w": torch.zeros(2)}, pt)
-    swap = " (did you swap MODEL and DATA? the model comes first, as in gradreg predict MODEL DATA)"
+    swap = " (did you swap MODEL and DATA? gradreg predict, evaluate, plot and report take MODEL first, then DATA)"
     only = "; gradreg reads only the .safetensors model files that gradreg writes"
     return [
         ("new.csv", b"x,y\n1,3\n2,5\n", "it looks like CSV text" + swap),

@@ -283,8 +283,8 @@ def refuse_binary(head: bytes, shown: str) -> None:
 
     if looks_like_model(head):
         raise DataError(
-            f"{shown}: a .safetensors model file, not data (did you swap MODEL and DATA? the model comes first, "
-            "as in gradreg predict MODEL DATA)"
+            f"{shown}: a .safetensors model file, not data (did you swap MODEL and DATA? gradreg predict, evaluate, "
+            "plot and report take MODEL first, then DATA)"
         )
     kind = sniff(head) if head else None
     if kind is None or "text" in kind:

@@ -182,7 +182,7 @@ def _not_a_model(data: bytes, path: str, fmt: str) -> ModelFileError | None:
     if kind in ("an empty file", "blank text"):
         return ModelFileError(f"{path}: not a gradreg {what}: the file is {'empty' if kind == 'an empty file' else 'blank'}")
     if fmt == FORMAT and kind in DATA_KINDS:
-        hint = " (did you swap MODEL and DATA? the model comes first, as in gradreg predict MODEL DATA)"
+        hint = " (did you swap MODEL and DATA? gradreg predict, evaluate, plot and report take MODEL first, then DATA)"
     else:
         hint = f"; gradreg reads only the .safetensors {what}s that gradreg writes"
     return ModelFileError(f"{path}: not a gradreg {what}: it looks like {kind}{hint}")
