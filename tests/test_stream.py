@@ -276,6 +276,7 @@ def test_a_model_file_in_a_stream_says_so(tmp_path):
     from gradreg.data import load
 
     path = tmp_path / "m.csv"  # a model under a data name
-    train(load("crops", "mangoes"), TrainConfig(solver="exact")).save(str(path))
+    train(load("crops", "mangoes"), TrainConfig(solver="exact")).save(str(tmp_path / "m.safetensors"))
+    os.replace(tmp_path / "m.safetensors", path)
     with pytest.raises(DataError, match=r"m\.csv: a \.safetensors model file, not data \(did you swap MODEL and DATA\?"):
         Stream(str(path))

@@ -233,3 +233,31 @@ def test_predict_drop_missing_keeps_rows_aligned(cli, tmp_path, fmt):
         assert t.num_rows == 4 and t.column("mangoes").null_count == 2
         got = np.column_stack([t.column(c).to_numpy(zero_copy_only=False) for c in ("mangoes", "oranges")])[[0, 2]]
     np.testing.assert_allclose(got, ref, rtol=1e-15)
+
+
+def test_python_refuses_text_and_date_columns_by_name():
+    pd = pytest.importorskip("pandas")
+    from gradreg.errors import DataError
+
+    d = pd.DataFrame({"x": [1.0, 2, 3, 4], "city": ["Oslo", "Rome", "Oslo", "Rome"], "y": [1.0, 2, 3, 5]})
+    d["when"] = pd.date_range("2024-01-01", periods=4)
+    with pytest.raises(DataError, match=r"^X, column 'city': expected numbers; got dtype \w+ \(first value 'Oslo'\)"):
+        LinearRegressor(solver="exact").fit(d[["x", "city"]], d.y)
+    with pytest.raises(DataError, match=r"^X, column 'when': .*dates or times are not numbers"):
+        LinearRegressor(solver="exact").fit(d[["x", "when"]], d.y)
+    with pytest.raises(DataError, match=r"^y: expected numbers"):
+        LinearRegressor(solver="exact").fit(d[["x"]], d.city)
+    est = LinearRegressor(solver="exact").fit(d[["x"]], d.y)
+    with pytest.raises(DataError, match=r"^X, column 'x': expected numbers"):
+        est.predict(d[["city"]].rename(columns={"city": "x"}))
+
+
+@pytest.mark.parametrize("name", ["m.pkl", "m.joblib", "model", "folder"])
+def test_save_refuses_a_folder_or_another_suffix(tmp_path, name):
+    from gradreg.errors import ConfigError
+
+    (tmp_path / "folder").mkdir()
+    est = LinearRegressor(solver="exact").fit([[0.0], [1.0], [2.0]], [1.0, 3.0, 5.5])
+    with pytest.raises(ConfigError, match="is a folder" if name == "folder" else "must end in .safetensors"):
+        est.save(tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]  # nothing written

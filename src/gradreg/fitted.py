@@ -179,8 +179,25 @@ class FittedModel:
 
         Parameters
         ----------
-        path : str
+        path : str or path-like
+            Ending in ``.safetensors``.
+
+        Raises
+        ------
+        ConfigError
+            A folder, or another suffix (a ``.pkl`` or ``.joblib`` name would promise a pickle).
         """
+        import os
+
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            raise ConfigError(f"{path}: is a folder; give a file name ending in .safetensors")
+        if not str(path).lower().endswith(".safetensors"):
+            suffix = os.path.splitext(str(path))[1]
+            raise ConfigError(
+                f"{path}: a model file's name must end in .safetensors; got {suffix or 'no suffix'!r} "
+                "(gradreg writes safetensors, never a pickle)"
+            )
         tensors = {k: getattr(self, k) for k in TENSORS}
         stats = [self.stats[t] for t in self.target_names] if self.stats else []
         for name in STAT_ARRAYS[1:]:
