@@ -1128,7 +1128,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if cfg.get("solver") == "gd":
         out.print(
             gap_line(model)
-            + f"  after {info.get('epochs_run')} epochs, lr {info.get('lr', 0):.4g}, batch {info.get('batch_size')}"
+            + f"  after {info.get('epochs_run')} epoch{'' if info.get('epochs_run') == 1 else 's'}, lr {info.get('lr', 0):.4g}, batch {info.get('batch_size')}"
         )
         from .fitted import stop_reason
 

@@ -85,7 +85,7 @@ def html_report(model, model_path: str, X: Any = None, Y: Any = None, *, data_la
     ]
     if cfg.get("solver") == "gd" and model.optimum:
         parts.append(
-            f"<p>{esc(display.gap_line(model))} after {info.get('epochs_run')} epochs "
+            f"<p>{esc(display.gap_line(model))} after {info.get('epochs_run')} epoch{'' if info.get('epochs_run') == 1 else 's'} "
             f"(lr {display.fmt(info.get('lr'))}, batch size {info.get('batch_size')}, {esc(str(cfg.get('optimizer')))})</p>"
         )
     parts += [w and f"<p class='warning'>Warning: {esc(w)}</p>" for w in model.warnings]
