@@ -224,3 +224,14 @@ def test_predict_that_fails_before_any_row_writes_nothing_to_stdout(cli, tmp_pat
     assert cli("train", src, "--target", "y", "--solver", "exact", "-q", "-o", model).code == 0
     r = cli("predict", model, "crops")  # a built-in table is read whole, then its columns are checked
     assert r.code == 2 and r.out == "" and "lacks model feature column(s) 'a'" in r.err
+
+
+def test_the_delimiter_hint_reaches_predict_and_exclude(cli, tmp_path):
+    model = tmp_path / "m.safetensors"
+    assert cli("train", "crops", "--target", "mangoes", "--exclude", "oranges", "--solver", "exact", "-q", "-o", model).code == 0
+    src = write(tmp_path / "semi.csv", "temperature;rainfall;humidity\n73;67;43\n")
+    hint = "; the header is one field holding ';': for a ';'-separated file give --delimiter ';'"
+    r = cli("predict", model, src)
+    assert r.code == 2 and r.out == "" and r.err.rstrip("\n").endswith(hint)
+    r = cli("train", src, "--target", "rainfall", "--exclude", "x", "-o", tmp_path / "n.safetensors")
+    assert r.code == 2 and r.err.rstrip("\n").endswith(hint)

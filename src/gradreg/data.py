@@ -685,7 +685,8 @@ def select(
     unknown = [n for n in excluded if n not in seen]
     if unknown:
         raise DataError(
-            f"{table.source}: {{exclude}} names no column {', '.join(map(repr, unknown))}; columns are {', '.join(names)}",
+            f"{table.source}: {{exclude}} names no column {', '.join(map(repr, unknown))}; columns are {', '.join(names)}"
+            + _delimiter_hint(names, table.delimiter),
             exclude=exclude,
         )
     asked = targets + (chosen_features or []) + ([weight] if weight else [])
@@ -914,6 +915,7 @@ def require_features(source: str, columns: Sequence[str], features: Sequence[str
     if lacking:
         raise DataError(
             f"{source}: lacks model feature column(s) {', '.join(map(repr, lacking))}; columns are {', '.join(columns)}"
+            + _delimiter_hint(list(columns), ",")
         )
 
 
