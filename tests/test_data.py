@@ -154,7 +154,20 @@ def test_missing_value_and_drop_missing(tmp_path):
     msg = bad(tmp_path, text)
     assert msg == f"{tmp_path / 'bad.csv'}, line 3, column 'y': missing value; drop such rows with --drop-missing"
     ds = load(write(tmp_path / "ok.csv", text), "y", drop_missing=True)
-    assert len(ds.X) == 3 and "dropped 1 row(s) with missing values" in ds.notices
+    assert len(ds.X) == 3 and "dropped 1 row(s) with missing values (line 3)" in ds.notices
+    many = "x,y\n" + "".join(f"{i},{'' if i % 2 else i}\n" for i in range(14))
+    ds = load(write(tmp_path / "many.csv", many), "y", drop_missing=True)
+    assert "dropped 7 row(s) with missing values (line 3, line 5, line 7, line 9, line 11, …)" in ds.notices
+
+
+def test_an_unnamed_column_is_not_a_default_feature(tmp_path):
+    # pandas' df.to_csv() writes the index first, under an empty name: as a feature it would be silently wrong
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"a": [1.0, 2, 3, 5, 8], "y": [3.0, 5, 7.5, 11, 17]}, index=[10, 11, 12, 13, 14])
+    df.to_csv(tmp_path / "idx.csv")
+    ds = load(str(tmp_path / "idx.csv"), "y")
+    assert ds.feature_names == ["a"]
+    assert "left out column 1: it has no name in the header (an index written by to_csv?)" in ds.notices
 
 
 def test_nan_spelling_is_missing(tmp_path):

@@ -714,6 +714,9 @@ def select(
         for n in names:
             if n in targets or n == weight or n in excluded:
                 continue
+            if n == "":  # pandas' to_csv writes its index under an empty name: never a feature by default
+                notices.append(f"left out column {seen[n] + 1}: it has no name in the header (an index written by to_csv?)")
+                continue
             arr = _numeric_column(table, n, seen[n])
             if arr is None:
                 kind = _temporal(table, seen[n])
@@ -738,7 +741,9 @@ def select(
 
     keep = _rows_to_keep(table, columns, drop_missing)
     if not keep.all():
-        notices.append(f"dropped {int((~keep).sum())} row(s) with missing values")
+        dropped = np.flatnonzero(~keep)
+        shown = ", ".join(table.where(int(r)).rsplit(", ", 1)[-1] for r in dropped[:5]) + (", …" if len(dropped) > 5 else "")
+        notices.append(f"dropped {len(dropped)} row(s) with missing values ({shown})")
     if w is not None:
         neg = np.flatnonzero(w < 0)
         if neg.size:
