@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .config import GD_ONLY
 from .errors import ConfigError, DataError, GradregError
 

@@ -15,6 +15,7 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")  # statsmodels' names for the covariance of the estimates
 # What only gradient descent reads: the exact solver ignores these (see TrainConfig.unused).
 GD_ONLY = ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "standardize", "early_stopping", "dtype")
 
@@ -101,8 +102,6 @@ class TrainConfig:
         choice("lr_schedule", SCHEDULES)
         choice("device", DEVICES)
         choice("dtype", DTYPES)
-        from .solvers.exact import COV_TYPES
-
         choice("cov_type", COV_TYPES)
         _positive_int("epochs", self.epochs)
         if self.batch_size is not None:

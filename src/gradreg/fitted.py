@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, persist
+from . import persist
+from ._version import __version__
 from .config import TrainConfig
 from .data import Dataset
 from .errors import ConfigError, DataError, ModelFileError

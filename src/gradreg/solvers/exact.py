@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..config import COV_TYPES
 from ..errors import ConfigError
 
 __all__ = ["Factor", "ExactSolution", "fit_exact", "solve", "statistics", "residual_pass", "refine", "RankWarning"]
 
-COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")
 RCOND = 1e-11  # singular values below this fraction of the largest count as collinear
 # A residual norm below this fraction of the target's (uncentered) norm is rounding, not a residual:
 # the fit is exact. Float64 residuals carry rounding of a few ulps of |y| and |Xβ|; NIST's Wampler1
