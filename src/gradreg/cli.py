@@ -141,6 +141,9 @@ def _nonneg_int(s: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import COV_TYPES, DEVICES, DTYPES, OPTIMIZERS, SCHEDULES, SOLVERS, TrainConfig
+
+    D = TrainConfig  # each flag's default is the config field's, written once there (a class attribute)
     fmt = argparse.RawDescriptionHelpFormatter
     p = _Parser(
         prog="gradreg",
@@ -220,27 +223,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--solver",
-        choices=["gd", "exact"],
-        default="gd",
+        choices=SOLVERS,
+        default=D.solver,
         help="gd: minibatch gradient descent; exact: least squares, which refuses the options of gradient descent "
         f"({', '.join(FLAGS[n] for n in GD_ONLY + GD_ONLY_FLAGS)}) (default: %(default)s)",
     )
-    t.add_argument("--epochs", type=_positive_int, default=50, help="passes over the data (default: %(default)s)")
+    t.add_argument("--epochs", type=_positive_int, default=D.epochs, help="passes over the data (default: %(default)s)")
     t.add_argument("--batch-size", type=_positive_int, help="rows per step (default: auto, about n/64, at most 65536)")
     t.add_argument("--lr", type=_positive_float, help="learning rate (default: auto from the data's curvature)")
-    t.add_argument(
-        "--optimizer", choices=["sgd", "momentum", "adam"], default="sgd", help="torch.optim optimizer (default: %(default)s)"
-    )
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, help="torch.optim optimizer (default: %(default)s)")
     t.add_argument(
         "--lr-schedule",
-        choices=["cosine", "constant"],
-        default="cosine",
+        choices=SCHEDULES,
+        default=D.lr_schedule,
         help="learning-rate schedule over all steps (default: %(default)s)",
     )
-    t.add_argument("--l2", type=_nonneg_float, default=0.0, help="ridge penalty in the standardized scale (default: 0)")
+    t.add_argument(
+        "--l2", type=_nonneg_float, default=D.l2, help="ridge penalty in the standardized scale (default: %(default)g)"
+    )
     t.add_argument("--no-intercept", action="store_true", help="fit without the bias b")
     t.add_argument("--no-standardize", action="store_true", help="train in raw units from a random start, as the tutorial does")
-    t.add_argument("--val-fraction", type=_fraction, default=0.0, help="hold out this fraction of rows for validation")
+    t.add_argument("--val-fraction", type=_fraction, default=D.val_fraction, help="hold out this fraction of rows for validation")
     t.add_argument(
         "--early-stopping",
         type=_positive_int,
@@ -248,19 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after N epochs without a better validation loss (the training loss without --val-fraction); "
         "keep the best epoch's weights and say why it stopped",
     )
-    t.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: %(default)s)")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to compute (default: %(default)s)")
-    t.add_argument(
-        "--dtype", choices=["float32", "float64"], default="float32", help="gradient-descent precision (default: %(default)s)"
-    )
+    t.add_argument("--seed", type=_nonneg_int, default=D.seed, help="random seed (default: %(default)s)")
+    t.add_argument("--device", choices=DEVICES, default=D.device, help="where to compute (default: %(default)s)")
+    t.add_argument("--dtype", choices=DTYPES, default=D.dtype, help="gradient-descent precision (default: %(default)s)")
     t.add_argument(
         "--cov",
         dest="cov_type",
-        choices=["nonrobust", "HC0", "HC1", "HC2", "HC3"],
-        default="nonrobust",
+        choices=COV_TYPES,
+        default=D.cov_type,
         help="covariance for standard errors",
     )
-    t.add_argument("--conf-level", type=float, default=0.95, help="confidence level of the intervals (default: %(default)s)")
+    t.add_argument(
+        "--conf-level", type=float, default=D.conf_level, help="confidence level of the intervals (default: %(default)s)"
+    )
     t.add_argument(
         "--quiet", "-q", action="store_true", help="print nothing but errors (no warnings: `inspect` shows the model's)"
     )
@@ -336,8 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     de = command("demo", "Train on the tutorial's crops table with its settings and show the result.")
     de.add_argument("--out", default="gradreg-demo", help="folder for the model and loss-curve PNG (default: %(default)s)")
-    de.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: %(default)s)")
-    de.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    de.add_argument("--seed", type=_nonneg_int, default=D.seed, help="random seed (default: %(default)s)")
+    de.add_argument("--device", choices=DEVICES, default=D.device)
     de.add_argument("--json", action="store_true", help="one JSON object per epoch, then a summary object")
 
     ds = command("datasets", "List the built-in tables.")
