@@ -74,8 +74,9 @@ FLAGS = {
     "backend": "--backend",
     "timeout": "--timeout",
 }
-# train flags that are not TrainConfig fields and that only gradient descent reads
-GD_ONLY_FLAGS = ("shuffle_buffer", "checkpoint_dir", "checkpoint_every", "resume")
+# train flags that are not TrainConfig fields and that only gradient descent reads, with their
+# defaults (the parser's, and what --solver exact accepts)
+GD_ONLY_FLAGS = {"shuffle_buffer": 1 << 18, "checkpoint_dir": None, "checkpoint_every": 1, "resume": False}
 
 # shtab's completers, spelled out so that parsing never imports shtab
 FILE = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f", "fish": "(__fish_complete_path (commandline -ct))"}
@@ -211,13 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-dir", metavar="DIR", help="save the training state here (atomically) every --checkpoint-every epochs"
     ).complete = DIRECTORY
     t.add_argument(
-        "--checkpoint-every", type=_positive_int, default=1, metavar="N", help="epochs between checkpoints (default: 1)"
+        "--checkpoint-every",
+        type=_positive_int,
+        default=GD_ONLY_FLAGS["checkpoint_every"],
+        metavar="N",
+        help="epochs between checkpoints (default: %(default)s)",
     )
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
     t.add_argument(
         "--shuffle-buffer",
         type=_positive_int,
-        default=1 << 18,
+        default=GD_ONLY_FLAGS["shuffle_buffer"],
         metavar="ROWS",
         help="streamed data: rows shuffled together by gradient descent (default: %(default)s)",
     )
@@ -226,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SOLVERS,
         default=D.solver,
         help="gd: minibatch gradient descent; exact: least squares, which refuses the options of gradient descent "
-        f"({', '.join(FLAGS[n] for n in GD_ONLY + GD_ONLY_FLAGS)}) (default: %(default)s)",
+        f"({', '.join(FLAGS[n] for n in (*GD_ONLY, *GD_ONLY_FLAGS))}) (default: %(default)s)",
     )
     t.add_argument("--epochs", type=_positive_int, default=D.epochs, help="passes over the data (default: %(default)s)")
     t.add_argument("--batch-size", type=_positive_int, help="rows per step (default: auto, about n/64, at most 65536)")
@@ -450,9 +455,12 @@ class _WarningLines:
         self.show = show  # False under -q ("nothing but errors"), and under train's --json (its summary has them)
 
     def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        def one_line(m) -> str:
+            return " ".join(part.strip() for part in str(m).splitlines() if part.strip())
+
         # a warning that names options says them as flags for the CLI (`--epochs`, not `epochs=`)
-        self.python.add(" ".join(part.strip() for part in str(message).splitlines() if part.strip()))
-        text = " ".join(part.strip() for part in str(getattr(message, "cli", message)).splitlines() if part.strip())
+        self.python.add(one_line(message))
+        text = one_line(getattr(message, "cli", message))
         if text in self.seen:
             return
         self.seen.append(text)
@@ -507,8 +515,7 @@ def _refuse_unused(args: argparse.Namespace, cfg) -> None:
     """
     unused = cfg.unused()
     if cfg.solver == "exact":
-        defaults = vars(build_parser().parse_args(["train", "-", "--target", "y"]))
-        unused += [n for n in GD_ONLY_FLAGS if getattr(args, n, None) != defaults[n]]
+        unused += [n for n, default in GD_ONLY_FLAGS.items() if getattr(args, n, default) != default]
     if unused:
         flags = ", ".join(FLAGS[n] for n in unused)
         verb, them = ("applies", "it") if len(unused) == 1 else ("apply", "them")

@@ -264,6 +264,12 @@ def _strip_names(names: Sequence[str], shown: str) -> list[str]:
     return stripped
 
 
+def strip_header(table: Any, shown: str) -> Any:
+    """A pyarrow table whose CSV header names lose the spaces around them (see :func:`_strip_names`)."""
+    names = _strip_names(table.column_names, shown)
+    return table if names == table.column_names else table.rename_columns(names)
+
+
 def refuse_binary(head: bytes, shown: str) -> None:
     """Refuse a file given as CSV that starts like something else: a gradreg model (MODEL and DATA
     swapped), Parquet or NumPy under another name, a pickle, an archive.
@@ -458,10 +464,7 @@ def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
         raise DataError(f"{shown}: not a readable CSV file: {msg.splitlines()[0]}") from None
     except OSError as e:
         raise DataError(f"{shown}: cannot read: {e}") from None
-    names = _strip_names(data.column_names, shown)
-    if names != data.column_names:
-        data = data.rename_columns(names)
-    return Table(data, shown, path=path, delimiter=delimiter)
+    return Table(strip_header(data, shown), shown, path=path, delimiter=delimiter)
 
 
 def _head(path: str | bytes, size: int = 4096) -> bytes:
@@ -922,6 +925,40 @@ def require_features(source: str, columns: Sequence[str], features: Sequence[str
             f"{source}: lacks model feature column(s) {', '.join(map(repr, lacking))}; columns are {', '.join(columns)}"
             + _delimiter_hint(list(columns), ",")
         )
+
+
+def require_numeric_columns(a: Any, name: str) -> None:
+    """Refuse a pandas DataFrame (or Series) column that is not numbers, naming it, before a
+    conversion fails with "could not convert string to float" or a DType promotion error.
+
+    Parameters
+    ----------
+    a : any
+        Anything else than a DataFrame or Series passes unchecked.
+    name : str
+        The argument, named in the message (``X``).
+
+    Raises
+    ------
+    DataError
+    """
+    dtypes = getattr(a, "dtypes", None)
+    if dtypes is None or not hasattr(a, "iloc"):
+        return
+    items = dtypes.items() if hasattr(dtypes, "items") else [(getattr(a, "name", None), dtypes)]
+    for col, dtype in items:
+        kind = getattr(dtype, "kind", "O")
+        if kind in "biuf":
+            continue
+        values = a[col] if hasattr(a, "columns") else a
+        first = values.dropna().iloc[0] if values.notna().any() else None
+        what = (
+            "dates or times are not numbers: convert the column to numbers (e.g. days since an epoch) or drop it"
+            if kind in "mM" or "date" in str(dtype)
+            else "convert it to numbers or drop it"
+        )
+        label = f", column {col!r}" if hasattr(a, "columns") else ""
+        raise DataError(f"{name}{label}: expected numbers; got dtype {dtype} (first value {first!r}); {what}")
 
 
 def as_2d_float(a: Any, name: str, columns: Sequence[Any] | None = None) -> np.ndarray:

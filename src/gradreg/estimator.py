@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .config import TrainConfig
-from .data import Dataset, as_2d_float
+from .data import Dataset, as_2d_float, require_numeric_columns
 from .errors import DataError, warn_user
 from .fitted import FittedModel, train
 
@@ -200,8 +200,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     def _arrays(self, X: Any, y: Any, sample_weight: Any, *, reset: bool, min_samples: int) -> tuple:
         """scikit-learn's validation, then gradreg's: (X, Y 2-D, w, y was 1-D, feature and target names)."""
         target_names = _target_names(y)
-        _require_numeric_columns(X, "X")
-        _require_numeric_columns(y, "y")
+        require_numeric_columns(X, "X")
+        require_numeric_columns(y, "y")
         X, y = validate_data(
             self,
             _numpy(X),
@@ -306,7 +306,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ndarray of shape (n_samples,) when ``y`` was 1-D in fit, else (n_samples, n_targets)
         """
         check_is_fitted(self)
-        _require_numeric_columns(X, "X")
+        require_numeric_columns(X, "X")
         X = validate_data(self, _numpy(X), reset=False, dtype=[np.float64, np.float32], ensure_all_finite=False)
         out = self.model_.predict(as_2d_float(X, "X", getattr(self, "feature_names_in_", None)))
         return out[:, 0] if self._y_1d else out
@@ -358,28 +358,6 @@ def _numpy(a: Any) -> Any:
     if hasattr(a, "detach") and hasattr(a, "cpu") and hasattr(a, "numpy"):
         return a.detach().cpu().numpy()
     return a
-
-
-def _require_numeric_columns(a: Any, name: str) -> None:
-    """Refuse a DataFrame (or Series) column that is not numbers, naming it, before scikit-learn's
-    conversion fails with "could not convert string to float" or a DType promotion error."""
-    dtypes = getattr(a, "dtypes", None)
-    if dtypes is None or not hasattr(a, "iloc"):
-        return
-    items = dtypes.items() if hasattr(dtypes, "items") else [(getattr(a, "name", None), dtypes)]
-    for col, dtype in items:
-        kind = getattr(dtype, "kind", "O")
-        if kind in "biuf":
-            continue
-        values = a[col] if hasattr(a, "columns") else a
-        first = values.dropna().iloc[0] if values.notna().any() else None
-        what = (
-            "dates or times are not numbers: convert the column to numbers (e.g. days since an epoch) or drop it"
-            if kind in "mM" or "date" in str(dtype)
-            else "convert it to numbers or drop it"
-        )
-        label = f", column {col!r}" if hasattr(a, "columns") else ""
-        raise DataError(f"{name}{label}: expected numbers; got dtype {dtype} (first value {first!r}); {what}")
 
 
 def _dtypes(X: Any, names: list[str]) -> dict[str, str]:

@@ -19,7 +19,7 @@ import numpy as np
 from . import persist
 from ._version import __version__
 from .config import TrainConfig
-from .data import Dataset
+from .data import Dataset, require_numeric_columns
 from .errors import ConfigError, DataError, ModelFileError
 from .metrics import MetricsAccumulator
 
@@ -150,6 +150,8 @@ class FittedModel:
             raise DataError(
                 f"X lacks the model's feature column(s) {', '.join(map(repr, lacking))}; it has {', '.join(map(repr, names))}"
             )
+        if hasattr(X, "iloc"):  # pandas: the estimator's check, on the columns the model reads
+            require_numeric_columns(X[list(self.feature_names)], "X")
 
         def column(f: str) -> np.ndarray:
             c = X[f] if not hasattr(X, "column_names") else X.column(f)
@@ -846,8 +848,9 @@ def _train_stream(sds, cfg: TrainConfig, on_epoch, shuffle_buffer: int, ckpt: di
                 lo, hi = X.min(axis=0), X.max(axis=0)
                 seen["lo"] = lo if seen["lo"] is None else np.minimum(seen["lo"], lo)
                 seen["hi"] = hi if seen["hi"] is None else np.maximum(seen["hi"], hi)
-                seen["y_peak"] = np.maximum(seen["y_peak"], np.abs(Y).max(axis=0))
-                big = np.concatenate([np.maximum(np.abs(lo), np.abs(hi)), np.abs(Y).max(axis=0)])
+                y_peak = np.abs(Y).max(axis=0)
+                seen["y_peak"] = np.maximum(seen["y_peak"], y_peak)
+                big = np.concatenate([np.maximum(np.abs(lo), np.abs(hi)), y_peak])
                 if big.max() > SQUARE_SAFE[1]:  # now: the fit of this pass would fail on its squares
                     names = list(sds.feature_names) + list(sds.target_names)
                     check_magnitudes(

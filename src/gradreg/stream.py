@@ -22,7 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from .data import Table, _delimiter_hint, _strip_names, _value_hint, parse_delimiter, ragged_message, refuse_binary, select
+from .data import (
+    Table,
+    _delimiter_hint,
+    _strip_names,
+    _value_hint,
+    parse_delimiter,
+    ragged_message,
+    refuse_binary,
+    select,
+    strip_header,
+)
 from .errors import ConfigError, DataError
 
 __all__ = ["Stream", "StreamingDataset", "expand", "prefetch", "DEFAULT_CHUNK_ROWS", "IN_MEMORY_BYTES"]
@@ -434,10 +444,7 @@ class StreamingDataset:
             return
         except pa.ArrowInvalid as e:
             raise self.stream._csv_error(f, f.columns, 0, e) from None
-        table = pa.Table.from_batches([batch])
-        names = _strip_names(table.column_names, f.path)  # " rain " is rain
-        if names != table.column_names:
-            table = table.rename_columns(names)
+        table = strip_header(pa.Table.from_batches([batch]), f.path)  # " rain " is rain
         yield Table(table, f.path, path=f.path, delimiter=delimiter)
 
     def units(self) -> list[tuple]:
