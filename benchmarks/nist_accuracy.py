@@ -29,7 +29,7 @@ def main() -> None:
 
     from gradreg.config import TrainConfig
     from gradreg.data import load
-    from gradreg.fitted import train
+    from gradreg.pipeline import train
 
     cert = json.load(open(os.path.join(NIST, "certified.json")))
     print(f"{'set':10}{'gradreg':>9}{'numpy':>9}{'sklearn':>9}{'statsmodels':>13}")

@@ -198,9 +198,9 @@ def test_quiet_prints_no_warning_and_json_puts_it_in_the_summary(cli, tmp_path):
 
 
 def test_other_library_warnings_show_once_as_one_line(cli, tmp_path, monkeypatch):
-    from gradreg import fitted
+    from gradreg import pipeline
 
-    real = fitted.train
+    real = pipeline.train
 
     def train_that_warns(*args, **kwargs):  # as a gradient-descent fit that ends far from the optimum does
         model = real(*args, **kwargs)
@@ -211,7 +211,7 @@ def test_other_library_warnings_show_once_as_one_line(cli, tmp_path, monkeypatch
         model.warnings.append(message)
         return model
 
-    monkeypatch.setattr(fitted, "train", train_that_warns)
+    monkeypatch.setattr(pipeline, "train", train_that_warns)
     out = tmp_path / "m.safetensors"
     r = cli("train", "crops", "--target", "mangoes", "-o", out)
     assert r.code == 0

@@ -14,7 +14,8 @@ from sklearn.exceptions import ConvergenceWarning
 from gradreg import LinearRegressor
 from gradreg.config import TrainConfig
 from gradreg.data import load
-from gradreg.fitted import FittedModel, gap_to_optimum, train
+from gradreg.fitted import FittedModel, gap_to_optimum
+from gradreg.pipeline import train
 
 from .conftest import ols
 

@@ -387,7 +387,7 @@ def test_a_parquet_date_column_shows_its_value_as_text(tmp_path):
 
 def test_a_model_file_given_as_data_says_so(tmp_path):
     from gradreg.config import TrainConfig
-    from gradreg.fitted import train
+    from gradreg.pipeline import train
 
     model = str(tmp_path / "m.safetensors")
     train(load("crops", "mangoes"), TrainConfig(solver="exact")).save(model)

@@ -24,7 +24,8 @@ from gradreg import distributed
 from gradreg.config import TrainConfig
 from gradreg.data import load
 from gradreg.errors import DataError
-from gradreg.fitted import FittedModel, train
+from gradreg.fitted import FittedModel
+from gradreg.pipeline import train
 from gradreg.stream import Stream, StreamingDataset
 
 N_ROWS = 6000
@@ -423,12 +424,12 @@ import json, sys
 import numpy as np, torch, torch.distributed as dist
 from gradreg.config import TrainConfig
 from gradreg.data import load
-from gradreg.distributed import Comm
-from gradreg.fitted import train
+from gradreg.distributed import GroupComm
+from gradreg.pipeline import train
 
 dist.init_process_group("nccl", init_method="tcp://127.0.0.1:" + sys.argv[2], rank=0, world_size=1)
 torch.cuda.set_device(0)
-comm = Comm(0, 1, "nccl")
+comm = GroupComm(0, 1, "nccl")
 ds = load(sys.argv[1], ["y1", "y2"], ["x0", "x1", "x2", "x3"], weight="w")
 out = {}
 for name, cfg in {

@@ -7,7 +7,7 @@ import pytest
 
 from gradreg.config import TrainConfig
 from gradreg.data import Dataset
-from gradreg.fitted import train
+from gradreg.pipeline import train
 from gradreg.solvers.exact import Factor, RankWarning, factor_chunks, fit_exact, solve
 
 from .conftest import ols

@@ -38,7 +38,7 @@ def test_python_errors_name_the_argument(params, text):
 
 
 def test_python_errors_from_the_solver_and_the_split_name_arguments(tmp_path):
-    from gradreg.fitted import train
+    from gradreg.pipeline import train
     from gradreg.solvers.exact import statistics
 
     with pytest.raises(ConfigError, match=r"^cov_type must be one of .*; got cov_type='HC9'$"):
@@ -168,7 +168,7 @@ def _tty():
 
 
 def test_exact_progress_in_memory_says_solving_with_no_epoch_bar():
-    from gradreg.fitted import train
+    from gradreg.pipeline import train
 
     ds = load("crops", "mangoes")
     buf, console = _tty()
@@ -178,7 +178,7 @@ def test_exact_progress_in_memory_says_solving_with_no_epoch_bar():
 
 
 def test_exact_progress_counts_streamed_rows_then_solves(tmp_path):
-    from gradreg.fitted import train
+    from gradreg.pipeline import train
     from gradreg.stream import Stream, StreamingDataset
 
     rows = "".join(f"{i},{i % 7},{3 * i + i % 5}\n" for i in range(3000))

@@ -11,8 +11,9 @@ import pytest
 from gradreg.config import TrainConfig
 from gradreg.data import load
 from gradreg.errors import ModelFileError
-from gradreg.fitted import FittedModel, train
+from gradreg.fitted import FittedModel
 from gradreg.persist import atomic_path
+from gradreg.pipeline import train
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from gradreg.config import TrainConfig
 from gradreg.data import Dataset
-from gradreg.fitted import train
+from gradreg.pipeline import train
 
 from .conftest import ols
 

@@ -14,7 +14,7 @@ import pytest
 
 from gradreg.config import TrainConfig
 from gradreg.errors import DataError
-from gradreg.fitted import train
+from gradreg.pipeline import train
 from gradreg.stream import Stream, StreamingDataset, expand
 
 from .conftest import run_subprocess

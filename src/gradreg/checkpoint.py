@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import persist
+from .distributed import SINGLE, Comm
 from .errors import ConfigError
 
 __all__ = ["Checkpoint"]
@@ -49,12 +50,12 @@ class Checkpoint:
         self.identity = persist.jsonable(identity or {})
         self.path = os.path.join(folder, FILE)
 
-    def restore(self, comm=None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    def restore(self, comm: Comm = SINGLE) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The saved (tensors, state), or None when not resuming.
 
         Parameters
         ----------
-        comm : gradreg.distributed.Comm, optional
+        comm : gradreg.distributed.Comm
             Rank 0 reads the file and sends it to the others (no shared file system needed).
 
         Returns
@@ -65,14 +66,13 @@ class Checkpoint:
         if not self.resume:
             return None
         data = None
-        if comm is None or comm.rank == 0:
+        if comm.lead:
             if os.path.exists(self.path):
                 with open(self.path, "rb") as f:
                     data = f.read()
             elif self.resume != "auto":
                 raise ConfigError(f"{{resume}}: no checkpoint in {self.folder} (expected {FILE})", resume=True)
-        if comm is not None:
-            data = comm.broadcast_bytes(data) or None
+        data = comm.broadcast_bytes(data) or None
         if data is None:  # "auto" (a restarted distributed job) and no checkpoint yet: start afresh
             return None
         tensors, meta = persist.loads(data, self.path, fmt=FORMAT)

@@ -675,11 +675,13 @@ def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: A
     read and cut into contiguous row ranges.
     """
     from .data import Dataset, load
+    from .distributed import SINGLE
     from .stream import IN_MEMORY_BYTES, StreamingDataset
 
-    world, rank = (1, 0) if comm is None else (comm.world, comm.rank)
+    comm = comm or SINGLE
+    world, rank = comm.world, comm.rank
     exclude = getattr(args, "exclude", None)
-    if comm is not None and data == "-":
+    if world > 1 and data == "-":
         raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
 
     def whole():
@@ -690,18 +692,18 @@ def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: A
     stream = _stream(args, data)
     if stream is None:
         ds = whole()
-        if comm is None:
+        if world == 1:
             return ds
         lo, hi = len(ds.X) * rank // world, len(ds.X) * (rank + 1) // world
         w = None if ds.sample_weight is None else ds.sample_weight[lo:hi]
         return Dataset(ds.X[lo:hi], ds.Y[lo:hi], ds.feature_names, ds.target_names, w, ds.source, ds.notices)
     from .distributed import shard
 
-    units = None if comm is None else shard(stream, world, rank)
+    units = None if world == 1 else shard(stream, world, rank)
     sds = StreamingDataset(stream, targets, features, weight=weight, drop_missing=args.drop_missing, units=units, exclude=exclude)
     if getattr(args, "stream", False) or stream.estimated_bytes(len(sds.columns)) / world > IN_MEMORY_BYTES:
         return sds
-    if comm is None and len(stream.files) == 1:  # one file that fits: read it whole, as always
+    if world == 1 and len(stream.files) == 1:  # one file that fits: read it whole, as always
         return whole()
     return sds.in_memory()
 
@@ -720,8 +722,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if os.environ.get("RANK", "0") != "0" and not args.verbose:
             return e.exit_code
         raise
-    if comm is None:
-        return _train(args)
+    if comm.world == 1:
+        return _train(args, comm)
     try:
         code = _train_ranked(args, comm)
     finally:
@@ -877,8 +879,8 @@ def _launch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _train(args: argparse.Namespace, comm=None) -> int:
-    from .fitted import train
+def _train(args: argparse.Namespace, comm) -> int:
+    from .pipeline import train
 
     cfg = _config(args)
     _check_output(args.output)
@@ -889,7 +891,7 @@ def _train(args: argparse.Namespace, comm=None) -> int:
         require_matplotlib()  # before the fit, not after it
         os.makedirs(args.plots, exist_ok=True)  # an unusable folder fails now, before any work
     ds = _load_dataset(args, args.data, args.target, args.features, args.weight, comm)
-    lead = comm is None or comm.rank == 0  # only rank 0 writes and speaks (others with --verbose)
+    lead = comm.lead  # only rank 0 writes and speaks (others with --verbose)
     mode = _mode(args) if lead else ("lines" if args.verbose else "quiet")
     _WARNINGS.show = mode in ("tty", "lines")  # -q: nothing but errors; --json: in the summary object
     err = _console(stderr=True)
@@ -899,13 +901,13 @@ def _train(args: argparse.Namespace, comm=None) -> int:
         # what the model will fit, before the work: a stray target-like feature shows here
         err.print(f"features: {_names(ds.feature_names)} → targets: {_names(ds.target_names, count=False)}")
     resume = args.resume
-    if comm is not None and not resume and args.checkpoint_dir and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0):
+    if comm.world > 1 and not resume and args.checkpoint_dir and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0):
         resume = "auto"  # torchrun restarted the job: go on from the last checkpoint, if any
     prefix = "" if lead else f"rank {comm.rank}: "
     if cfg.solver == "gd":
         printer = EpochPrinter(cfg.epochs, mode=mode, stream=None if lead else sys.stderr, prefix=prefix)
     else:
-        printer = SolvePrinter(ds, mode=mode, count=comm is None)
+        printer = SolvePrinter(ds, mode=mode, count=comm.world == 1)
     with printer:
         model = train(
             ds,
@@ -919,8 +921,7 @@ def _train(args: argparse.Namespace, comm=None) -> int:
         )
     if lead and mode in ("tty", "lines") and model.info.get("stop_reason"):
         _console().print(model.info["stop_reason"])  # after the last epoch line: why there are no more
-    if comm is not None:
-        comm.check()  # every rank finished: only now may the model file appear
+    comm.check()  # every rank finished: only now may the model file appear
     plots = []
     if lead:
         model.save(args.output)
@@ -929,8 +930,7 @@ def _train(args: argparse.Namespace, comm=None) -> int:
 
             X, Y = (ds.X, ds.Y) if hasattr(ds, "X") else _sample_rows(ds)
             plots = model_plots(model, args.plots, X, Y, title=_data_label(args.data))
-    if comm is not None:
-        comm.check()  # rank 0 wrote it; if it could not, every rank exits non-zero
+    comm.check()  # rank 0 wrote it; if it could not, every rank exits non-zero
     if lead:
         _report_trained(model, args.output, mode, err, plots)
     return EXIT_OK
@@ -1235,7 +1235,7 @@ def _demo(args: argparse.Namespace, plotter, t0: float) -> int:
     from .config import TrainConfig
     from .data import load
     from .display import coef_table, gap_line, predictions_table
-    from .fitted import train
+    from .pipeline import train
 
     ds = load("crops", ["mangoes", "oranges"])
     cfg = TrainConfig(epochs=50, batch_size=3, seed=args.seed, device=args.device).validate()

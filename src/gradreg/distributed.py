@@ -3,7 +3,10 @@
 ``torchrun --nproc_per_node=N -m gradreg train ...`` (or ``gradreg train --nproc N``) starts N
 copies of the same command; torchrun's environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``…)
 tells each which one it is. :func:`init` then joins the process group (gloo on the CPU, NCCL on
-CUDA) and returns a :class:`Comm`; without torchrun it returns None and nothing here is used.
+CUDA) and returns a :class:`GroupComm`. Without torchrun it returns :data:`SINGLE`, the
+:class:`Comm` of one process (world 1, rank 0; as torchtune's ``get_world_size_and_rank`` gives
+``(1, 0)`` with no process group): its collectives hand back their input, so the solvers have one
+code path for one process and many, and none asks whether it is distributed.
 
 Every rank reads only its shard (:func:`shard`): a contiguous, balanced run of Parquet row groups
 and CSV byte ranges, in file order, so rank order is row order. The solvers then merge what each
@@ -30,7 +33,7 @@ import numpy as np
 
 from .errors import ConfigError, GradregError
 
-__all__ = ["Comm", "RankFailedError", "init", "launched", "shard", "balanced_ranges"]
+__all__ = ["Comm", "GroupComm", "SINGLE", "RankFailedError", "init", "launched", "shard", "balanced_ranges"]
 
 DEFAULT_TIMEOUT = 600.0  # seconds a rank waits for the others at a collective (--timeout)
 
@@ -59,8 +62,8 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
 
 
-def init(backend: str = "auto", timeout: float = DEFAULT_TIMEOUT, device: str = "auto") -> Comm | None:
-    """Join the process group torchrun described in the environment; None for a single process.
+def init(backend: str = "auto", timeout: float = DEFAULT_TIMEOUT, device: str = "auto") -> Comm:
+    """Join the process group torchrun described in the environment; :data:`SINGLE` for a single process.
 
     Parameters
     ----------
@@ -73,10 +76,10 @@ def init(backend: str = "auto", timeout: float = DEFAULT_TIMEOUT, device: str = 
 
     Returns
     -------
-    Comm or None
+    Comm
     """
     if not launched():
-        return None
+        return SINGLE
     import torch
     import torch.distributed as dist
 
@@ -102,11 +105,173 @@ def init(backend: str = "auto", timeout: float = DEFAULT_TIMEOUT, device: str = 
         )
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
-    return Comm(dist.get_rank(), dist.get_world_size(), backend, timeout)
+    return GroupComm(dist.get_rank(), dist.get_world_size(), backend, timeout)
 
 
 class Comm:
-    """This rank's view of the job, and the collectives gradreg uses (numpy in, numpy out).
+    """One process's view of the job, and the collectives gradreg uses (numpy in, numpy out).
+
+    This base class is the job of one process: world 1, rank 0, and every collective returns
+    this rank's own contribution. :class:`GroupComm` is the same interface over a
+    torch.distributed process group.
+    """
+
+    rank, world, backend, timeout = 0, 1, "none", DEFAULT_TIMEOUT
+
+    def __repr__(self) -> str:
+        return f"<Comm rank {self.rank} of {self.world} ({self.backend})>"
+
+    @property
+    def lead(self) -> bool:
+        """Whether this rank speaks and writes for the job (rank 0)."""
+        return self.rank == 0
+
+    def close(self) -> None:
+        """Leave the process group (nothing to leave for one process)."""
+
+    def check(self) -> None:
+        """Meet the other ranks; raise :class:`RankFailedError` if one announced a failure."""
+
+    def sum(self, a) -> np.ndarray:
+        """Σ over ranks of ``a`` (float64).
+
+        Parameters
+        ----------
+        a : array-like
+
+        Returns
+        -------
+        ndarray
+        """
+        return np.array(a, dtype=np.float64)
+
+    def max(self, a) -> np.ndarray:
+        """Elementwise maximum over ranks of ``a`` (float64).
+
+        Parameters
+        ----------
+        a : array-like
+
+        Returns
+        -------
+        ndarray
+        """
+        return np.array(a, dtype=np.float64)
+
+    def gather(self, a) -> list[np.ndarray]:
+        """Every rank's ``a`` (same shape on each), in rank order.
+
+        Parameters
+        ----------
+        a : array-like
+
+        Returns
+        -------
+        list of ndarray
+        """
+        return [np.array(a)]
+
+    def fold(
+        self,
+        local: Any,
+        merge: Callable[[Any, Any], Any],
+        encode: Callable[[Any], np.ndarray],
+        decode: Callable[[np.ndarray], Any],
+    ) -> Any:
+        """Every rank's state merged in rank order (the same on all ranks).
+
+        Parameters
+        ----------
+        local : object
+            This rank's state.
+        merge : callable
+            ``merge(a, b)`` of two states.
+        encode : callable
+            State to a flat float64 array (what travels between ranks).
+        decode : callable
+            Flat array to state.
+
+        Returns
+        -------
+        object
+            The merged state.
+        """
+        return local
+
+    def sum_extended(self, a: np.ndarray) -> np.ndarray:
+        """Σ over ranks of a numpy longdouble array, without losing its extra digits on the way.
+
+        Parameters
+        ----------
+        a : ndarray of longdouble
+
+        Returns
+        -------
+        ndarray of longdouble
+        """
+        return np.array(a)
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's ``flag`` on every rank: decisions that choose the next collectives must agree.
+
+        Parameters
+        ----------
+        flag : bool
+
+        Returns
+        -------
+        bool
+        """
+        return bool(flag)
+
+    def broadcast_bytes(self, data: bytes | None, src: int = 0) -> bytes:
+        """``src``'s bytes on every rank.
+
+        Parameters
+        ----------
+        data : bytes or None
+            Read on ``src`` only.
+        src : int
+
+        Returns
+        -------
+        bytes
+        """
+        return data or b""
+
+    def counts(self, n: int) -> list[int]:
+        """Every rank's ``n`` (its rows), in rank order.
+
+        Parameters
+        ----------
+        n : int
+
+        Returns
+        -------
+        list of int
+        """
+        return [int(c[0]) for c in self.gather(np.array([n], dtype=np.int64))]
+
+    def offsets(self, n: int) -> tuple[int, int]:
+        """(rows on all ranks, rows on lower ranks) for this rank's ``n`` rows.
+
+        Parameters
+        ----------
+        n : int
+
+        Returns
+        -------
+        tuple of int
+        """
+        counts = self.counts(n)
+        return sum(counts), sum(counts[: self.rank])
+
+
+SINGLE = Comm()  # the job of one process
+
+
+class GroupComm(Comm):
+    """This rank's view of a torch.distributed job: the collectives of :class:`Comm` across ranks.
 
     Parameters
     ----------
@@ -124,9 +289,6 @@ class Comm:
 
         self.rank, self.world, self.backend, self.timeout = rank, world, backend, timeout
         self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-
-    def __repr__(self) -> str:
-        return f"<Comm rank {self.rank} of {self.world} ({self.backend})>"
 
     def close(self) -> None:
         """Leave the process group."""
@@ -205,42 +367,12 @@ class Comm:
         return t.cpu().numpy()
 
     def sum(self, a) -> np.ndarray:
-        """Σ over ranks of ``a`` (float64).
-
-        Parameters
-        ----------
-        a : array-like
-
-        Returns
-        -------
-        ndarray
-        """
         return self._reduce(a, "SUM")
 
     def max(self, a) -> np.ndarray:
-        """Elementwise maximum over ranks of ``a`` (float64).
-
-        Parameters
-        ----------
-        a : array-like
-
-        Returns
-        -------
-        ndarray
-        """
         return self._reduce(a, "MAX")
 
     def gather(self, a) -> list[np.ndarray]:
-        """Every rank's ``a`` (same shape on each), in rank order.
-
-        Parameters
-        ----------
-        a : array-like
-
-        Returns
-        -------
-        list of ndarray
-        """
         import torch
         import torch.distributed as dist
 
@@ -250,41 +382,20 @@ class Comm:
         dist.all_gather(out, t)
         return [o.cpu().numpy() for o in out]
 
-    def fold(self, local: np.ndarray, merge: Callable[[Any, Any], Any], decode: Callable[[np.ndarray], Any]) -> Any:
-        """Gather each rank's flat float64 state and merge them in rank order (the same on all ranks).
-
-        Parameters
-        ----------
-        local : ndarray
-            This rank's state, flat.
-        merge : callable
-            ``merge(a, b)`` of two decoded states.
-        decode : callable
-            Flat array to state.
-
-        Returns
-        -------
-        object
-            The merged state.
-        """
-        parts = [decode(p) for p in self.gather(np.asarray(local, dtype=np.float64))]
+    def fold(
+        self,
+        local: Any,
+        merge: Callable[[Any, Any], Any],
+        encode: Callable[[Any], np.ndarray],
+        decode: Callable[[np.ndarray], Any],
+    ) -> Any:
+        parts = [decode(p) for p in self.gather(np.asarray(encode(local), dtype=np.float64))]
         total = parts[0]
         for part in parts[1:]:
             total = merge(total, part)
         return total
 
     def sum_extended(self, a: np.ndarray) -> np.ndarray:
-        """Σ over ranks of a numpy longdouble array, without losing its extra digits on the way:
-        each rank sends a float64 head and tail, summed in rank order in longdouble.
-
-        Parameters
-        ----------
-        a : ndarray of longdouble
-
-        Returns
-        -------
-        ndarray of longdouble
-        """
         head = a.astype(np.float64)
         tail = (a - head.astype(a.dtype)).astype(np.float64)
         total = np.zeros(a.shape, dtype=a.dtype)
@@ -293,16 +404,6 @@ class Comm:
         return total
 
     def agree(self, flag: bool) -> bool:
-        """Rank 0's ``flag`` on every rank: decisions that choose the next collectives must agree.
-
-        Parameters
-        ----------
-        flag : bool
-
-        Returns
-        -------
-        bool
-        """
         import torch
         import torch.distributed as dist
 
@@ -312,47 +413,8 @@ class Comm:
         return bool(t.item())
 
     def broadcast_bytes(self, data: bytes | None, src: int = 0) -> bytes:
-        """``src``'s bytes on every rank.
-
-        Parameters
-        ----------
-        data : bytes or None
-            Read on ``src`` only.
-        src : int
-
-        Returns
-        -------
-        bytes
-        """
         self.check()
         return self._broadcast(data, src)
-
-    def counts(self, n: int) -> list[int]:
-        """Every rank's ``n`` (its rows), in rank order.
-
-        Parameters
-        ----------
-        n : int
-
-        Returns
-        -------
-        list of int
-        """
-        return [int(c[0]) for c in self.gather(np.array([n], dtype=np.int64))]
-
-    def offsets(self, n: int) -> tuple[int, int]:
-        """(rows on all ranks, rows on lower ranks) for this rank's ``n`` rows.
-
-        Parameters
-        ----------
-        n : int
-
-        Returns
-        -------
-        tuple of int
-        """
-        counts = self.counts(n)
-        return sum(counts), sum(counts[: self.rank])
 
 
 def balanced_ranges(sizes: Sequence[float], world: int) -> list[range]:

@@ -18,7 +18,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from .config import TrainConfig
 from .data import Dataset, as_2d_float, require_numeric_columns
 from .errors import DataError, warn_user
-from .fitted import FittedModel, train
+from .fitted import FittedModel
+from .pipeline import train, update
 
 __all__ = ["LinearRegressor", "load"]
 
@@ -194,7 +195,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             raise DataError("sample_weight: all weights are zero; at least one must be > 0")
         ds = Dataset(Xa, Ya, names, target_names, w, "<array>", dtypes=_dtypes(X, names))
         self._set_fitted(train(ds, cfg), y_1d)
-        self.__dict__.pop("_incremental", None)  # fit starts afresh; partial_fit continues from here
+        self.__dict__.pop("_state", None)  # fit starts afresh; partial_fit continues from here
         return self
 
     def _arrays(self, X: Any, y: Any, sample_weight: Any, *, reset: bool, min_samples: int) -> tuple:
@@ -240,8 +241,6 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         -------
         self : LinearRegressor
         """
-        from .fitted import from_factor, from_incremental
-
         cfg = self._config()
         first = not hasattr(self, "model_")
         if not first and self.model_.config.get("solver") != cfg.solver:
@@ -259,22 +258,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             if Ya.shape[1] != len(self.model_.target_names):
                 raise ValueError(f"partial_fit: y has {Ya.shape[1]} target(s); the model has {len(self.model_.target_names)}")
             targets = self.model_.target_names
-        if cfg.solver == "exact":
-            from .solvers.exact import Factor
-
-            part = Factor.of_chunk(Xa, Ya, w, fit_intercept=cfg.fit_intercept)
-            state = getattr(self.model_, "_factor", None) if not first else None
-            factor = part if state is None else state.merge(part)
-            model = from_factor(factor, names, targets, cfg)
-        else:
-            from .solvers.gd import IncrementalGD
-
-            inc = getattr(self, "_incremental", None)
-            if inc is None:
-                inc = IncrementalGD(Xa, Ya, w, cfg) if first else IncrementalGD.resume(self.model_, Xa, Ya, w, cfg)
-                self._incremental = inc
-            inc.step(Xa, Ya, w)
-            model = from_incremental(inc, names, targets, cfg)
+        model, self._state = update(None if first else self.model_, getattr(self, "_state", None), Xa, Ya, w, names, targets, cfg)
         self._set_fitted(model, y_1d)
         return self
 

@@ -138,6 +138,8 @@ class MetricsAccumulator:
             acc.sw, acc.sse, acc.sae, acc.mean, acc.m2 = float(a[0]), *(a[1 + i * q : 1 + (i + 1) * q] for i in range(4))
             return acc
 
-        flat = np.concatenate([[self.sw], self.sse, self.sae, self.mean, self.m2])
-        total = comm.fold(flat, lambda a, b: a.merge(b), decode)
+        def encode(acc: MetricsAccumulator) -> np.ndarray:
+            return np.concatenate([[acc.sw], acc.sse, acc.sae, acc.mean, acc.m2])
+
+        total = comm.fold(self, lambda a, b: a.merge(b), encode, decode)
         self.sw, self.sse, self.sae, self.mean, self.m2 = total.sw, total.sse, total.sae, total.mean, total.m2

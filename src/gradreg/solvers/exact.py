@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..config import COV_TYPES
+from ..distributed import SINGLE, Comm
 from ..errors import ConfigError
 
 __all__ = ["Factor", "ExactSolution", "fit_exact", "solve", "statistics", "residual_pass", "refine", "RankWarning"]
@@ -177,20 +178,25 @@ def _square(R: np.ndarray) -> np.ndarray:
     return out
 
 
-def factor_chunks(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None, comm=None, width: int = 0) -> Factor:
-    """Fold :meth:`Factor.of_chunk` over ``(X, Y, w)`` chunks with :meth:`Factor.merge`; with
-    ``comm``, then every rank's factor in rank order (``width`` = n_features + n_targets)."""
+def factor_chunks(
+    chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None, comm: Comm = SINGLE, width: int = 0
+) -> Factor:
+    """Fold :meth:`Factor.of_chunk` over ``(X, Y, w)`` chunks with :meth:`Factor.merge`, then every
+    rank's factor in rank order (``width`` = n_features + n_targets)."""
     total: Factor | None = None
     for X, Y, w in chunks:
         f = Factor.of_chunk(X, Y, w, fit_intercept=fit_intercept, device=device)
         total = f if total is None else total.merge(f)
-    if comm is not None:
-        if total is None:  # no rows in this rank's shard
-            total = Factor(0, 0.0, 0.0, np.zeros(width), np.zeros((0, width)), fit_intercept)
-        return comm.fold(_factor_flat(total), Factor.merge, lambda a: _factor_unflat(a, width, fit_intercept))
-    if total is None:
-        raise ValueError("no chunks to factor")
+    if total is None:  # no rows here (a rank's shard may hold none)
+        total = Factor(0, 0.0, 0.0, np.zeros(width), np.zeros((0, width)), fit_intercept)
+    total = comm.fold(total, Factor.merge, _factor_flat, lambda a: _factor_unflat(a, width, fit_intercept))
+    if total.n_rows == 0:
+        raise NoRowsError("no rows to fit")
     return total
+
+
+class NoRowsError(ValueError):
+    """No rank holds a row to fit."""
 
 
 def _factor_flat(f: Factor) -> np.ndarray:
@@ -202,7 +208,9 @@ def _factor_unflat(a: np.ndarray, k: int, fit_intercept: bool) -> Factor:
     return Factor(int(a[0]), float(a[1]), float(a[2]), a[4 : 4 + k].copy(), R, fit_intercept, "gram" if a[3] else "qr")
 
 
-def gram_factor(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None, comm=None, width: int = 0) -> Factor | None:
+def gram_factor(
+    chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None, comm: Comm = SINGLE, width: int = 0
+) -> Factor | None:
     """The factor by normal equations: a float64 Gram pass at matrix-multiply speed, then Cholesky.
 
     Each chunk's co-moment matrix is computed about the chunk's own (weighted) mean and merged by
@@ -215,23 +223,19 @@ def gram_factor(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=N
         X (n, n_features), Y (n, n_targets), w (n,) or None.
     fit_intercept : bool
     device : torch.device, optional
-    comm : gradreg.distributed.Comm, optional
+    comm : gradreg.distributed.Comm
         Merge every rank's co-moments, in rank order, before the Cholesky.
     width : int
-        n_features + n_targets (needed with ``comm``: a rank may have no rows).
+        n_features + n_targets (a rank may have no rows).
 
     Returns
     -------
     Factor or None
     """
-    moments = _gram_moments(chunks, fit_intercept, device)
-    if comm is not None:
-        k = width
-        if moments is None:
-            moments = (0, 0.0, 0.0, np.zeros(k), np.zeros((k, k)), 0)
-        flat = np.concatenate([[moments[0], moments[1], moments[2], moments[5]], moments[3], np.asarray(moments[4]).ravel()])
-        moments = comm.fold(flat, _merge_moments, lambda a: _moments_unflat(a, k))
-    if moments is None or moments[1] == 0:
+    k = width
+    moments = _gram_moments(chunks, fit_intercept, device) or (0, 0.0, 0.0, np.zeros(k), np.zeros((k, k)), 0)
+    moments = comm.fold(moments, _merge_moments, _moments_flat, lambda a: _moments_unflat(a, k))
+    if moments[1] == 0:
         return None
     n_rows, sw, slw, mean, G, p = moments
     G = torch.as_tensor(np.asarray(G), dtype=torch.float64)
@@ -245,6 +249,10 @@ def gram_factor(chunks: Iterable[tuple], *, fit_intercept: bool = True, device=N
     R22 = evals.clamp(min=0).sqrt()[:, None] * evecs.T  # any R22 with R22ᵀR22 = S serves
     R = torch.cat([torch.cat([R11, R12], 1), torch.cat([torch.zeros(R22.shape[0], p, dtype=G.dtype), R22], 1)], 0)
     return Factor(n_rows, sw, slw, np.asarray(mean, dtype=np.float64), R.numpy(), fit_intercept, "gram")
+
+
+def _moments_flat(m: tuple) -> np.ndarray:
+    return np.concatenate([[m[0], m[1], m[2], m[5]], m[3], np.asarray(m[4]).ravel()])
 
 
 def _moments_unflat(a: np.ndarray, k: int) -> tuple:
@@ -536,7 +544,7 @@ ChunkSource = Callable[[], Iterator[tuple]]
 
 
 def refine(
-    sol: ExactSolution, factor: Factor, chunks: ChunkSource, *, extended: bool = True, device=None, comm=None
+    sol: ExactSolution, factor: Factor, chunks: ChunkSource, *, extended: bool = True, device=None, comm: Comm = SINGLE
 ) -> ExactSolution:
     """One step of iterative refinement (corrected semi-normal equations) over a data pass.
 
@@ -560,7 +568,7 @@ def refine(
         factor came from the Gram (its error, eps·κ², is what this step removes).
     device : torch.device, optional
         Where the float64 pass runs.
-    comm : gradreg.distributed.Comm, optional
+    comm : gradreg.distributed.Comm
         Sum the gradient over every rank's chunks.
 
     Returns
@@ -573,8 +581,7 @@ def refine(
         return sol
     if not extended:
         g, rsum = _gradient_double(sol, factor.mean[:p], chunks, device)
-        if comm is not None:
-            g, rsum = comm.sum(g), comm.sum(rsum)
+        g, rsum = comm.sum(g), comm.sum(rsum)
         ld = np.float64
         coef, b0, xm = sol.coef, sol.intercept, factor.mean[:p]
         return _apply_refinement(sol, factor, g, rsum, coef, b0, xm, ld)
@@ -590,8 +597,7 @@ def refine(
             r *= _numpy(w).astype(ld)[:, None]
         g += (Xl - xm).T @ r
         rsum += r.sum(axis=0)
-    if comm is not None:
-        g, rsum = comm.sum_extended(g), comm.sum_extended(rsum)
+    g, rsum = comm.sum_extended(g), comm.sum_extended(rsum)
     return _apply_refinement(sol, factor, g, rsum, coef, b0, xm, ld)
 
 
@@ -639,7 +645,7 @@ def residual_pass(
     device=None,
     metrics=None,
     reference: ExactSolution | None = None,
-    comm=None,
+    comm: Comm = SINGLE,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A data pass: the weighted RSS from the data and, for HC covariances, the sandwich meat.
 
@@ -656,7 +662,7 @@ def residual_pass(
     reference : ExactSolution, optional
         Another solution (the optimum, beside a gradient-descent fit) whose weighted RSS is
         computed in the same pass and stored in its ``rss``.
-    comm : gradreg.distributed.Comm, optional
+    comm : gradreg.distributed.Comm
         Sum over every rank's chunks (and merge ``metrics`` in rank order).
 
     Returns
@@ -710,12 +716,11 @@ def residual_pass(
     rss_np = rss.cpu().numpy()
     meat_np = None if meat is None else meat.cpu().numpy()
     ref_np = None if reference is None else ref_rss.cpu().numpy()
-    if comm is not None:
-        rss_np = comm.sum(rss_np)
-        meat_np = None if meat_np is None else comm.sum(meat_np)
-        ref_np = None if ref_np is None else comm.sum(ref_np)
-        if metrics is not None:
-            metrics.merge_ranks(comm)
+    rss_np = comm.sum(rss_np)
+    meat_np = None if meat_np is None else comm.sum(meat_np)
+    ref_np = None if ref_np is None else comm.sum(ref_np)
+    if metrics is not None:
+        metrics.merge_ranks(comm)
     if reference is not None:
         reference.rss = ref_np
     return rss_np, meat_np
@@ -880,7 +885,7 @@ def fit_exact(
     l2: float = 0.0,
     device=None,
     refine_steps: int = 1,
-    comm=None,
+    comm: Comm = SINGLE,
     n_targets: int = 0,
 ) -> tuple[ExactSolution, Factor]:
     """Exact least squares over chunks: one factor pass, a stable solve, then refinement if needed.
@@ -898,11 +903,11 @@ def fit_exact(
         Where the chunk QRs run.
     refine_steps : int
         Refinement passes, made only when the error bound exceeds ``REFINE_ABOVE``.
-    comm : gradreg.distributed.Comm, optional
+    comm : gradreg.distributed.Comm
         ``chunks`` are this rank's share: the factors and sums of all ranks are merged in rank
         order, and every rank returns the same solution.
     n_targets : int
-        Needed with ``comm`` (a rank may hold no rows).
+        Needed when a rank may hold no rows.
 
     Returns
     -------
@@ -916,18 +921,13 @@ def fit_exact(
     # The Gram is kept only where QR itself would need no extended-precision refinement: a
     # well-conditioned design whose residuals are not large beside the fit (see error_bound).
     use_qr = sol is None or not (sol.condition_number <= GRAM_COND_LIMIT and error_bound(sol) <= REFINE_ABOVE)
-    if _agree(comm, use_qr or sol.rank < n_features):
+    if comm.agree(use_qr or sol.rank < n_features):
         factor = factor_chunks(chunks(), fit_intercept=fit_intercept, device=device, comm=comm, width=width)
         sol = solve(factor, n_features, l2=l2)
-    if _agree(comm, error_bound(sol, factor.method) > REFINE_ABOVE):
+    if comm.agree(error_bound(sol, factor.method) > REFINE_ABOVE):
         for _ in range(refine_steps):
             sol = refine(sol, factor, chunks, extended=factor.method == "qr", device=device, comm=comm)
     return sol, factor
-
-
-def _agree(comm, flag: bool) -> bool:
-    """``flag``, or rank 0's in a distributed run (every rank must take the same branch)."""
-    return flag if comm is None else comm.agree(flag)
 
 
 REFINE_ABOVE = 1e-14  # the bound omits growth factors of ~n·p, so refine well before it reaches 1e-12

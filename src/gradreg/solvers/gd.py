@@ -1,7 +1,10 @@
 """Minibatch gradient descent under autograd: the tutorial's loop, made fast and safe.
 
-fit_gd → run_epoch → train_step. Each epoch draws a fresh permutation without replacement and
-slices it into batches (the last one may be partial) that index the tensors directly: a
+One set-up (:func:`setup`) and one epoch loop (:func:`fit_gd` → :func:`run_epoch` →
+:func:`train_step`) serve every path; only where an epoch's batches come from differs:
+:class:`Resident` rows held in memory (arrays, ``partial_fit``) or :class:`Streamed` chunks read
+again each epoch, on one rank or many. Each epoch draws a fresh permutation without replacement
+and slices it into batches (the last one may be partial) that index the tensors directly: a
 per-sample DataLoader costs Python work for every row.
 """
 
@@ -9,17 +12,30 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..config import TrainConfig, resolve_device
+from ..distributed import SINGLE, Comm
 from ..errors import ConfigError, DivergenceError
 from ..model import LinearModel
 
-__all__ = ["GDResult", "fit_gd", "fit_gd_stream", "IncrementalGD", "auto_lr", "lr_from_curvature", "auto_batch_size"]
+__all__ = [
+    "GDResult",
+    "Descent",
+    "setup",
+    "Resident",
+    "Streamed",
+    "fit_gd",
+    "run_epoch",
+    "IncrementalGD",
+    "auto_lr",
+    "lr_from_curvature",
+    "auto_batch_size",
+]
 
 DIVERGENCE_FACTOR = 1000.0  # an epoch loss this many times the best so far means divergence
 
@@ -134,7 +150,7 @@ def auto_lr(
     fit_intercept: bool,
     optimizer: str,
     gram_max_eig: float | None = None,
-    comm=None,
+    comm: Comm = SINGLE,
     n_total: int | None = None,
 ) -> float:
     """A safe step size from the curvature of the (scaled) problem.
@@ -159,9 +175,10 @@ def auto_lr(
     optimizer : {"sgd", "momentum", "adam"}
     gram_max_eig : float, optional
         λmax(UᵀWU / n) when already known (from the exact solver's factor); else computed here.
-    comm : gradreg.distributed.Comm, optional
+    comm : gradreg.distributed.Comm
         Xs is this rank's share of ``n_total`` rows: sums and maxima are over all ranks.
     n_total : int, optional
+        Rows on all ranks (``len(Xs)``).
 
     Returns
     -------
@@ -182,13 +199,12 @@ def auto_lr(
         row = (X64 * X64).sum(dim=1) + (1.0 if fit_intercept else 0.0)
         lmax = max(lmax, float((w * row).max()))
     w_sum = float(n if wn is None else wn.double().sum())
-    if comm is not None:
-        lmax = float(comm.max([lmax])[0])
-        if gram_max_eig is None:
-            G = torch.as_tensor(comm.sum(G.cpu().numpy()), device=Xs.device)
-            c = torch.as_tensor(comm.sum(c.cpu().numpy()), device=Xs.device)
-            w_sum = float(comm.sum([w_sum])[0])
-        n = n_total
+    lmax = float(comm.max([lmax])[0])
+    if gram_max_eig is None:
+        G = torch.as_tensor(comm.sum(G.cpu().numpy()), device=Xs.device)
+        c = torch.as_tensor(comm.sum(c.cpu().numpy()), device=Xs.device)
+        w_sum = float(comm.sum([w_sum])[0])
+    n = n if n_total is None else n_total
     if gram_max_eig is not None:
         lam = float(gram_max_eig)
     else:
@@ -336,63 +352,309 @@ def cosine_lr(base: float, step: int, total: int) -> float:
     return base * (1 + math.cos(math.pi * step / total)) / 2
 
 
-def fit_gd(
-    X: np.ndarray,
-    Y: np.ndarray,
-    sample_weight: np.ndarray | None,
-    cfg: TrainConfig,
-    *,
-    X_val: np.ndarray | None = None,
-    Y_val: np.ndarray | None = None,
-    w_val: np.ndarray | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
-    moments: tuple[np.ndarray, ...] | None = None,
-    gram_max_eig: float | None = None,
-    precondition: np.ndarray | None = None,
-    checkpoint=None,
-    comm=None,
-    n_total: int | None = None,
-    offset: int = 0,
-) -> GDResult:
-    """Train a :class:`LinearModel` on X (n, p), Y (n, q) by minibatch gradient descent.
+@dataclass
+class Descent:
+    """One gradient-descent run, set up the same way for every path (in memory, streamed, several
+    ranks, ``partial_fit``): the model with its standardization (and whitening), the batch size,
+    the penalty scales; :meth:`start` then fixes the learning rate, optimizer and schedule.
 
-    Losses in the history are in original target units: the mean over targets of each target's
-    (weighted) MSE, plus the ridge penalty when ``cfg.l2 > 0``.
+    Made by :func:`setup`.
+    """
+
+    cfg: TrainConfig
+    model: LinearModel
+    gen: torch.Generator
+    forward: Callable[[torch.Tensor], torch.Tensor]  # standardized forward; DDP-wrapped on several ranks
+    moments: tuple  # (x_mean, x_scale, y_mean, y_scale) the model standardizes with
+    rotation: np.ndarray | None  # P that whitens the standardized features, or None
+    pen: torch.Tensor  # ridge scale per model weight
+    y_var: torch.Tensor  # per-target variance: model-unit losses to original units
+    batch_size: int
+    steps_per_epoch: int
+    dtype: torch.dtype
+    device: torch.device
+    world: int = 1
+    lr: float = 0.0
+    opt: Optimizer | None = None
+    schedule: Callable[[int], float] = field(default=lambda step: 0.0)
+
+    def prepare(self, X: np.ndarray, Y: np.ndarray, w: np.ndarray | None, w_mean: float = 1.0) -> tuple:
+        """Rows in the training scale: standardized (whitened) X and Y in the working dtype, and
+        the weights divided by ``w_mean``."""
+        xm, xs, ym, ys = self.moments
+        return (
+            _standardized(X, xm, xs, self.dtype, self.device, self.rotation),
+            _standardized(Y, ym, ys, self.dtype, self.device),
+            None if w is None else torch.as_tensor(w / w_mean, dtype=self.dtype, device=self.device),
+        )
+
+    def start(self, lr: Callable[[], float], constant: bool = False) -> None:
+        """Fix the base learning rate (``cfg.lr`` when set, else ``lr()``), the optimizer and the
+        schedule; ``constant`` keeps the rate fixed (``partial_fit``)."""
+        cfg = self.cfg
+        self.lr = base = cfg.lr if cfg.lr is not None else lr()
+        params = [self.model.weight] + ([self.model.bias] if cfg.fit_intercept else [])
+        self.opt = Optimizer(cfg.optimizer, params, base)
+        total = cfg.epochs * self.steps_per_epoch
+        cosine = cfg.lr_schedule == "cosine" and not constant
+        self.schedule = (lambda step: cosine_lr(base, step, total)) if cosine else (lambda step: base)
+
+    def step(self, k: int, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor | None, rows: int) -> torch.Tensor:
+        """Step ``k`` of the run on this rank's rows of a batch of ``rows`` rows (all ranks)."""
+        # DDP averages gradients over ranks: scale so that the average is the global batch's mean.
+        denom = None if self.world == 1 else rows * yb.shape[1] / self.world
+        return train_step(self.model, self.opt, self.schedule(k), xb, yb, wb, self.cfg.l2, self.pen, self.forward, denom)
+
+
+def setup(
+    p: int,
+    q: int,
+    n: int,
+    cfg: TrainConfig,
+    moments: tuple[np.ndarray, ...],
+    *,
+    precondition: np.ndarray | None = None,
+    comm: Comm = SINGLE,
+) -> Descent:
+    """Set up gradient descent on ``n`` training rows (all ranks) of ``p`` features, ``q`` targets.
 
     Parameters
     ----------
-    X : ndarray of shape (n, n_features)
-    Y : ndarray of shape (n, n_targets)
-    sample_weight : ndarray of shape (n,) or None
+    p, q, n : int
     cfg : TrainConfig
-    X_val : ndarray of shape (n_val, n_features), optional
-    Y_val : ndarray of shape (n_val, n_targets), optional
-    w_val : ndarray of shape (n_val,), optional
-        Validation rows: their loss is recorded each epoch and drives early stopping.
+    moments : tuple of ndarray
+        ``(x_mean, x_std, y_mean, y_std)`` as :func:`weighted_moments` computes them (the exact
+        solver's factor holds them); ``x_std`` also scales the ridge penalty.
+    precondition : ndarray of shape (p, p), optional
+        P that whitens the standardized features: (Zᵀ W Z) / Σw = Pᵀ⁻¹ P⁻¹ on the identified
+        directions (see ``pipeline.gd_hints``). Used when standardizing without a ridge penalty:
+        descent then converges at the same rate on any design, however ill-conditioned.
+    comm : gradreg.distributed.Comm
+        Several ranks: the model's forward runs inside DistributedDataParallel.
+
+    Returns
+    -------
+    Descent
+        Call :meth:`Descent.start` with the learning rate before training.
+    """
+    device = resolve_device(cfg.device)
+    dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model, used = _new_model(p, q, cfg, moments, dtype, device, gen)
+    P = precondition if (cfg.standardize and cfg.l2 == 0 and precondition is not None) else None
+    if P is not None:
+        model.precondition(P)
+    B = min(cfg.batch_size or auto_batch_size(n), n)
+    return Descent(
+        cfg=cfg,
+        model=model,
+        gen=gen,
+        forward=_ddp(model) if comm.world > 1 else model.forward_standardized,
+        moments=used,
+        rotation=P,
+        pen=torch.as_tensor(moments[1] / used[1], dtype=dtype, device=device),
+        y_var=torch.as_tensor(used[3] ** 2, dtype=torch.float64, device=device),
+        batch_size=B,
+        steps_per_epoch=math.ceil(n / B),  # the last batch may be partial
+        dtype=dtype,
+        device=device,
+        world=comm.world,
+    )
+
+
+class Resident:
+    """Batches from rows held in memory as training-scale tensors (arrays, ``partial_fit``).
+
+    Every epoch draws a fresh permutation of all ``n`` rows (the same draws on every rank) and
+    cuts it into batches; each rank trains on its own rows of every batch, so a step of several
+    ranks is the single-process step.
+
+    Parameters
+    ----------
+    Xs, Ys : Tensor
+        This rank's rows, from :meth:`Descent.prepare`.
+    wn : Tensor or None
+        Their weights, divided by the mean weight of all rows.
+    n : int, optional
+        Rows on all ranks (``len(Xs)``).
+    offset : int
+        Rows on lower ranks.
+    """
+
+    def __init__(self, Xs: torch.Tensor, Ys: torch.Tensor, wn: torch.Tensor | None, n: int | None = None, offset: int = 0):
+        self.Xs, self.Ys, self.wn = Xs, Ys, wn
+        self.n = len(Xs) if n is None else n
+        self.offset = offset
+
+    def epoch(self, d: Descent, epoch: int) -> Iterator[tuple]:
+        """This epoch's batches: (X rows, Y rows, weights, rows of the batch on all ranks)."""
+        Xs, Ys, wn, n, B = self.Xs, self.Ys, self.wn, self.n, d.batch_size
+        perm = torch.randperm(n, generator=d.gen)  # the run's generator: its state is checkpointed
+        mine = torch.nonzero((perm >= self.offset) & (perm < self.offset + len(Xs))).squeeze(1)
+        local = (perm[mine] - self.offset).to(Xs.device)
+        edges = torch.searchsorted(mine, torch.arange(0, n + B, B).clamp(max=n)).tolist()
+        # Gather each batch into the same buffers: index_select with out= is several times faster
+        # than fancy indexing, which allocates a fresh tensor per batch.
+        most = max(b - a for a, b in zip(edges, edges[1:]))
+        xbuf = torch.empty((most, Xs.shape[1]), dtype=Xs.dtype, device=Xs.device)
+        ybuf = torch.empty((most, Ys.shape[1]), dtype=Ys.dtype, device=Ys.device)
+        for k, start in enumerate(range(0, n, B)):
+            idx = local[edges[k] : edges[k + 1]]
+            xb = torch.index_select(Xs, 0, idx, out=xbuf[: len(idx)])
+            yb = torch.index_select(Ys, 0, idx, out=ybuf[: len(idx)])
+            yield xb, yb, None if wn is None else wn[idx], min(B, n - start)
+
+    def curvature_lr(self, d: Descent, gram_max_eig: float | None, comm: Comm = SINGLE) -> float:
+        """:func:`auto_lr` on these rows."""
+        cfg = d.cfg
+        lam = gram_max_eig if cfg.standardize else None  # the hint is for the standardized design
+        if d.rotation is not None:
+            lam = 1.0  # the whitened design's Gram (an intercept column of weight 1 beside it)
+        q = self.Ys.shape[1]
+        return auto_lr(self.Xs, self.wn, d.batch_size, q, cfg.l2, d.pen, cfg.fit_intercept, cfg.optimizer, lam, comm, self.n)
+
+
+class Streamed:
+    """Batches from chunks read again every epoch (data larger than memory).
+
+    Each epoch reads the chunks in the order ``chunks(epoch)`` gives (a fresh random order of
+    files/row groups), prepares them, and shuffles rows inside a buffer of ``shuffle_buffer``
+    rows before cutting batches; leftover rows carry over, so an epoch takes ceil(n / B) steps,
+    as in memory. Several ranks: each takes its share of every step, in proportion to its rows.
+
+    Parameters
+    ----------
+    chunks : callable
+        ``chunks(epoch)`` returns an iterator of raw ``(X, Y, w)`` training chunks.
+    counts : list of int
+        Training rows of every rank, in rank order.
+    w_mean : float
+        Mean training weight (all ranks).
+    shuffle_buffer : int
+    rank : int
+    """
+
+    def __init__(
+        self, chunks: Callable[[int], Iterator[tuple]], counts: list[int], w_mean: float, shuffle_buffer: int, rank: int = 0
+    ):
+        self.chunks, self.counts, self.w_mean = chunks, counts, w_mean
+        self.shuffle_buffer, self.rank = shuffle_buffer, rank
+        self.n = sum(counts)
+
+    def epoch(self, d: Descent, epoch: int) -> Iterator[tuple]:
+        """This epoch's batches: (X rows, Y rows, weights, rows of the batch on all ranks)."""
+        steps, p, q = d.steps_per_epoch, d.model.weight.shape[1], d.model.weight.shape[0]
+        shares = [[c // steps + (1 if k < c % steps else 0) for k in range(steps)] for c in self.counts]
+        sizes, totals = shares[self.rank], [sum(col) for col in zip(*shares)]
+        # Each rank's own stream of draws per epoch, from the seed, so a resumed epoch shuffles
+        # as the first try did.
+        shuffle = torch.Generator().manual_seed(d.cfg.seed * 1_000_003 + self.rank * 7919 + epoch)
+        held: list[tuple] = []
+        rows = k = 0
+
+        def drain(final: bool) -> Iterator[tuple]:
+            nonlocal held, rows, k
+            if held:
+                Xs, Ys = torch.cat([h[0] for h in held]), torch.cat([h[1] for h in held])
+                ws = None if held[0][2] is None else torch.cat([h[2] for h in held])
+            else:  # a rank with no rows left still takes its (empty) part of every step
+                Xs = torch.empty(0, p, dtype=d.dtype, device=d.device)
+                Ys = torch.empty(0, q, dtype=d.dtype, device=d.device)
+                ws = None
+            perm = torch.randperm(len(Xs), generator=shuffle).to(d.device)
+            start = 0
+            while k < steps and (final or start + sizes[k] <= len(Xs)):
+                idx = perm[start : start + sizes[k]]
+                start += sizes[k]
+                yield Xs[idx], Ys[idx], None if ws is None else ws[idx], totals[k]
+                k += 1
+            rest = perm[start:]
+            held = [(Xs[rest], Ys[rest], None if ws is None else ws[rest])] if len(rest) else []
+            rows = len(rest)
+
+        for X, Y, w in self.chunks(epoch):
+            if len(X) == 0:
+                continue
+            held.append(d.prepare(X, Y, w, self.w_mean))
+            rows += len(X)
+            if rows >= max(self.shuffle_buffer, d.batch_size):
+                yield from drain(final=False)
+        if rows or k < steps:
+            yield from drain(final=True)
+
+    def curvature_lr(self, d: Descent, gram_max_eig: float, row_norm_max: float) -> float:
+        """The step size of :func:`lr_from_curvature` from the factor's λmax and a bound on the
+        rows' norms (no pass over the data)."""
+        cfg = d.cfg
+        if cfg.optimizer == "adam":
+            return 1e-2
+        if not cfg.standardize:
+            if cfg.lr is None:
+                raise ConfigError("{standardize=} on streamed data needs an explicit {lr}", standardize=False, lr=None)
+            return cfg.lr
+        lam = gram_max_eig + (cfg.l2 * float((d.pen.double() ** 2).max()) if cfg.l2 > 0 else 0.0)
+        return lr_from_curvature(lam, row_norm_max, self.n, d.batch_size, d.model.weight.shape[0], cfg.optimizer)
+
+
+def run_epoch(d: Descent, batches: Iterable[tuple], first_step: int, comm: Comm = SINGLE) -> torch.Tensor:
+    """One pass: a step per batch; returns the per-target (weighted) SSE in model units, of all
+    ranks' rows."""
+    sse = torch.zeros(d.model.weight.shape[0], dtype=torch.float64, device=d.device)
+    for k, (xb, yb, wb, rows) in enumerate(batches):
+        sse += d.step(first_step + k, xb, yb, wb, rows)
+    return torch.as_tensor(comm.sum(sse.cpu().numpy()), device=d.device)
+
+
+@torch.no_grad()
+def val_loss(d: Descent, chunks: Iterable[tuple], comm: Comm = SINGLE) -> float:
+    """Mean over targets of the (weighted) MSE in original units of training-scale chunks
+    ``(Xs, Ys, w)`` (w raw, or None), over all ranks."""
+    q = d.model.weight.shape[0]
+    total = torch.zeros(q, dtype=torch.float64, device=d.device)
+    sw = 0.0
+    for Xs, Ys, w in chunks:
+        if len(Xs) == 0:
+            continue
+        err = (d.model.forward_standardized(Xs) - Ys).double()
+        wt = torch.ones(len(Xs), dtype=torch.float64, device=d.device) if w is None else torch.as_tensor(w, device=d.device)
+        total += (wt[:, None] * err * err).sum(dim=0)
+        sw += float(wt.sum())
+    both = comm.sum(np.concatenate([total.cpu().numpy(), [sw]]))
+    total, sw = torch.as_tensor(both[:-1], device=d.device), float(both[-1])
+    return float((total / sw * d.y_var).mean()) if sw > 0 else math.nan
+
+
+def fit_gd(
+    d: Descent,
+    batches: Resident | Streamed,
+    *,
+    val: Callable[[], Iterable[tuple]] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    checkpoint=None,
+    comm: Comm = SINGLE,
+) -> GDResult:
+    """Train by minibatch gradient descent: the epoch loop of every path, with history,
+    divergence, early stopping, and checkpoints (saved after an epoch, restored before the next).
+
+    Losses in the history are in original target units: the mean over targets of each target's
+    (weighted) MSE, plus the ridge penalty when ``cfg.l2 > 0``. Several ranks take the same
+    decisions (losses are summed over ranks); rank 0 alone writes checkpoints, and sends the one it
+    resumes from to the others.
+
+    Parameters
+    ----------
+    d : Descent
+        From :func:`setup`, started.
+    batches : Resident or Streamed
+        Where each epoch's batches come from.
+    val : callable, optional
+        Returns training-scale validation chunks ``(Xs, Ys, w)``; their loss is recorded each
+        epoch and drives early stopping.
     on_epoch : callable, optional
         Called with each epoch's history record.
-    moments : tuple of ndarray, optional
-        ``(x_mean, x_std, y_mean, y_std)`` as :func:`weighted_moments` would compute them, when
-        already known (the exact solver's factor holds them); saves two passes over the data.
-    gram_max_eig : float, optional
-        The largest eigenvalue of the standardized design's weighted Gram (with the intercept
-        column), for :func:`auto_lr`; saves another pass.
-    precondition : ndarray of shape (n_features, n_features), optional
-        P that whitens the standardized features: (Zᵀ W Z) / Σw = Pᵀ⁻¹ P⁻¹ on the identified
-        directions (see ``fitted._gd_hints``). Used when standardizing without a ridge penalty:
-        descent then converges at the same rate on any design, however ill-conditioned.
     checkpoint : gradreg.checkpoint.Checkpoint, optional
         Save the training state every few epochs; resume from it when asked.
-    comm : gradreg.distributed.Comm, optional
-        X, Y (and the validation rows) are this rank's share of the training rows, which are
-        rows ``offset`` to ``offset + len(X)`` of ``n_total``. Every rank draws the same
-        permutation of all ``n_total`` rows, so each global batch is the single-process batch,
-        and trains on its own rows of it; gradients are all-reduced by DistributedDataParallel.
-        ``moments`` (global) are required.
-    n_total : int, optional
-        Training rows on all ranks.
-    offset : int
-        Training rows on lower ranks.
+    comm : gradreg.distributed.Comm
 
     Returns
     -------
@@ -403,95 +665,75 @@ def fit_gd(
     DivergenceError
         When the loss becomes NaN/inf or grows 1000-fold.
     """
-    device = resolve_device(cfg.device)
-    dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
-    n, p = X.shape
-    q = Y.shape[1]
-    if comm is not None:
-        if moments is None or n_total is None:
-            raise ValueError("distributed gradient descent needs the global moments and n_total")
-        n = n_total
-    gen = torch.Generator().manual_seed(cfg.seed)
-    if moments is None:  # x_std also scales the ridge penalty, with or without standardization
-        moments = weighted_moments(X, sample_weight, cfg.fit_intercept) + weighted_moments(Y, sample_weight, cfg.fit_intercept)
-    x_std = moments[1]
-    model, (xm, xs, ym, ys) = _new_model(p, q, cfg, moments, dtype, device, gen)
-    P = precondition if (cfg.standardize and cfg.l2 == 0 and precondition is not None) else None
-    if P is not None:
-        model.precondition(P)
-        gram_max_eig = 1.0  # the whitened design's Gram (an intercept column of weight 1 beside it)
-    # Standardize once, in float64, then keep the training copy in the working dtype.
-    Xs = _standardized(X, xm, xs, dtype, device, P)
-    Ys = _standardized(Y, ym, ys, dtype, device)
-    wn = None
-    if sample_weight is not None:
-        w_mean = sample_weight.mean() if comm is None else float(comm.sum([sample_weight.sum()])[0]) / n
-        wn = torch.as_tensor(sample_weight / w_mean, dtype=dtype).to(device)
-    pen = torch.as_tensor(x_std / xs, dtype=dtype, device=device)  # ridge scale per model weight
-    y_var = torch.as_tensor(ys**2, dtype=torch.float64, device=device)
-    B = cfg.batch_size or auto_batch_size(n)
-    B = min(B, n)
-    if cfg.lr is not None:
-        lr = cfg.lr
-    else:
-        lam = gram_max_eig if cfg.standardize else None  # the hint is for the standardized design
-        lr = auto_lr(Xs, wn, B, q, cfg.l2, pen, cfg.fit_intercept, cfg.optimizer, gram_max_eig=lam, comm=comm, n_total=n)
-    params = [model.weight] + ([model.bias] if cfg.fit_intercept else [])
-    opt = Optimizer(cfg.optimizer, params, lr)
-    steps_per_epoch = math.ceil(n / B)  # the last batch may be partial
-    total_steps = cfg.epochs * steps_per_epoch
-    schedule = (lambda step: cosine_lr(lr, step, total_steps)) if cfg.lr_schedule == "cosine" else (lambda step: lr)
-    val = None
-    n_val = len(X_val) if X_val is not None else 0
-    if comm is not None:
-        n_val = int(comm.sum([n_val])[0])
-    if n_val:
-        if w_val is not None:
-            wv_mean = w_val.mean() if comm is None else float(comm.sum([w_val.sum()])[0]) / n_val
-        val = (
-            _standardized(X_val, xm, xs, dtype, device, P),
-            torch.as_tensor((Y_val - ym) / ys, dtype=dtype).to(device),
-            None if w_val is None else torch.as_tensor(w_val / wv_mean, dtype=dtype).to(device),
-        )
-    result = GDResult(model, lr=lr, batch_size=B)
-    shard = None if comm is None else _Shard(comm, model, n, offset)
-
-    def train_epoch(epoch: int) -> torch.Tensor:
-        return run_epoch(model, opt, schedule, (epoch - 1) * steps_per_epoch, Xs, Ys, wn, B, gen, cfg.l2, pen, shard)
-
-    val_loss = (lambda: evaluate_loss(model, *val, y_var, comm=comm, n=n_val)) if val is not None else None
-    return _epochs(
-        result,
-        cfg,
-        n,
-        train_epoch,
-        val_loss,
-        schedule,
-        steps_per_epoch,
-        pen,
-        y_var,
-        on_epoch,
-        opt=opt,
-        gen=gen,
-        checkpoint=checkpoint,
-        comm=comm,
-    )
-
-
-class _Shard:
-    """This rank's part of distributed descent: its rows' place among all rows, and the model
-    wrapped in DistributedDataParallel (whose backward all-reduces the gradients)."""
-
-    def __init__(self, comm, model: LinearModel, n: int, offset: int) -> None:
-        self.comm, self.n, self.offset = comm, n, offset
-        self.forward = _ddp(model)
-
-    def batches(self, perm: torch.Tensor, B: int, n_local: int, device) -> list[tuple[torch.Tensor, int]]:
-        """Per global batch of ``perm``: this rank's rows of it (local indices) and its size."""
-        mine = torch.nonzero((perm >= self.offset) & (perm < self.offset + n_local)).squeeze(1)
-        local = (perm[mine] - self.offset).to(device)
-        edges = torch.searchsorted(mine, torch.arange(0, self.n + B, B).clamp(max=self.n)).tolist()
-        return [(local[edges[k] : edges[k + 1]], min(B, self.n - start)) for k, start in enumerate(range(0, self.n, B))]
+    cfg, model, opt, gen, n = d.cfg, d.model, d.opt, d.gen, batches.n
+    result = GDResult(model, lr=d.lr, batch_size=d.batch_size)
+    best = math.inf
+    best_state = None
+    since_best = 0
+    start = 1
+    saved = checkpoint.restore(comm) if checkpoint is not None else None
+    if saved is not None:
+        tensors, state = saved
+        tensor = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
+        model.load_state_dict({k[6:]: v for k, v in tensor.items() if k.startswith("model.")})
+        opt.load_state_tensors({k[4:]: v for k, v in tensor.items() if k.startswith("opt.")})
+        gen.set_state(tensor["generator"].to(torch.uint8))
+        if any(k.startswith("best.") for k in tensor):
+            best_state = {k[5:]: v.to(model.weight.device) for k, v in tensor.items() if k.startswith("best.")}
+        result.history[:] = state["history"]
+        best = math.inf if state["best"] is None else state["best"]
+        since_best, result.best_epoch, start = state["since_best"], state["best_epoch"], state["epoch"] + 1
+        result.resumed_from = state["epoch"]
+        if state.get("stopped_early"):
+            start = cfg.epochs + 1
+            result.stopped_early = True
+    for epoch in range(start, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        sse = run_epoch(d, batches.epoch(d, epoch), (epoch - 1) * d.steps_per_epoch, comm)
+        train_loss = float((sse / n * d.y_var).mean()) + _penalty(model, cfg.l2, d.pen, d.y_var)
+        elapsed = time.perf_counter() - t0
+        record = {
+            "epoch": epoch,
+            "loss": train_loss,
+            "lr": d.schedule(epoch * d.steps_per_epoch - 1),
+            "seconds": elapsed,
+            "rows_per_s": n / elapsed if elapsed > 0 else math.inf,
+        }
+        if val is not None:
+            record["val_loss"] = val_loss(d, val(), comm)
+        result.history.append(record)
+        if not math.isfinite(train_loss) or train_loss > DIVERGENCE_FACTOR * min(best_train(result.history[:-1]), 1e300):
+            raise DivergenceError(
+                f"training diverged at epoch {epoch}: loss {train_loss:.4g}; use a smaller {{lr}} (now {d.lr:.3g})"
+                + ("" if cfg.standardize else " or drop {standardize=}"),
+                lr=d.lr,
+                standardize=cfg.standardize,
+            )
+        if on_epoch is not None:
+            on_epoch(record)
+        watched = record.get("val_loss", train_loss)
+        if watched < best:
+            best, since_best, result.best_epoch = watched, 0, epoch
+            if cfg.early_stopping:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+            if cfg.early_stopping and since_best >= cfg.early_stopping:
+                result.stopped_early = True
+        if checkpoint is not None and comm.lead and checkpoint.due(epoch, last=epoch == cfg.epochs or result.stopped_early):
+            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+            tensors.update({f"opt.{k}": v for k, v in opt.state_tensors().items()})
+            tensors["generator"] = gen.get_state()
+            tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
+            state = {"epoch": epoch, "history": result.history, "best": best, "since_best": since_best}
+            checkpoint.save(tensors, {**state, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early})
+        if result.stopped_early:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)  # keep the best weights, not the last
+    elif not cfg.early_stopping:
+        result.best_epoch = len(result.history)
+    return result
 
 
 def _ddp(model: LinearModel):
@@ -518,345 +760,19 @@ class _Standardized(torch.nn.Module):
         return self.model.forward_standardized(xs)
 
 
-def _epochs(
-    result: GDResult,
-    cfg: TrainConfig,
-    n: int,
-    train_epoch,
-    val_loss,
-    schedule,
-    steps_per_epoch,
-    pen,
-    y_var,
-    on_epoch,
-    *,
-    opt: Optimizer,
-    gen: torch.Generator,
-    checkpoint=None,
-    comm=None,
-):
-    """The epoch loop shared by in-memory and streaming descent: history, divergence, early
-    stopping, and checkpoints (saved after an epoch, restored before the next). Distributed,
-    ``train_epoch`` returns the SSE of all ranks, so every rank takes the same decisions; rank 0
-    alone writes checkpoints, and sends the one it resumes from to the others."""
-    model, lr = result.model, result.lr
-    best = math.inf
-    best_state = None
-    since_best = 0
-    start = 1
-    saved = checkpoint.restore(comm) if checkpoint is not None else None
-    if saved is not None:
-        tensors, state = saved
-        tensor = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
-        model.load_state_dict({k[6:]: v for k, v in tensor.items() if k.startswith("model.")})
-        opt.load_state_tensors({k[4:]: v for k, v in tensor.items() if k.startswith("opt.")})
-        gen.set_state(tensor["generator"].to(torch.uint8))
-        if any(k.startswith("best.") for k in tensor):
-            best_state = {k[5:]: v.to(model.weight.device) for k, v in tensor.items() if k.startswith("best.")}
-        result.history[:] = state["history"]
-        best = math.inf if state["best"] is None else state["best"]
-        since_best, result.best_epoch, start = state["since_best"], state["best_epoch"], state["epoch"] + 1
-        result.resumed_from = state["epoch"]
-        if state.get("stopped_early"):
-            start = cfg.epochs + 1
-            result.stopped_early = True
-    for epoch in range(start, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        sse = train_epoch(epoch)
-        train_loss = float((sse / n * y_var).mean()) + _penalty(model, cfg.l2, pen, y_var)
-        elapsed = time.perf_counter() - t0
-        record = {
-            "epoch": epoch,
-            "loss": train_loss,
-            "lr": schedule(epoch * steps_per_epoch - 1),
-            "seconds": elapsed,
-            "rows_per_s": n / elapsed if elapsed > 0 else math.inf,
-        }
-        if val_loss is not None:
-            record["val_loss"] = val_loss()
-        result.history.append(record)
-        if not math.isfinite(train_loss) or train_loss > DIVERGENCE_FACTOR * min(best_train(result.history[:-1]), 1e300):
-            raise DivergenceError(
-                f"training diverged at epoch {epoch}: loss {train_loss:.4g}; use a smaller {{lr}} (now {lr:.3g})"
-                + ("" if cfg.standardize else " or drop {standardize=}"),
-                lr=lr,
-                standardize=cfg.standardize,
-            )
-        if on_epoch is not None:
-            on_epoch(record)
-        watched = record.get("val_loss", train_loss)
-        if watched < best:
-            best, since_best, result.best_epoch = watched, 0, epoch
-            if cfg.early_stopping:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            since_best += 1
-            if cfg.early_stopping and since_best >= cfg.early_stopping:
-                result.stopped_early = True
-        writer = comm is None or comm.rank == 0
-        if checkpoint is not None and writer and checkpoint.due(epoch, last=epoch == cfg.epochs or result.stopped_early):
-            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-            tensors.update({f"opt.{k}": v for k, v in opt.state_tensors().items()})
-            tensors["generator"] = gen.get_state()
-            tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
-            state = {"epoch": epoch, "history": result.history, "best": best, "since_best": since_best}
-            checkpoint.save(tensors, {**state, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early})
-        if result.stopped_early:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)  # keep the best weights, not the last
-    elif not cfg.early_stopping:
-        result.best_epoch = len(result.history)
-    return result
-
-
-def fit_gd_stream(
-    chunks: Callable[[int], Iterator[tuple]],
-    n: int,
-    cfg: TrainConfig,
-    *,
-    moments: tuple[np.ndarray, ...],
-    gram_max_eig: float,
-    row_norm_max: float,
-    sum_w: float,
-    precondition: np.ndarray | None = None,
-    val_chunks: Callable[[], Iterator[tuple]] | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
-    shuffle_buffer: int = 1 << 18,
-    checkpoint=None,
-    comm=None,
-    counts: list[int] | None = None,
-) -> GDResult:
-    """Minibatch gradient descent over chunks that need not fit in memory.
-
-    Each epoch reads the chunks in the order ``chunks(epoch)`` gives (a fresh random order of
-    files/row groups), standardizes them, and shuffles rows inside a buffer of ``shuffle_buffer``
-    rows before cutting batches; leftover rows carry over, so an epoch takes ceil(n / B) steps,
-    as in memory. The moments and curvature come from the exact solver's factor (one pass done
-    already), so no extra pass is needed before the first step.
-
-    Parameters
-    ----------
-    chunks : callable
-        ``chunks(epoch)`` returns an iterator of ``(X, Y, w)``: X (m, n_features), Y (m, n_targets),
-        w (m,) or None.
-    n : int
-        Training rows in all chunks.
-    cfg : TrainConfig
-    moments : tuple of ndarray
-        ``(x_mean, x_std, y_mean, y_std)``.
-    gram_max_eig : float
-        Largest eigenvalue of the standardized weighted Gram (intercept column included).
-    row_norm_max : float
-        An upper bound of max wᵢ‖uᵢ‖² over standardized rows uᵢ = [1, (xᵢ − mean)/std], weights
-        normalized to mean 1.
-    sum_w : float
-        Σ w over the training rows (n without weights).
-    precondition : ndarray of shape (n_features, n_features), optional
-        P that whitens the standardized features, as for :func:`fit_gd`; ``gram_max_eig`` and
-        ``row_norm_max`` must then describe the whitened rows.
-    val_chunks : callable, optional
-        Returns an iterator of validation ``(X, Y, w)`` chunks.
-    on_epoch : callable, optional
-    shuffle_buffer : int
-        Rows shuffled together.
-    checkpoint : gradreg.checkpoint.Checkpoint, optional
-        Save the training state every few epochs; resume from it when asked.
-    comm : gradreg.distributed.Comm, optional
-        The chunks are this rank's share. Every rank takes the same ceil(n / B) steps an epoch,
-        each with its proportional part of the batch (the parts sum to the global batch), shuffled
-        in its own buffer; gradients are all-reduced by DistributedDataParallel.
-    counts : list of int, optional
-        Training rows on each rank (with ``comm``).
-
-    Returns
-    -------
-    GDResult
-    """
-    device = resolve_device(cfg.device)
-    dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
-    x_center, x_std, y_center, y_std = moments
-    p, q = len(x_center), len(y_center)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model, (xm, xs, ym, ys) = _new_model(p, q, cfg, moments, dtype, device, gen)
-    P = precondition if (cfg.standardize and cfg.l2 == 0 and precondition is not None) else None
-    if P is not None:
-        model.precondition(P)
-    pen = torch.as_tensor(x_std / xs, dtype=dtype, device=device)
-    y_var = torch.as_tensor(ys**2, dtype=torch.float64, device=device)
-    w_mean = sum_w / n
-    B = min(cfg.batch_size or auto_batch_size(n), n)
-    if cfg.lr is not None:
-        lr = cfg.lr
-    elif cfg.optimizer == "adam":
-        lr = 1e-2
-    elif not cfg.standardize:
-        raise ConfigError("{standardize=} on streamed data needs an explicit {lr}", standardize=False, lr=None)
-    else:
-        lam = gram_max_eig + (cfg.l2 * float((pen.double() ** 2).max()) if cfg.l2 > 0 else 0.0)
-        lr = lr_from_curvature(lam, row_norm_max, n, B, q, cfg.optimizer)
-    params = [model.weight] + ([model.bias] if cfg.fit_intercept else [])
-    opt = Optimizer(cfg.optimizer, params, lr)
-    steps_per_epoch = math.ceil(n / B)
-    total_steps = cfg.epochs * steps_per_epoch
-    schedule = (lambda step: cosine_lr(lr, step, total_steps)) if cfg.lr_schedule == "cosine" else (lambda step: lr)
-
-    def prepared(X, Y, w):
-        return (
-            _standardized(X, xm, xs, dtype, device, P),
-            _standardized(Y, ym, ys, dtype, device),
-            None if w is None else torch.as_tensor(w / w_mean, dtype=dtype, device=device),
-        )
-
-    # Rows this process takes at each step of an epoch (B, and a partial last batch), and the
-    # global batch sizes. Distributed: each rank's share of every step, in proportion to its rows.
-    if comm is None:
-        sizes = [min(B, n - k * B) for k in range(steps_per_epoch)]
-        totals = sizes
-        forward, world = None, 1
-    else:
-        shares = [[c // steps_per_epoch + (1 if k < c % steps_per_epoch else 0) for k in range(steps_per_epoch)] for c in counts]
-        sizes = shares[comm.rank]
-        totals = [sum(col) for col in zip(*shares)]
-        forward, world = _ddp(model), comm.world
-
-    def train_epoch(epoch: int) -> torch.Tensor:
-        sse = torch.zeros(q, dtype=torch.float64, device=device)
-        first = (epoch - 1) * steps_per_epoch
-        k = 0  # steps taken this epoch
-        held: list[tuple] = []
-        rows = 0
-        # One process: the run's generator (its state is checkpointed). Ranks: their own stream
-        # of draws per epoch, from the seed, so a resumed epoch shuffles as the first try did.
-        shuffle = gen if comm is None else torch.Generator().manual_seed(cfg.seed * 1_000_003 + comm.rank * 7919 + epoch)
-
-        def drain(final: bool) -> None:
-            nonlocal held, rows, k, sse
-            if held:
-                Xs = torch.cat([h[0] for h in held])
-                Ys = torch.cat([h[1] for h in held])
-                ws = None if held[0][2] is None else torch.cat([h[2] for h in held])
-            else:  # a rank with no rows left still takes its (empty) part of every step
-                Xs = torch.empty(0, p, dtype=dtype, device=device)
-                Ys = torch.empty(0, q, dtype=dtype, device=device)
-                ws = None
-            perm = torch.randperm(len(Xs), generator=shuffle).to(device)
-            start = 0
-            while k < steps_per_epoch and (final or start + sizes[k] <= len(Xs)):
-                idx = perm[start : start + sizes[k]]
-                start += sizes[k]
-                wb = None if ws is None else ws[idx]
-                denom = None if comm is None else totals[k] * q / world
-                sse += train_step(model, opt, schedule(first + k), Xs[idx], Ys[idx], wb, cfg.l2, pen, forward, denom)
-                k += 1
-            rest = perm[start:]
-            held = [(Xs[rest], Ys[rest], None if ws is None else ws[rest])] if len(rest) else []
-            rows = len(rest)
-
-        for X, Y, w in chunks(epoch):
-            if len(X) == 0:
-                continue
-            held.append(prepared(X, Y, w))
-            rows += len(X)
-            if rows >= max(shuffle_buffer, B):
-                drain(final=False)
-        if rows or (comm is not None and k < steps_per_epoch):
-            drain(final=True)
-        if comm is not None:
-            sse = torch.as_tensor(comm.sum(sse.cpu().numpy()), device=device)
-        return sse
-
-    def val_loss() -> float:
-        total = torch.zeros(q, dtype=torch.float64, device=device)
-        sw = 0.0
-        with torch.no_grad():
-            for X, Y, w in val_chunks():
-                if len(X) == 0:
-                    continue
-                Xs, Ys, _ = prepared(X, Y, None)
-                err = (model.forward_standardized(Xs) - Ys).double()
-                wt = torch.ones(len(X), dtype=torch.float64, device=device) if w is None else torch.as_tensor(w, device=device)
-                total += (wt[:, None] * err * err).sum(dim=0)
-                sw += float(wt.sum())
-        if comm is not None:
-            both = comm.sum(np.concatenate([total.cpu().numpy(), [sw]]))
-            total, sw = torch.as_tensor(both[:-1], device=device), float(both[-1])
-        return float((total / sw * y_var).mean()) if sw > 0 else math.nan
-
-    result = GDResult(model, lr=lr, batch_size=B)
-    val = val_loss if val_chunks is not None else None
-    return _epochs(
-        result,
-        cfg,
-        n,
-        train_epoch,
-        val,
-        schedule,
-        steps_per_epoch,
-        pen,
-        y_var,
-        on_epoch,
-        opt=opt,
-        gen=gen,
-        checkpoint=checkpoint,
-        comm=comm,
-    )
-
-
 def best_train(history: list[dict]) -> float:
     return min((h["loss"] for h in history), default=math.inf)
 
 
-def run_epoch(model, opt, schedule, first_step, Xs, Ys, wn, B, gen, l2, pen, shard: _Shard | None = None) -> torch.Tensor:
-    """One pass over a fresh permutation; returns per-target (weighted) SSE in model units (of
-    all ranks' rows, with ``shard``)."""
-    if shard is not None:
-        return _run_epoch_shard(model, opt, schedule, first_step, Xs, Ys, wn, B, gen, l2, pen, shard)
-    n = Xs.shape[0]
-    perm = torch.randperm(n, generator=gen).to(Xs.device)
-    sse = torch.zeros(Ys.shape[1], dtype=torch.float64, device=Xs.device)
-    # Gather each batch into the same buffers: index_select with out= is several times faster
-    # than fancy indexing, which allocates a fresh tensor per batch.
-    xbuf = torch.empty((min(B, n), Xs.shape[1]), dtype=Xs.dtype, device=Xs.device)
-    ybuf = torch.empty((min(B, n), Ys.shape[1]), dtype=Ys.dtype, device=Ys.device)
-    for k, start in enumerate(range(0, n, B)):
-        idx = perm[start : start + B]
-        m = len(idx)
-        xb = torch.index_select(Xs, 0, idx, out=xbuf[:m])
-        yb = torch.index_select(Ys, 0, idx, out=ybuf[:m])
-        sse += train_step(model, opt, schedule(first_step + k), xb, yb, None if wn is None else wn[idx], l2, pen)
-    return sse
-
-
-def _run_epoch_shard(model, opt, schedule, first_step, Xs, Ys, wn, B, gen, l2, pen, shard: _Shard) -> torch.Tensor:
-    """:func:`run_epoch` on one rank: the same permutation of all rows on every rank; each trains
-    on its rows of every batch, and DDP sums the gradients, so each step is the single-process one."""
-    perm = torch.randperm(shard.n, generator=gen)  # the same draws as a single process makes
-    q = Ys.shape[1]
-    sse = torch.zeros(q, dtype=torch.float64, device=Xs.device)
-    world = shard.comm.world
-    batches = shard.batches(perm, B, Xs.shape[0], Xs.device)
-    most = max(len(idx) for idx, _ in batches)
-    xbuf = torch.empty((most, Xs.shape[1]), dtype=Xs.dtype, device=Xs.device)  # reused, as in run_epoch
-    ybuf = torch.empty((most, q), dtype=Ys.dtype, device=Ys.device)
-    for k, (idx, m) in enumerate(batches):
-        xb = torch.index_select(Xs, 0, idx, out=xbuf[: len(idx)])
-        yb = torch.index_select(Ys, 0, idx, out=ybuf[: len(idx)])
-        # DDP averages gradients over ranks: scale so that the average is the global batch mean.
-        denom = m * q / world
-        wb = None if wn is None else wn[idx]
-        sse += train_step(model, opt, schedule(first_step + k), xb, yb, wb, l2, pen, shard.forward, denom)
-    return torch.as_tensor(shard.comm.sum(sse.cpu().numpy()), device=Xs.device)
-
-
-def train_step(model, opt, lr, xb, yb, wb, l2, pen, forward=None, denom: float | None = None) -> torch.Tensor:
+def train_step(model, opt, lr, xb, yb, wb, l2, pen, forward, denom: float | None = None) -> torch.Tensor:
     """Forward, MSE (+ ridge), backward, step. Returns the batch's per-target SSE (detached).
 
-    Distributed, ``forward`` is the DDP-wrapped model and ``denom`` the divisor of this rank's
-    squared errors that makes the all-reduced gradient the global batch's.
+    ``forward`` is the model's standardized forward (DDP-wrapped on several ranks), and ``denom``
+    the divisor of this rank's squared errors that makes the all-reduced gradient the global
+    batch's (None: the batch's mean).
     """
     opt.zero_grad()
-    err = (forward or model.forward_standardized)(xb) - yb
+    err = forward(xb) - yb
     sq = err * err if wb is None else err * err * wb[:, None]
     loss = sq.mean() if denom is None else sq.sum() / denom
     if l2 > 0:
@@ -874,22 +790,9 @@ def _penalty(model, l2, pen, y_var) -> float:
     return float(l2 * per_target.mean())
 
 
-@torch.no_grad()
-def evaluate_loss(model, Xs, Ys, wn, y_var, comm=None, n: int | None = None) -> float:
-    """Mean over targets of the (weighted) MSE in original units on standardized data (over all
-    ranks' ``n`` rows, with ``comm``)."""
-    err = model.forward_standardized(Xs) - Ys
-    sq = err.double() ** 2
-    if wn is not None:
-        sq = sq * wn.double()[:, None]
-    if comm is None:
-        return float((sq.mean(dim=0) * y_var).mean())
-    total = torch.as_tensor(comm.sum(sq.sum(dim=0).cpu().numpy()), device=y_var.device)
-    return float((total / n * y_var).mean())
-
-
 class IncrementalGD:
-    """Gradient descent fed one batch of rows at a time (``LinearRegressor.partial_fit``).
+    """Gradient descent fed one batch of rows at a time (``LinearRegressor.partial_fit``): the
+    set-up and epoch loop of every other path, one epoch per call.
 
     The first batch fixes the standardization, the batch size and (unless given) the learning
     rate; every call then makes one shuffled pass over its rows with a constant learning rate,
@@ -905,23 +808,28 @@ class IncrementalGD:
     """
 
     def __init__(self, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None, cfg: TrainConfig) -> None:
-        self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        self.dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
-        n, p = X.shape
-        q = Y.shape[1]
-        self.gen = torch.Generator().manual_seed(cfg.seed)
         moments = weighted_moments(X, sample_weight, cfg.fit_intercept) + weighted_moments(Y, sample_weight, cfg.fit_intercept)
-        x_std = moments[1]
-        self.model, (self.xm, self.xs, self.ym, self.ys) = _new_model(p, q, cfg, moments, self.dtype, self.device, self.gen)
-        self.pen = torch.as_tensor(x_std / self.xs, dtype=self.dtype, device=self.device)
-        self.y_var = torch.as_tensor(self.ys**2, dtype=torch.float64, device=self.device)
-        self.B = min(cfg.batch_size or auto_batch_size(n), n)
-        Xs, _, wn = self._prepared(X, Y, sample_weight)
-        self.lr = cfg.lr or auto_lr(Xs, wn, self.B, q, cfg.l2, self.pen, cfg.fit_intercept, cfg.optimizer)
-        params = [self.model.weight] + ([self.model.bias] if cfg.fit_intercept else [])
-        self.opt = Optimizer(cfg.optimizer, params, self.lr)
+        self.d = setup(X.shape[1], Y.shape[1], len(X), cfg, moments)
+        first = Resident(*self._prepared(X, Y, sample_weight))
+        self.d.start(lambda: first.curvature_lr(self.d, None), constant=True)
         self.history: list[dict] = []
+
+    @property
+    def model(self) -> LinearModel:
+        return self.d.model
+
+    @property
+    def lr(self) -> float:
+        return self.d.lr
+
+    @property
+    def batch_size(self) -> int:
+        return self.d.batch_size
+
+    @property
+    def moments(self) -> tuple:
+        """(x_mean, x_scale, y_mean, y_scale) of the model."""
+        return self.d.moments
 
     @classmethod
     def resume(cls, fitted, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None, cfg: TrainConfig) -> IncrementalGD:
@@ -940,25 +848,23 @@ class IncrementalGD:
         IncrementalGD
         """
         inc = cls(X, Y, sample_weight, cfg)
-        inc.xm, inc.xs, inc.ym, inc.ys = fitted.x_mean, fitted.x_scale, fitted.y_mean, fitted.y_scale
+        d = inc.d
+        d.moments = (fitted.x_mean, fitted.x_scale, fitted.y_mean, fitted.y_scale)
         W = fitted.coef * fitted.x_scale[None, :] / fitted.y_scale[:, None]
         b = (fitted.intercept + fitted.coef @ fitted.x_mean - fitted.y_mean) / fitted.y_scale
-        m = inc.model
+        m = d.model
         with torch.no_grad():
-            for buf, val in ((m.x_mean, inc.xm), (m.x_scale, inc.xs), (m.y_mean, inc.ym), (m.y_scale, inc.ys), (m.weight, W)):
+            for buf, val in zip((m.x_mean, m.x_scale, m.y_mean, m.y_scale, m.weight), (*d.moments, W)):
                 buf.copy_(torch.as_tensor(val))
             if cfg.fit_intercept:
                 m.bias.copy_(torch.as_tensor(b))
-        inc.lr = cfg.lr or fitted.info.get("lr") or inc.lr
-        inc.opt.base_lr = inc.lr
+        lr = fitted.info.get("lr") or d.lr
+        d.start(lambda: lr, constant=True)
         inc.history = list(fitted.history)
         return inc
 
     def _prepared(self, X, Y, w):
-        Xs = _standardized(X, self.xm, self.xs, self.dtype, self.device)
-        Ys = _standardized(Y, self.ym, self.ys, self.dtype, self.device)
-        wn = None if w is None else torch.as_tensor(w / w.mean(), dtype=self.dtype, device=self.device)
-        return Xs, Ys, wn
+        return self.d.prepare(X, Y, w, w.mean() if w is not None else 1.0)
 
     def step(self, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None) -> dict:
         """One shuffled pass over a batch of rows.
@@ -976,16 +882,16 @@ class IncrementalGD:
             units), ``lr``, ``seconds``, ``rows_per_s``.
         """
         t0 = time.perf_counter()
-        Xs, Ys, wn = self._prepared(X, Y, sample_weight)
-        sse = run_epoch(self.model, self.opt, lambda step: self.lr, 0, Xs, Ys, wn, self.B, self.gen, self.cfg.l2, self.pen)
-        loss = float((sse / len(X) * self.y_var).mean()) + _penalty(self.model, self.cfg.l2, self.pen, self.y_var)
+        d = self.d
+        sse = run_epoch(d, Resident(*self._prepared(X, Y, sample_weight)).epoch(d, 0), 0)
+        loss = float((sse / len(X) * d.y_var).mean()) + _penalty(d.model, d.cfg.l2, d.pen, d.y_var)
         if not math.isfinite(loss):
-            raise DivergenceError(f"partial_fit diverged: loss {loss:.4g}; use a smaller lr (now {self.lr:.3g})")
+            raise DivergenceError(f"partial_fit diverged: loss {loss:.4g}; use a smaller lr (now {d.lr:.3g})")
         elapsed = time.perf_counter() - t0
         record = {
             "epoch": len(self.history) + 1,
             "loss": loss,
-            "lr": self.lr,
+            "lr": d.lr,
             "seconds": elapsed,
             "rows_per_s": len(X) / max(elapsed, 1e-12),
         }
