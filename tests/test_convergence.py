@@ -149,3 +149,68 @@ def test_warnings_point_at_the_callers_line(crops_xy):
         LinearRegressor(epochs=1, lr=1e-5).fit(X, Y)  # the line Python should show
     (w,) = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert w.filename == __file__
+
+
+def _easy(n=20_000, p=8, seed=3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p)) * np.logspace(-1, 2, p) + 5
+    y = X @ rng.normal(size=p) + rng.normal(size=n)
+    return X, y
+
+
+def test_default_tol_stops_once_within_it_of_the_optimum_and_says_so():
+    X, y = _easy()
+    est = LinearRegressor(epochs=50).fit(X, y)
+    optimum = reference_mse(X, y, True)  # numpy lstsq, independent of gradreg
+    assert est.n_iter_ < 50 and est.stopped_early_
+    assert est.model_.info["stopped_by"] == "tol"
+    assert est.stop_reason_.startswith(f"converged at epoch {est.n_iter_} of 50: the training loss is within tol=0.001")
+    # the stopping epoch's loss (an upper bound of the final one) is within tol of the optimum
+    assert est.history_[-1]["loss"] <= 1.001 * optimum * (1 + 1e-9)
+    assert all(h["loss"] > 1.001 * optimum for h in est.history_[:-1])  # and no earlier one was
+    mse = float(((y - est.predict(X)) ** 2).mean())
+    assert mse <= 1.001 * optimum
+    assert est.model_.info["converged"] is True
+
+
+@pytest.mark.parametrize("tol", [0, None])
+def test_tol_zero_or_none_runs_every_epoch(tol):
+    X, y = _easy(n=2_000)
+    est = LinearRegressor(epochs=7, tol=tol).fit(X, y)
+    assert est.n_iter_ == 7 and not est.stopped_early_ and est.stop_reason_ is None
+
+
+def test_tol_stops_streamed_descent_too(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gradreg.stream import Stream, StreamingDataset
+
+    X, y = _easy(n=30_000, p=4)
+    cols = {f"x{j}": X[:, j] for j in range(X.shape[1])} | {"y": y}
+    pq.write_table(pa.table(cols), tmp_path / "d.parquet", row_group_size=5_000)
+    sds = StreamingDataset(Stream(str(tmp_path / "d.parquet"), chunk_rows=4_096), ["y"])
+    m = train(sds, TrainConfig(epochs=40))
+    assert m.info["streamed"] and m.info["stopped_by"] == "tol" and m.info["epochs_run"] < 40
+    assert m.history[-1]["loss"] <= 1.001 * reference_mse(X, y, True) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("bad", [-1e-3, float("nan"), "small"])
+def test_tol_must_be_a_number_at_least_zero(bad):
+    from gradreg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^tol must be a number >= 0 \(0 runs every epoch\); got tol="):
+        TrainConfig(tol=bad).validate()
+
+
+def test_cli_tol_flag_and_its_stop_line(cli, tmp_path):
+    X, y = _easy(n=5_000, p=3)
+    path = tmp_path / "d.csv"
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", header="a,b,c,y", comments="")
+    r = cli("train", str(path), "--target", "y", "-o", str(tmp_path / "m.safetensors"), "--epochs", "40")
+    assert r.code == 0, r.err
+    assert "converged at epoch" in r.err + r.out
+    r = cli("train", str(path), "--target", "y", "-o", str(tmp_path / "n.safetensors"), "--epochs", "3", "--tol", "0")
+    assert r.code == 0 and "converged at epoch" not in r.err + r.out
+    r = cli("train", str(path), "--target", "y", "-o", str(tmp_path / "n.safetensors"), "--tol", "-1")
+    assert r.code == 2 and "--tol" in r.err

@@ -56,6 +56,7 @@ FLAGS = {
     "standardize": "--no-standardize",
     "val_fraction": "--val-fraction",
     "early_stopping": "--early-stopping",
+    "tol": "--tol",
     "seed": "--seed",
     "device": "--device",
     "dtype": "--dtype",
@@ -255,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="stop after N epochs without a better validation loss (the training loss without --val-fraction); "
         "keep the best epoch's weights and say why it stopped",
+    )
+    t.add_argument(
+        "--tol",
+        type=_nonneg_float,
+        default=D.tol,
+        help="stop once an epoch's training loss is within this fraction of the exact optimum; 0 runs every epoch "
+        "(default: %(default)g)",
     )
     t.add_argument("--seed", type=_nonneg_int, default=D.seed, help="random seed (default: %(default)s)")
     t.add_argument("--device", choices=DEVICES, default=D.device, help="where to compute (default: %(default)s)")
@@ -497,6 +505,7 @@ def _config(args: argparse.Namespace):
         standardize=not args.no_standardize,
         val_fraction=args.val_fraction,
         early_stopping=args.early_stopping,
+        tol=args.tol,
         seed=args.seed,
         device=args.device,
         dtype=args.dtype,

@@ -17,7 +17,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")  # statsmodels' names for the covariance of the estimates
 # What only gradient descent reads: the exact solver ignores these (see TrainConfig.unused).
-GD_ONLY = ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "standardize", "early_stopping", "dtype")
+GD_ONLY = ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "standardize", "early_stopping", "tol", "dtype")
 
 
 @dataclass
@@ -48,6 +48,12 @@ class TrainConfig:
         Fraction of rows held out (seeded) for a validation loss each epoch, in [0, 1).
     early_stopping : int or None
         Stop after this many epochs without improvement and keep the best weights.
+    tol : float or None
+        Stop once an epoch's training objective is within this fraction of the exact optimum
+        (which every fit computes first), as ``SGDRegressor`` stops at its ``tol``; 0 or None
+        runs every epoch. 1e-3 is ten times tighter than the 1% at which a fit is reported as
+        not converged, and the epoch's loss (averaged while the weights still improve) is an
+        upper bound of the final one.
     seed : int
         Seeds every random choice: the same seed gives the same model.
     device : {"auto", "cpu", "cuda"}
@@ -71,6 +77,7 @@ class TrainConfig:
     standardize: bool = True
     val_fraction: float = 0.0
     early_stopping: int | None = None
+    tol: float | None = 1e-3
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
@@ -114,6 +121,8 @@ class TrainConfig:
             raise ConfigError("{val_fraction} must be in [0, 1); got {val_fraction=}", val_fraction=self.val_fraction)
         if self.early_stopping is not None:
             _positive_int("early_stopping", self.early_stopping)
+        if self.tol is not None and not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol >= 0):
+            raise ConfigError("{tol} must be a number >= 0 (0 runs every epoch); got {tol=}", tol=self.tol)
         if not (isinstance(self.conf_level, (int, float)) and 0 < self.conf_level < 1):
             raise ConfigError("{conf_level} must be between 0 and 1; got {conf_level=}", conf_level=self.conf_level)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:

@@ -69,6 +69,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Stop after this many epochs without a better validation loss, and keep the best epoch's
         weights. Without ``val_fraction`` it watches the training loss (as scikit-learn's
         ``SGDRegressor`` does with ``early_stopping=False``); see ``stop_reason_``.
+    tol : float or None, default=1e-3
+        Stop once an epoch's training objective is within this fraction of the exact optimum
+        (computed first, on every fit), as ``SGDRegressor`` stops at its ``tol``; 0 or None runs
+        every epoch. ``stop_reason_`` says when it stopped.
     seed : int, default=0
         Seeds the split, the initial weights and the batch order: same seed, same model.
     device : {"auto", "cpu", "cuda"}, default="auto"
@@ -94,7 +98,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     n_iter_ : int
         Epochs run (0 for the exact solver).
     stopped_early_ : bool
-        Whether ``early_stopping`` ended gradient descent before its last epoch.
+        Whether ``early_stopping`` or ``tol`` ended gradient descent before its last epoch.
     best_epoch_ : int
         The epoch whose weights were kept: the best one with early stopping, else the last
         (0 for the exact solver).
@@ -124,6 +128,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         standardize: bool = TrainConfig.standardize,
         val_fraction: float = TrainConfig.val_fraction,
         early_stopping: int | None = TrainConfig.early_stopping,
+        tol: float | None = TrainConfig.tol,
         seed: int = TrainConfig.seed,
         device: str = TrainConfig.device,
         dtype: str = TrainConfig.dtype,
@@ -141,6 +146,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.standardize = standardize
         self.val_fraction = val_fraction
         self.early_stopping = early_stopping
+        self.tol = tol
         self.seed = seed
         self.device = device
         self.dtype = dtype

@@ -369,7 +369,8 @@ def stop_reason(config: dict[str, Any], info: dict[str, Any], history: list[dict
     config : dict
         The model's :class:`~gradreg.config.TrainConfig` as a dict (``epochs``, ``early_stopping``).
     info : dict
-        With ``stopped_early``, ``epochs_run`` and ``best_epoch``.
+        With ``stopped_early``, ``stopped_by`` ("tol" or "early_stopping"), ``epochs_run`` and
+        ``best_epoch``.
     history : list of dict
         Per epoch; a ``val_loss`` in it means early stopping watched the validation loss.
 
@@ -379,6 +380,11 @@ def stop_reason(config: dict[str, Any], info: dict[str, Any], history: list[dict
     """
     if not info.get("stopped_early"):
         return None
+    if info.get("stopped_by") == "tol":
+        return (
+            f"converged at epoch {info.get('epochs_run', len(history))} of {config.get('epochs')}: the training loss "
+            f"is within tol={config.get('tol'):g} of the exact optimum, so the remaining epochs were skipped"
+        )
     # the loop watches the validation loss when there is one, else the training loss
     watched = "validation loss" if history and "val_loss" in history[-1] else "training loss (there is no validation split)"
     return (

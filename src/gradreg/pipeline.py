@@ -32,7 +32,7 @@ from ._version import __version__
 from .config import TrainConfig
 from .distributed import SINGLE, Comm
 from .errors import ConfigError, DataError
-from .fitted import CHUNK_ROWS, FittedModel, gap_to_optimum, make_schema, stop_reason
+from .fitted import CHUNK_ROWS, NEAR_ZERO, FittedModel, gap_to_optimum, make_schema, stop_reason
 from .metrics import MetricsAccumulator
 
 __all__ = ["train", "update", "Split", "Fingerprint", "check_magnitudes"]
@@ -277,7 +277,8 @@ def train(
     res = None
     if cfg.solver == "gd":
         ckpt = _checkpoint(checkpoint_dir, checkpoint_every, resume, cfg, sha)
-        res = _descend(split, cfg, factor, seen, counts, shuffle_buffer, on_epoch, ckpt, comm)
+        optimum = (float(opt_sol.objective().mean()), NEAR_ZERO * _mean_square(opt_sol))
+        res = _descend(split, cfg, factor, seen, counts, shuffle_buffer, on_epoch, ckpt, optimum, comm)
 
     def val_metrics(coef, intercept):
         if split.val_chunks is None:
@@ -306,7 +307,9 @@ def train(
     return model
 
 
-def _descend(split: Split, cfg: TrainConfig, factor, seen: _FirstPass, counts: list[int], shuffle_buffer, on_epoch, ckpt, comm):
+def _descend(
+    split: Split, cfg: TrainConfig, factor, seen: _FirstPass, counts: list[int], shuffle_buffer, on_epoch, ckpt, optimum, comm
+):
     """Gradient descent on the split's training rows, set up from the exact factor."""
     from .solvers import gd
 
@@ -339,7 +342,7 @@ def _descend(split: Split, cfg: TrainConfig, factor, seen: _FirstPass, counts: l
         d.start(lambda: batches.curvature_lr(d, lam, row_max))
         val_chunks = split.val_chunks
         val = (lambda: ((*d.prepare(X, Y, None)[:2], w) for X, Y, w in val_chunks())) if val_chunks is not None else None
-    return gd.fit_gd(d, batches, val=val, on_epoch=on_epoch, checkpoint=ckpt, comm=comm)
+    return gd.fit_gd(d, batches, val=val, on_epoch=on_epoch, checkpoint=ckpt, optimum=optimum, comm=comm)
 
 
 def update(model: FittedModel | None, state: Any, X: np.ndarray, Y: np.ndarray, w, feature_names, target_names, cfg: TrainConfig):
@@ -506,6 +509,7 @@ def _finish(
             epochs_run=len(res.history),
             best_epoch=res.best_epoch,
             stopped_early=res.stopped_early,
+            stopped_by=res.stopped_by,
         )
         info["stop_reason"] = stop_reason(cfg.to_dict(), info, history)
         if res.resumed_from is not None:
@@ -604,8 +608,10 @@ def _convergence_message(cfg: TrainConfig, optimum: dict, res, opt_sol, cli: boo
         remedies.append(f"{say('leave out --lr', 'set lr=None')} (now {cfg.lr:g}) for the automatic learning rate")
     if cfg.optimizer == "adam":
         remedies.append(f"use the default optimizer ({say('--optimizer sgd', 'optimizer=' + repr('sgd'))})")
-    if res.stopped_early:
+    if res.stopped_by == "early_stopping":
         remedies.append(f"raise {say('--early-stopping', 'early_stopping')}")
+    if res.stopped_by == "tol":
+        remedies.append(f"lower {say('--tol', 'tol')} (now {cfg.tol:g})")
     if cfg.dtype == "float32" and opt_sol.condition_number > 1e5:
         remedies.append(
             f"use {say('--dtype float64', 'dtype=' + repr('float64'))}: float32 cannot hold this design well "

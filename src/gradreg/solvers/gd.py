@@ -52,6 +52,8 @@ class GDResult:
         Per epoch: ``epoch``, ``loss``, ``val_loss``, ``lr``, ``seconds``, ``rows_per_s``.
     best_epoch : int
     stopped_early : bool
+    stopped_by : {"tol", "early_stopping"} or None
+        Why it stopped before its last epoch.
     lr : float
         The base learning rate used (chosen when ``cfg.lr`` is None).
     batch_size : int
@@ -63,6 +65,7 @@ class GDResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    stopped_by: str | None = None
     lr: float = 0.0
     batch_size: int = 0
     resumed_from: int | None = None
@@ -631,6 +634,7 @@ def fit_gd(
     val: Callable[[], Iterable[tuple]] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     checkpoint=None,
+    optimum: tuple[float, float] | None = None,
     comm: Comm = SINGLE,
 ) -> GDResult:
     """Train by minibatch gradient descent: the epoch loop of every path, with history,
@@ -654,6 +658,10 @@ def fit_gd(
         Called with each epoch's history record.
     checkpoint : gradreg.checkpoint.Checkpoint, optional
         Save the training state every few epochs; resume from it when asked.
+    optimum : (float, float), optional
+        The exact optimum of the training objective and the absolute slack below which an optimum
+        counts as 0 (an exact fit): with ``cfg.tol``, training stops after the first epoch whose
+        loss is within ``tol`` of it (within the slack for an exact fit).
     comm : gradreg.distributed.Comm
 
     Returns
@@ -686,7 +694,7 @@ def fit_gd(
         result.resumed_from = state["epoch"]
         if state.get("stopped_early"):
             start = cfg.epochs + 1
-            result.stopped_early = True
+            result.stopped_early, result.stopped_by = True, state.get("stopped_by", "early_stopping")
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         sse = run_epoch(d, batches.epoch(d, epoch), (epoch - 1) * d.steps_per_epoch, comm)
@@ -719,14 +727,19 @@ def fit_gd(
         else:
             since_best += 1
             if cfg.early_stopping and since_best >= cfg.early_stopping:
-                result.stopped_early = True
+                result.stopped_early, result.stopped_by = True, "early_stopping"
+        if optimum is not None and cfg.tol and epoch < cfg.epochs and not result.stopped_early:
+            best_loss, slack = optimum
+            if train_loss <= best_loss + (cfg.tol * best_loss if best_loss > slack else 0.0) + slack:
+                result.stopped_early, result.stopped_by = True, "tol"
         if checkpoint is not None and comm.lead and checkpoint.due(epoch, last=epoch == cfg.epochs or result.stopped_early):
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
             tensors.update({f"opt.{k}": v for k, v in opt.state_tensors().items()})
             tensors["generator"] = gen.get_state()
             tensors.update({f"best.{k}": v for k, v in (best_state or {}).items()})
             state = {"epoch": epoch, "history": result.history, "best": best, "since_best": since_best}
-            checkpoint.save(tensors, {**state, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early})
+            stop = {"best_epoch": result.best_epoch, "stopped_early": result.stopped_early, "stopped_by": result.stopped_by}
+            checkpoint.save(tensors, {**state, **stop})
         if result.stopped_early:
             break
     if best_state is not None:
