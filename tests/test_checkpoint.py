@@ -29,7 +29,22 @@ def data(tmp_path_factory):
 
 
 def _train(data, out, *extra):
-    base = ["train", data, "--target", "y", "--batch-size", "16", "--epochs", "12", "--val-fraction", "0.1", "--seed", "3"]
+    base = [
+        "train",
+        data,
+        "--target",
+        "y",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "12",
+        "--tol",
+        "0",
+        "--val-fraction",
+        "0.1",
+        "--seed",
+        "3",
+    ]
     return [sys.executable, "-m", "gradreg", *map(str, base), "-q", "-o", str(out), *map(str, extra)]
 
 
@@ -90,7 +105,21 @@ def test_streamed_sigkill_then_resume_is_bit_identical(tmp_path):
     cols = {f"x{j}": X[:, j] for j in range(4)} | {"y": X @ [1.0, -2.0, 0.5, 3.0] + rng.normal(size=30_000)}
     src = tmp_path / "d.parquet"
     pq.write_table(pa.table(cols), src, row_group_size=4_000)
-    base = ["train", str(src), "--target", "y", "--stream", "--epochs", "10", "--batch-size", "16", "--shuffle-buffer", "10000"]
+    base = [
+        "train",
+        str(src),
+        "--target",
+        "y",
+        "--stream",
+        "--epochs",
+        "10",
+        "--tol",
+        "0",
+        "--batch-size",
+        "16",
+        "--shuffle-buffer",
+        "10000",
+    ]
     base += ["--val-fraction", "0.1", "--seed", "5", "-q"]
 
     def cmd(out, *extra):

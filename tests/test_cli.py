@@ -24,7 +24,7 @@ def trained(cli, tmp_path):
 
 def test_train_prints_gap_tables_and_writes(cli, tmp_path):
     path = tmp_path / "m.safetensors"
-    r = cli("train", "crops", "--target", "mangoes,oranges", "--batch-size", "3", "-o", path)
+    r = cli("train", "crops", "--target", "mangoes,oranges", "--batch-size", "3", "--tol", "0", "-o", path)
     assert r.code == 0
     assert "epoch 50/50  loss " in r.out
     line = next(ln for ln in r.out.splitlines() if ln.startswith("train MSE"))
@@ -321,7 +321,7 @@ COLOR = re.compile(r"\x1b\[[0-9;]*(?:3[0-9]|9[0-7]|38;[25];[0-9;]+)m")  # an SGR
 
 def test_progress_bar_on_a_terminal(tmp_path):
     """On a TTY training shows a live bar: epoch, loss, validation loss, rows/s and the ETA."""
-    args = ["train", *MANGOES, "--epochs", "3", "--val-fraction", "0.2", "-o", tmp_path / "m.safetensors"]
+    args = ["train", *MANGOES, "--epochs", "3", "--tol", "0", "--val-fraction", "0.2", "-o", tmp_path / "m.safetensors"]
     code, screen = _run_in_pty(args)
     assert code == 0
     assert "epoch 3/3" in screen and "loss " in screen and "val " in screen and "rows/s" in screen

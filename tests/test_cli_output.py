@@ -56,6 +56,8 @@ def test_train_whose_reader_leaves_still_writes_the_model(tmp_path, extra):
         "mangoes",
         "--epochs",
         "150",
+        "--tol",
+        "0",
         "--batch-size",
         "15",
         "--plots",
@@ -73,7 +75,21 @@ def test_train_whose_reader_leaves_still_writes_the_model(tmp_path, extra):
 
 def test_resumed_train_whose_reader_leaves_still_writes_the_model(tmp_path):
     out, ckpt = tmp_path / "m.safetensors", tmp_path / "ckpt"
-    args = [sys.executable, "-m", "gradreg", "train", "crops", "--target", "mangoes", "--epochs", "150", "--batch-size", "15"]
+    args = [
+        sys.executable,
+        "-m",
+        "gradreg",
+        "train",
+        "crops",
+        "--target",
+        "mangoes",
+        "--epochs",
+        "150",
+        "--tol",
+        "0",
+        "--batch-size",
+        "15",
+    ]
     args += ["--checkpoint-dir", str(ckpt), "-o", str(out)]
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env())
     for line in first.stdout:  # the checkpoint of epoch 4 is saved before epoch 5 is printed
@@ -92,7 +108,21 @@ def test_resumed_train_whose_reader_leaves_still_writes_the_model(tmp_path):
 def test_two_ranks_whose_reader_leaves_still_write_the_model(tmp_path):
     out = tmp_path / "m.safetensors"
     code, first, err = _read_one_line_and_leave(
-        "train", "crops", "--target", "mangoes", "--epochs", "40", "--batch-size", "15", "--json", "--nproc", "2", "-o", out
+        "train",
+        "crops",
+        "--target",
+        "mangoes",
+        "--epochs",
+        "40",
+        "--tol",
+        "0",
+        "--batch-size",
+        "15",
+        "--json",
+        "--nproc",
+        "2",
+        "-o",
+        out,
     )
     assert first.startswith('{"event": "epoch", "epoch": 1,')
     assert code == 0, err

@@ -183,12 +183,12 @@ def test_exact_weighted_robust_parquet_matches_single_process(data, tmp_path, wo
 
 
 def test_gradient_descent_two_ranks_follows_the_single_process_loss_curve(data, tmp_path):
-    common = dict(epochs=4, optimizer="momentum", val_fraction=0.2, batch_size=250)
+    common = dict(epochs=4, tol=0, optimizer="momentum", val_fraction=0.2, batch_size=250)
     for dtype, rtol in (("float64", 1e-10), ("float32", 1e-5)):
         out = tmp_path / f"{dtype}.safetensors"
         r = _gradreg(
             "train", str(data / "d.csv"), "--target", "y1,y2", "--features", "x0,x1,x2,x3", "--weight", "w",
-            "--epochs", "4", "--optimizer", "momentum", "--val-fraction", "0.2", "--batch-size", "250",
+            "--epochs", "4", "--tol", "0", "--optimizer", "momentum", "--val-fraction", "0.2", "--batch-size", "250",
             "--dtype", dtype, "--nproc", "2", "-q", "--verbose", "-o", str(out),
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
@@ -288,6 +288,8 @@ LONG_RUN = [
     "x0,x1,x2,x3",
     "--epochs",
     "150",
+    "--tol",
+    "0",
     "--batch-size",
     "100",
     "--dtype",
@@ -334,7 +336,7 @@ def test_killed_rank_fails_the_job_then_resume_finishes_it(small, tmp_path):
     assert r.returncode == 0, r.stderr
     model = FittedModel.load(str(out))
     assert model.info["resumed_from_epoch"] >= 2 and len(model.history) == 150
-    single = _single(small, epochs=150, batch_size=100, dtype="float64", optimizer="momentum", lr_schedule="constant")
+    single = _single(small, epochs=150, tol=0, batch_size=100, dtype="float64", optimizer="momentum", lr_schedule="constant")
     np.testing.assert_allclose([h["loss"] for h in model.history], [h["loss"] for h in single.history], rtol=1e-9)
     np.testing.assert_allclose(model.coef, single.coef, rtol=1e-9)
 
@@ -373,7 +375,7 @@ def test_elastic_restart_resumes_from_the_checkpoint(small, tmp_path):
     assert proc.returncode == 0, err
     model = FittedModel.load(str(out))
     assert model.info["resumed_from_epoch"] >= killed_at and len(model.history) == 150
-    single = _single(small, epochs=150, batch_size=100, dtype="float64", optimizer="momentum", lr_schedule="constant")
+    single = _single(small, epochs=150, tol=0, batch_size=100, dtype="float64", optimizer="momentum", lr_schedule="constant")
     np.testing.assert_allclose(model.coef, single.coef, rtol=1e-9)
 
 

@@ -96,7 +96,7 @@ def _expected_stop(history, patience, watched):
 
 def test_early_stopping_explains_itself_in_the_cli_and_inspect(cli, tmp_path):
     path = tmp_path / "m.safetensors"
-    r = cli("train", "crops", "--target", "mangoes", "--early-stopping", "3", "--json", "-o", path)
+    r = cli("train", "crops", "--target", "mangoes", "--early-stopping", "3", "--tol", "0", "--json", "-o", path)
     summary = json.loads(r.out.strip().splitlines()[-1])
     history = [json.loads(ln) for ln in r.out.strip().splitlines()[:-1]]
     best = _expected_stop(history, 3, "loss")
@@ -105,7 +105,7 @@ def test_early_stopping_explains_itself_in_the_cli_and_inspect(cli, tmp_path):
         f"for 3 epochs (best at epoch {best}; its weights are kept)"
     )
     assert best + 3 < 50 and summary["info"]["stop_reason"] == line and summary["info"]["stopped_early"]
-    r = cli("train", "crops", "--target", "mangoes", "--early-stopping", "3", "-o", path)
+    r = cli("train", "crops", "--target", "mangoes", "--early-stopping", "3", "--tol", "0", "-o", path)
     assert line + "\n" in r.out
     assert r.out.index(f"epoch {best + 3}/50") < r.out.index(line)  # right after the last epoch
     assert line in cli("inspect", path).out
@@ -113,7 +113,21 @@ def test_early_stopping_explains_itself_in_the_cli_and_inspect(cli, tmp_path):
 
 def test_early_stopping_on_the_validation_loss(cli, tmp_path):
     path = tmp_path / "m.safetensors"
-    r = cli("train", "crops", "--target", "mangoes", "--early-stopping", "3", "--val-fraction", "0.2", "--json", "-o", path)
+    r = cli(
+        "train",
+        "crops",
+        "--target",
+        "mangoes",
+        "--early-stopping",
+        "3",
+        "--tol",
+        "0",
+        "--val-fraction",
+        "0.2",
+        "--json",
+        "-o",
+        path,
+    )
     lines = r.out.strip().splitlines()
     best = _expected_stop([json.loads(ln) for ln in lines[:-1]], 3, "val_loss")
     assert json.loads(lines[-1])["info"]["stop_reason"] == (
@@ -124,12 +138,12 @@ def test_early_stopping_on_the_validation_loss(cli, tmp_path):
 
 def test_early_stopping_in_the_python_api():
     X, Y = load("crops", "mangoes").X, load("crops", "mangoes").Y[:, 0]
-    est = LinearRegressor(early_stopping=3).fit(X, Y)
+    est = LinearRegressor(early_stopping=3, tol=0).fit(X, Y)
     best = _expected_stop(est.history_, 3, "loss")
     assert est.stopped_early_ and est.best_epoch_ == best and est.n_iter_ == best + 3
     assert est.stop_reason_.startswith(f"stopped early at epoch {best + 3} of 50: the training loss")
     assert f"Note: {est.stop_reason_}" in str(est.summary())
-    full = LinearRegressor(epochs=5).fit(X, Y)
+    full = LinearRegressor(epochs=5, tol=0).fit(X, Y)
     assert (full.stopped_early_, full.best_epoch_, full.n_iter_, full.stop_reason_) == (False, 5, 5, None)
     assert "Note:" not in str(full.summary())
 

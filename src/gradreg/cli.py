@@ -1247,7 +1247,8 @@ def _demo(args: argparse.Namespace, plotter, t0: float) -> int:
     from .pipeline import train
 
     ds = load("crops", ["mangoes", "oranges"])
-    cfg = TrainConfig(epochs=50, batch_size=3, seed=args.seed, device=args.device).validate()
+    # the tutorial's settings: all 50 epochs, however soon its table is fitted
+    cfg = TrainConfig(epochs=50, batch_size=3, tol=None, seed=args.seed, device=args.device).validate()
     out = _console()
     mode = "json" if args.json else ("tty" if sys.stdout.isatty() else "lines")
     if mode != "json":
