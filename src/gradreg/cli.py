@@ -734,7 +734,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if comm.world == 1:
         return _train(args, comm)
     try:
-        code = _train_ranked(args, comm)
+        code = distributed.run_rank(lambda: _train(args, comm), comm, lambda e: _error_text(e, args), verbose=args.verbose)
     finally:
         comm.close()
     # The work is done and written. Leave now: gloo's and pyarrow's threads torn down by the
@@ -742,45 +742,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def _train_ranked(args: argparse.Namespace, comm) -> int:
-    """``train`` as one rank of a job: errors become one line, and the other ranks hear of them."""
-    from . import distributed
-
-    try:
-        return _train(args, comm)
-    except distributed.RankFailedError as e:  # another rank failed and said why; rank 0 tells the user
-        if (comm.rank == 0 and ONE_TERMINAL not in os.environ) or args.verbose:  # --nproc: it said so here
-            sys.stderr.write(f"Error: {e}\n")
-        return e.exit_code
-    except BaseException as e:
-        text, code = _error_text(e, args)
-        if text is None:
-            text = f"{type(e).__name__}: {e}"
-        lowest = comm.rank
-        if not _communication_error(e):
-            import contextlib
-
-            with contextlib.suppress(Exception):  # tell the others, which stop at their next collective
-                lowest = comm.fail(text)
-        if code is None or isinstance(e, BrokenPipeError):
-            raise  # a bug (with its traceback), or `| head` closed the output: main() handles it
-        if lowest == comm.rank or args.verbose:  # when all ranks fail alike (bad options), one says so
-            sys.stderr.write(f"Error: rank {comm.rank}: {text}\n")
-        return code
-
-
-def _communication_error(e: BaseException) -> bool:
-    """A collective failed: a peer died or --timeout passed (gloo raises plain RuntimeErrors)."""
-    if not isinstance(e, RuntimeError):
-        return False
-    import torch.distributed as dist
-
-    if isinstance(e, getattr(dist, "DistError", ())):
-        return True
-    text = str(e)
-    return any(s in text for s in ("gloo", "Gloo", "NCCL", "Connection reset", "Connection closed", "timed out", "Timed out"))
 
 
 def _error_text(e: BaseException, args: argparse.Namespace) -> tuple[str | None, int | None]:
@@ -793,17 +754,14 @@ def _error_text(e: BaseException, args: argparse.Namespace) -> tuple[str | None,
         isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e))
     ):
         return OUT_OF_MEMORY, EXIT_FAILURE
-    from .distributed import launched
+    from .distributed import communication_error, launched
 
-    if launched() and _communication_error(e):
+    if launched() and communication_error(e):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         return f"lost contact with the other ranks (a rank died, or --timeout {args.timeout:g} s passed): {first}", EXIT_FAILURE
     if isinstance(e, OSError):
         return f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", EXIT_FAILURE
     return None, None
-
-
-ONE_TERMINAL = "GRADREG_NPROC"  # set for ranks started by --nproc: they share the launcher's stderr
 
 
 def _check_job(args: argparse.Namespace) -> None:
@@ -828,13 +786,10 @@ def _check_job(args: argparse.Namespace) -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    """``--nproc N``: start N copies of this command through torchrun's launcher and wait."""
-    import uuid
+    """``--nproc N``: start N copies of this command (without --nproc) and wait; say how it failed."""
+    from .distributed import launch
 
     _check_job(args)
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
     argv, skip = [], False
     for a in args.argv:  # the same command without --nproc/--max-restarts
         if skip:
@@ -846,46 +801,18 @@ def _launch(args: argparse.Namespace) -> int:
         if a.startswith(("--nproc=", "--max-restarts=")):
             continue
         argv.append(a)
-    threads = max(1, (os.cpu_count() or 1) // args.nproc)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # N processes share the cores, as torchrun does
-    # A store of its own for every restart: the shared one can hand a restarted rank the address of
-    # a rank of the failed round, and the restart then hangs (pytorch/pytorch#135712).
-    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
-    os.environ[ONE_TERMINAL] = "1"
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=args.nproc,
-        run_id=f"gradreg-{uuid.uuid4().hex[:12]}",
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",  # a free port
-        max_restarts=args.max_restarts,
-        monitor_interval=0.1,
-        start_method="spawn",
-    )
-    import logging
-
-    # The ranks say what failed; the launcher's own log lines would repeat it as noise.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     started = time.time()
-    try:
-        elastic_launch(config, sys.executable)("-m", "gradreg", *argv)
-    except ChildFailedError as e:
-        # The root cause: a rank killed by a signal (not the launcher's SIGTERM), else one that
-        # exited with its own error (status 2), else the first; the rest stopped because of it.
-        def cause(item):
-            r, f = item
-            return (not (f.exitcode < 0 and f.signal_name() != "SIGTERM"), f.exitcode != 2, f.timestamp, r)
-
-        rank, failure = min(e.failures.items(), key=cause)
-        if failure.exitcode == EXIT_USAGE:
-            return EXIT_USAGE  # bad input: the rank that found it said so in one Error line, as one process does
-        how = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"status {failure.exitcode}"
-        written = os.path.exists(args.output) and os.path.getmtime(args.output) >= started
-        result = f"{args.output} was written before it" if written else "no model was written"
-        sys.stderr.write(f"Error: the job failed (first exit: rank {rank}, {how}); {result}\n")
-        return EXIT_FAILURE
-    return EXIT_OK
+    failed = launch(["-m", "gradreg", *argv], args.nproc, args.max_restarts)
+    if failed is None:
+        return EXIT_OK
+    rank, exitcode, signal_name = failed
+    if exitcode == EXIT_USAGE:
+        return EXIT_USAGE  # bad input: the rank that found it said so in one Error line, as one process does
+    how = f"signal {signal_name}" if exitcode < 0 else f"status {exitcode}"
+    written = os.path.exists(args.output) and os.path.getmtime(args.output) >= started
+    result = f"{args.output} was written before it" if written else "no model was written"
+    sys.stderr.write(f"Error: the job failed (first exit: rank {rank}, {how}); {result}\n")
+    return EXIT_FAILURE
 
 
 def _train(args: argparse.Namespace, comm) -> int:

@@ -33,7 +33,19 @@ import numpy as np
 
 from .errors import ConfigError, GradregError
 
-__all__ = ["Comm", "GroupComm", "SINGLE", "RankFailedError", "init", "launched", "shard", "balanced_ranges"]
+__all__ = [
+    "Comm",
+    "GroupComm",
+    "SINGLE",
+    "RankFailedError",
+    "init",
+    "launch",
+    "launched",
+    "run_rank",
+    "communication_error",
+    "shard",
+    "balanced_ranges",
+]
 
 DEFAULT_TIMEOUT = 600.0  # seconds a rank waits for the others at a collective (--timeout)
 
@@ -415,6 +427,137 @@ class GroupComm(Comm):
     def broadcast_bytes(self, data: bytes | None, src: int = 0) -> bytes:
         self.check()
         return self._broadcast(data, src)
+
+
+ONE_TERMINAL = "GRADREG_NPROC"  # set for ranks started by launch(): they share the launcher's stderr
+
+
+def launch(command: Sequence[str], nproc: int, max_restarts: int = 0) -> tuple[int, int, str] | None:
+    """Start ``nproc`` ranks of ``python *command`` on this machine through torchrun's launcher
+    (elastic, c10d rendezvous on a free port, restarted up to ``max_restarts`` times) and wait.
+
+    Parameters
+    ----------
+    command : sequence of str
+        The arguments after ``python``, e.g. ``["-m", "gradreg", "train", ...]``.
+    nproc : int
+    max_restarts : int
+
+    Returns
+    -------
+    tuple of (int, int, str) or None
+        None when every rank finished; else the root cause as (rank, exit code, signal name):
+        a rank killed by a signal other than the launcher's SIGTERM, else one that exited with
+        status 2 (its own input error), else the first to fail.
+    """
+    import logging
+    import sys
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    threads = max(1, (os.cpu_count() or 1) // nproc)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # N processes share the cores, as torchrun does
+    # A store of its own for every restart: the shared one can hand a restarted rank the address of
+    # a rank of the failed round, and the restart then hangs (pytorch/pytorch#135712).
+    os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    os.environ[ONE_TERMINAL] = "1"
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=f"gradreg-{uuid.uuid4().hex[:12]}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # a free port
+        max_restarts=max_restarts,
+        monitor_interval=0.1,
+        start_method="spawn",
+    )
+    # The ranks say what failed; the launcher's own log lines would repeat it as noise.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        elastic_launch(config, sys.executable)(*command)
+    except ChildFailedError as e:
+
+        def cause(item):
+            r, f = item
+            return (not (f.exitcode < 0 and f.signal_name() != "SIGTERM"), f.exitcode != 2, f.timestamp, r)
+
+        rank, failure = min(e.failures.items(), key=cause)
+        return rank, failure.exitcode, failure.signal_name() if failure.exitcode < 0 else ""
+    return None
+
+
+def run_rank(
+    work: Callable[[], int],
+    comm: Comm,
+    describe: Callable[[BaseException], tuple[str | None, int | None]],
+    verbose: bool = False,
+) -> int:
+    """Run this rank's ``work`` under the failure protocol: an error becomes one line and an exit
+    status, and the other ranks hear of it at their next collective instead of waiting.
+
+    Parameters
+    ----------
+    work : callable
+        Returns the exit status.
+    comm : Comm
+    describe : callable
+        An error to (one-line message, exit status); (None, None) for a bug, which is re-raised
+        with its traceback after the other ranks are told.
+    verbose : bool
+        Every rank prints its error (else the lowest failed rank alone, and rank 0 for another's).
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
+    import contextlib
+    import sys
+
+    try:
+        return work()
+    except RankFailedError as e:  # another rank failed and said why; rank 0 tells the user
+        if (comm.rank == 0 and ONE_TERMINAL not in os.environ) or verbose:  # launched: it said so there
+            sys.stderr.write(f"Error: {e}\n")
+        return e.exit_code
+    except BaseException as e:
+        text, code = describe(e)
+        if text is None:
+            text = f"{type(e).__name__}: {e}"
+        lowest = comm.rank
+        if not communication_error(e):
+            with contextlib.suppress(Exception):  # tell the others, which stop at their next collective
+                lowest = comm.fail(text)
+        if code is None or isinstance(e, BrokenPipeError):
+            raise  # a bug (with its traceback), or `| head` closed the output: the caller handles it
+        if lowest == comm.rank or verbose:  # when all ranks fail alike (bad options), one says so
+            sys.stderr.write(f"Error: rank {comm.rank}: {text}\n")
+        return code
+
+
+def communication_error(e: BaseException) -> bool:
+    """Whether ``e`` is a failed collective: a peer died or the timeout passed (gloo raises plain
+    RuntimeErrors).
+
+    Parameters
+    ----------
+    e : BaseException
+
+    Returns
+    -------
+    bool
+    """
+    if not isinstance(e, RuntimeError):
+        return False
+    import torch.distributed as dist
+
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    text = str(e)
+    return any(s in text for s in ("gloo", "Gloo", "NCCL", "Connection reset", "Connection closed", "timed out", "Timed out"))
 
 
 def balanced_ranges(sizes: Sequence[float], world: int) -> list[range]:
