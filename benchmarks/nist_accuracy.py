@@ -28,8 +28,8 @@ def main() -> None:
     from sklearn.linear_model import LinearRegression
 
     from gradreg.config import TrainConfig
-    from gradreg.data import load
     from gradreg.fitted import train
+    from gradreg.io import load
 
     cert = json.load(open(os.path.join(NIST, "certified.json")))
     print(f"{'set':10}{'gradreg':>9}{'numpy':>9}{'sklearn':>9}{'statsmodels':>13}")

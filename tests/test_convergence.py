@@ -13,8 +13,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from gradreg import LinearRegressor
 from gradreg.config import TrainConfig
-from gradreg.data import load
 from gradreg.fitted import FittedModel, gap_to_optimum, train
+from gradreg.io import load
 
 from .conftest import ols
 
@@ -127,7 +127,7 @@ def test_gap_line_is_absolute_when_the_optimum_is_about_zero(cli, tmp_path):
 
 @pytest.mark.parametrize("name", ["longley", "filip", "wampler5", "noint1"])
 def test_streamed_descent_is_preconditioned_too(name):
-    from gradreg.stream import Stream, StreamingDataset
+    from gradreg.io import Stream, StreamingDataset
 
     cert = CERTIFIED[name]
     path = os.path.join(NIST, f"{name}.csv")

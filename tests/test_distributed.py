@@ -22,10 +22,9 @@ import pytest
 
 from gradreg import distributed
 from gradreg.config import TrainConfig
-from gradreg.data import load
 from gradreg.errors import DataError
 from gradreg.fitted import FittedModel, train
-from gradreg.stream import Stream, StreamingDataset
+from gradreg.io import Stream, StreamingDataset, load
 
 N_ROWS = 6000
 STATS = ("coef", "std_err", "t", "p", "ci_low", "ci_high", "r2", "r2_adj", "f", "llf", "aic", "bic")
@@ -422,7 +421,7 @@ NCCL_CHILD = """
 import json, sys
 import numpy as np, torch, torch.distributed as dist
 from gradreg.config import TrainConfig
-from gradreg.data import load
+from gradreg.io import load
 from gradreg.distributed import Comm
 from gradreg.fitted import train
 

@@ -11,7 +11,7 @@ numpydoc_validate = pytest.importorskip("numpydoc.validate", reason="numpydoc is
 
 PUBLIC_MODULES = [
     "gradreg.estimator",
-    "gradreg.data",
+    "gradreg.io.formats",
     "gradreg.fitted",
     "gradreg.plots",
     "gradreg.report",
@@ -22,7 +22,7 @@ PUBLIC_MODULES = [
     "gradreg.solvers.exact",
     "gradreg.solvers.gd",
     "gradreg.distributed",
-    "gradreg.stream",
+    "gradreg.io.sources",
     "gradreg.checkpoint",
 ]
 # GL08 no docstring, SS01 no summary, PR01 a parameter undocumented, PR02 a documented parameter

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from gradreg.config import TrainConfig
-from gradreg.data import Dataset
 from gradreg.errors import DivergenceError
 from gradreg.fitted import train
+from gradreg.io import Dataset
 from gradreg.solvers.gd import Optimizer, auto_batch_size, cosine_lr
 
 from .conftest import ols

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from gradreg.config import TrainConfig
-from gradreg.data import Dataset
 from gradreg.fitted import train
+from gradreg.io import Dataset
 
 from .conftest import ols
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from gradreg.config import TrainConfig
-from gradreg.data import Dataset
 from gradreg.fitted import train
+from gradreg.io import Dataset
 
 sm = pytest.importorskip("statsmodels.api", reason="statsmodels is the reference for these statistics")
 

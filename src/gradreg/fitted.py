@@ -1,6 +1,6 @@
 """A fitted model: coefficients in original units plus everything that explains them.
 
-:func:`train` runs a solver on a :class:`~gradreg.data.Dataset` and returns a
+:func:`train` runs a solver on a :class:`~gradreg.io.Dataset` and returns a
 :class:`FittedModel`; ``FittedModel.save``/``load`` move it through a .safetensors file.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 from . import persist
 from ._version import __version__
 from .config import TrainConfig
-from .data import Dataset, require_numeric_columns
 from .errors import ConfigError, DataError, ModelFileError
+from .io import Dataset, require_numeric_columns
 from .metrics import MetricsAccumulator
 
 CHUNK_ROWS = 65_536  # rows per block of the exact solver's passes over in-memory data
@@ -463,7 +463,7 @@ def train(
     on_epoch : callable, optional
         Called with each epoch's record (``epoch``, ``loss``, ``val_loss``, ``rows_per_s``, …).
     shuffle_buffer : int
-        For a :class:`~gradreg.stream.StreamingDataset`: rows shuffled together by gradient descent.
+        For a :class:`~gradreg.io.StreamingDataset`: rows shuffled together by gradient descent.
     checkpoint_dir : str, optional
         Save gradient descent's state there every ``checkpoint_every`` epochs.
     checkpoint_every : int

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError, cell
+from ..errors import ConfigError, DataError, cell
 
 __all__ = [
     "Table",
@@ -285,7 +285,7 @@ def refuse_binary(head: bytes, shown: str) -> None:
     ------
     DataError
     """
-    from .persist import looks_like_model, sniff
+    from ..persist import looks_like_model, sniff
 
     if looks_like_model(head):
         raise DataError(
@@ -1048,7 +1048,7 @@ class ColumnWriter:
         if not self._owned:
             self._file = self.dest if isinstance(self.dest, io.TextIOBase) else sys.stdout
         else:
-            from .persist import atomic_path
+            from ..persist import atomic_path
 
             self._atomic = atomic_path(self.dest)
             tmp = self._atomic.__enter__()
@@ -1079,7 +1079,7 @@ class ColumnWriter:
         if self.json_lines:
             import json
 
-            from .persist import jsonable
+            from ..persist import jsonable
 
             self._file.write("".join(json.dumps(jsonable(dict(zip(self.names, row)))) + "\n" for row in values.tolist()))
             return

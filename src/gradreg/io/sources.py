@@ -1,7 +1,7 @@
 """Tables larger than memory: CSV and Parquet files, folders and globs, read in chunks of rows.
 
 A :class:`Stream` names its files and reads any columns of them as a sequence of
-:class:`~gradreg.data.Table` chunks of at most ``chunk_rows`` rows (pyarrow's streaming CSV reader
+:class:`~gradreg.io.Table` chunks of at most ``chunk_rows`` rows (pyarrow's streaming CSV reader
 and Parquet's row groups), each knowing its file and first row, so a bad cell is reported by file,
 line and column exactly as when the whole table is read. :class:`StreamingDataset` turns the
 chunks into validated ``(X, Y, w)`` arrays for the solvers.
@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import (
+from ..errors import ConfigError, DataError
+from .formats import (
     Table,
     _delimiter_hint,
     _strip_names,
@@ -33,7 +34,6 @@ from .data import (
     select,
     strip_header,
 )
-from .errors import ConfigError, DataError
 
 __all__ = ["Stream", "StreamingDataset", "expand", "prefetch", "DEFAULT_CHUNK_ROWS", "IN_MEMORY_BYTES"]
 
@@ -101,7 +101,7 @@ class Stream:
         Rows per chunk (the unit of memory).
     delimiter : str, optional
         CSV field separator (default ``,``; tab for ``.tsv``), or a name: ``tab``, ``semicolon``...
-        (see :func:`~gradreg.data.parse_delimiter`).
+        (see :func:`~gradreg.io.parse_delimiter`).
     """
 
     def __init__(self, spec: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None) -> None:
@@ -321,7 +321,7 @@ class Stream:
     ) -> DataError:
         """pyarrow names neither the row nor the value's line: find the bad cell from ``from_row``
         (counted from ``byte_start`` when reading a byte range)."""
-        from .data import _records
+        from .formats import _records
 
         delimiter = self._delimiter(f.path)
         wanted = [f.columns.index(c) for c in columns if c in f.columns]
@@ -395,7 +395,7 @@ class StreamingDataset:
     units : sequence of tuple, optional
         Only these parts of the stream (one rank's shard, see :func:`gradreg.distributed.shard`).
     exclude : str or sequence of str, optional
-        Columns left out of the default features (see :func:`gradreg.data.select`).
+        Columns left out of the default features (see :func:`gradreg.io.select`).
     """
 
     def __init__(
@@ -527,14 +527,14 @@ class StreamingDataset:
         return best if best is not None else (self.source, float("nan"))
 
     def in_memory(self):
-        """Every chunk concatenated into one :class:`~gradreg.data.Dataset` (for data that fits).
+        """Every chunk concatenated into one :class:`~gradreg.io.Dataset` (for data that fits).
 
         Returns
         -------
         Dataset
             Its ``where`` names the file and line of a row.
         """
-        from .data import Dataset
+        from .formats import Dataset
 
         parts = [ds for _, ds in prefetch(self._validated())]
         X = np.concatenate([p.X for p in parts]) if parts else np.zeros((0, self.n_features))

@@ -1,0 +1,59 @@
+"""Data in and out: file formats and readers, column selection, sources of chunks, writers.
+
+The rest of gradreg imports these names from here; nothing in this package imports from the
+pipeline, the solvers or the CLI (the data flows one way: CLI → io → pipeline → solvers).
+"""
+
+from .formats import (
+    BUILTIN,
+    BUILTIN_DESCRIPTIONS,
+    ColumnWriter,
+    Dataset,
+    Table,
+    as_2d_float,
+    builtin_names,
+    feature_matrix,
+    load,
+    parse_delimiter,
+    read_table,
+    require_features,
+    require_numeric_columns,
+    select,
+    write_table,
+)
+from .sources import (
+    CSV_SUFFIXES,
+    DEFAULT_CHUNK_ROWS,
+    IN_MEMORY_BYTES,
+    PARQUET_SUFFIXES,
+    Stream,
+    StreamingDataset,
+    expand,
+    prefetch,
+)
+
+__all__ = [
+    "BUILTIN",
+    "BUILTIN_DESCRIPTIONS",
+    "CSV_SUFFIXES",
+    "DEFAULT_CHUNK_ROWS",
+    "IN_MEMORY_BYTES",
+    "PARQUET_SUFFIXES",
+    "ColumnWriter",
+    "Dataset",
+    "Stream",
+    "StreamingDataset",
+    "Table",
+    "as_2d_float",
+    "builtin_names",
+    "expand",
+    "feature_matrix",
+    "load",
+    "parse_delimiter",
+    "prefetch",
+    "read_table",
+    "require_features",
+    "require_numeric_columns",
+    "select",
+    "write_table",
+]
