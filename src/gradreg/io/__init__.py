@@ -4,23 +4,8 @@ The rest of gradreg imports these names from here; nothing in this package impor
 pipeline, the solvers or the CLI (the data flows one way: CLI → io → pipeline → solvers).
 """
 
-from .formats import (
-    BUILTIN,
-    BUILTIN_DESCRIPTIONS,
-    ColumnWriter,
-    Dataset,
-    Table,
-    as_2d_float,
-    builtin_names,
-    feature_matrix,
-    load,
-    parse_delimiter,
-    read_table,
-    require_features,
-    require_numeric_columns,
-    select,
-    write_table,
-)
+from .columns import Dataset, as_2d_float, feature_matrix, load, require_features, require_numeric_columns, select
+from .formats import BUILTIN, BUILTIN_DESCRIPTIONS, Table, builtin_names, parse_delimiter, read_table
 from .sources import (
     CSV_SUFFIXES,
     DEFAULT_CHUNK_ROWS,
@@ -31,6 +16,7 @@ from .sources import (
     expand,
     prefetch,
 )
+from .writers import ColumnWriter, write_table
 
 __all__ = [
     "BUILTIN",

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .columns import select
 from .formats import (
     Table,
     _delimiter_hint,
@@ -31,7 +32,6 @@ from .formats import (
     parse_delimiter,
     ragged_message,
     refuse_binary,
-    select,
     strip_header,
 )
 
@@ -534,7 +534,7 @@ class StreamingDataset:
         Dataset
             Its ``where`` names the file and line of a row.
         """
-        from .formats import Dataset
+        from .columns import Dataset
 
         parts = [ds for _, ds in prefetch(self._validated())]
         X = np.concatenate([p.X for p in parts]) if parts else np.zeros((0, self.n_features))
