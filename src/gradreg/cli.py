@@ -655,12 +655,11 @@ def _mode(args: argparse.Namespace) -> str:
 
 def _stream(args: argparse.Namespace, data: str):
     """A Stream over DATA when it is CSV/Parquet file(s) on disk; None for stdin, .npy/.npz, built-ins."""
-    from .io import BUILTIN, CSV_SUFFIXES, PARQUET_SUFFIXES, Stream
-    from .io.sources import _is_glob
+    from .io import BUILTIN, CSV_SUFFIXES, PARQUET_SUFFIXES, Stream, is_glob
 
     if data == "-" or (data in BUILTIN and not os.path.exists(data)) or not hasattr(args, "chunk_rows"):
         return None
-    if not (os.path.isdir(data) or _is_glob(data) or data.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)):
+    if not (os.path.isdir(data) or is_glob(data) or data.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)):
         return None
     if os.path.isfile(data) and os.path.getsize(data) == 0:
         return None  # the whole-table reader says "file is empty" with its usual words

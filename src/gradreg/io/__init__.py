@@ -5,17 +5,17 @@ pipeline, the solvers or the CLI (the data flows one way: CLI → io → pipelin
 """
 
 from .columns import Dataset, as_2d_float, feature_matrix, load, require_features, require_numeric_columns, select
-from .formats import BUILTIN, BUILTIN_DESCRIPTIONS, Table, builtin_names, parse_delimiter, read_table
-from .sources import (
+from .formats import (
+    BUILTIN,
+    BUILTIN_DESCRIPTIONS,
     CSV_SUFFIXES,
-    DEFAULT_CHUNK_ROWS,
-    IN_MEMORY_BYTES,
     PARQUET_SUFFIXES,
-    Stream,
-    StreamingDataset,
-    expand,
-    prefetch,
+    Table,
+    builtin_names,
+    parse_delimiter,
+    read_table,
 )
+from .sources import DEFAULT_CHUNK_ROWS, IN_MEMORY_BYTES, Stream, StreamingDataset, expand, is_glob, prefetch
 from .writers import ColumnWriter, write_table
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "builtin_names",
     "expand",
     "feature_matrix",
+    "is_glob",
     "load",
     "parse_delimiter",
     "prefetch",

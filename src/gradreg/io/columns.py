@@ -12,13 +12,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .formats import Table, _delimiter_hint, _records, _temporal_hint, _value_hint, read_table
+from .formats import Table, csv_records, delimiter_hint, read_table, temporal_hint, value_hint
 
 __all__ = [
     "Dataset",
     "select",
     "load",
     "feature_matrix",
+    "require_features",
+    "require_numeric_columns",
+    "as_2d_float",
 ]
 
 
@@ -116,7 +119,7 @@ def _numeric_column(table: Table, name: str, index: int) -> np.ndarray | None:
         return None
     for i, (v, p) in enumerate(zip(values, parsed)):
         if v is not None and p is None:
-            raise DataError(f"{table.where(i, name)}: expected a number, got {v!r}{_value_hint(v)}")
+            raise DataError(f"{table.where(i, name)}: expected a number, got {v!r}{value_hint(v)}")
     return np.array([np.nan if p is None else p for p in parsed], dtype=np.float64)
 
 
@@ -232,13 +235,13 @@ def select(
     if unknown:
         raise DataError(
             f"{table.source}: {{exclude}} names no column {', '.join(map(repr, unknown))}; columns are {', '.join(names)}"
-            + _delimiter_hint(names, table.delimiter),
+            + delimiter_hint(names, table.delimiter),
             exclude=exclude,
         )
     asked = targets + (chosen_features or []) + ([weight] if weight else [])
     for n in asked:
         if n not in seen:
-            hint = _delimiter_hint(names, table.delimiter) if table.path is not None else ""
+            hint = delimiter_hint(names, table.delimiter) if table.path is not None else ""
             raise DataError(f"{table.source}: no column named {n!r}; columns are {', '.join(names)}{hint}")
     for group, label in ((targets, "target"), (chosen_features or [], "features")):
         dup = sorted({n for n in group if group.count(n) > 1})
@@ -336,8 +339,8 @@ def _required_column(table: Table, name: str, index: int, *, features: bool = Fa
         row, value = _first_value(table, index)
         kind = _temporal(table, index)
         if kind:
-            raise DataError(f"{table.where(row, name)}: expected a number, got {value!r}: {_temporal_hint(kind, features)}")
-        hint = _value_hint(value, features)
+            raise DataError(f"{table.where(row, name)}: expected a number, got {value!r}: {temporal_hint(kind, features)}")
+        hint = value_hint(value, features)
         raise DataError(f"{table.where(row, name)}: column {name!r} holds no numbers; got {value!r}{hint}")
     return arr
 
@@ -347,7 +350,7 @@ def _rows_to_keep(table: Table, columns: list[tuple[list[str], np.ndarray]], dro
 
     ``columns`` pairs names with their (n, k) values; the first bad cell in their order is named.
     """
-    if all(_all_finite(arr) for _, arr in columns):  # the common case: one cheap sum per block
+    if all(all_finite(arr) for _, arr in columns):  # the common case: one cheap sum per block
         return np.ones(table.data.num_rows, dtype=bool)
     missing = np.zeros(table.data.num_rows, dtype=bool)
     for _cols, arr in columns:
@@ -377,7 +380,7 @@ def _first_value(table: Table, index: int) -> tuple[int, Any]:
     if _temporal(table, index) is None:
         return row, value
     if table.path is not None and table.byte_start is None:
-        for k, (_, record) in enumerate(_records(table.path, table.delimiter)):
+        for k, (_, record) in enumerate(csv_records(table.path, table.delimiter)):
             if k == table.row_offset + row + 1 and index < len(record):  # record 0 is the header
                 return row, record[index]
     return row, str(value)
@@ -466,7 +469,7 @@ def require_features(source: str, columns: Sequence[str], features: Sequence[str
     if lacking:
         raise DataError(
             f"{source}: lacks model feature column(s) {', '.join(map(repr, lacking))}; columns are {', '.join(columns)}"
-            + _delimiter_hint(list(columns), ",")
+            + delimiter_hint(list(columns), ",")
         )
 
 
@@ -533,7 +536,7 @@ def as_2d_float(a: Any, name: str, columns: Sequence[Any] | None = None) -> np.n
         arr = arr[:, None]
     if arr.ndim != 2:
         raise DataError(f"{name}: expected a 1-D or 2-D array; got shape {arr.shape}")
-    if not _all_finite(arr):
+    if not all_finite(arr):
         bad = ~np.isfinite(arr)
         if bad.any():
             i, j = np.argwhere(bad)[0]
@@ -542,7 +545,7 @@ def as_2d_float(a: Any, name: str, columns: Sequence[Any] | None = None) -> np.n
     return arr
 
 
-def _all_finite(arr: np.ndarray) -> bool:
+def all_finite(arr: np.ndarray) -> bool:
     """True when the float64 sum is finite: then every value is (NaN and inf propagate). A False
     may also be an overflow of huge finite values; callers then look cell by cell. No n-sized
     temporary, unlike np.isfinite(arr).all()."""

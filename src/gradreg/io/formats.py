@@ -25,6 +25,10 @@ __all__ = [
     "read_table",
     "builtin_names",
     "parse_delimiter",
+    "BUILTIN",
+    "BUILTIN_DESCRIPTIONS",
+    "CSV_SUFFIXES",
+    "PARQUET_SUFFIXES",
 ]
 
 BUILTIN = {"crops": "crops.csv"}
@@ -33,6 +37,7 @@ BUILTIN_DESCRIPTIONS = {
     "rainfall (mm) and humidity (%), by region.",
 }
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 @dataclass
@@ -97,7 +102,8 @@ def builtin_names() -> list[str]:
     return sorted(BUILTIN)
 
 
-def _builtin_path(name: str) -> str:
+def builtin_path(name: str) -> str:
+    """The CSV file of the built-in table ``name`` (a key of ``BUILTIN``), inside the package."""
     return str(resources.files("gradreg").joinpath("datasets", BUILTIN[name]))
 
 
@@ -136,7 +142,7 @@ def parse_delimiter(value: str | None) -> str | None:
     return d
 
 
-def _delimiter_hint(header: Sequence[str], delimiter: str, line: str | None = None) -> str:
+def delimiter_hint(header: Sequence[str], delimiter: str, line: str | None = None) -> str:
     """A hint when the header was read as one field that holds another separator (a ';'-separated
     file read with ','); with a data ``line``, also when its numbers use decimal commas."""
     if len(header) != 1:
@@ -157,7 +163,7 @@ _THOUSANDS = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")
 _TIME = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?$")
 
 
-def _value_hint(value: Any, features: bool = True) -> str:
+def value_hint(value: Any, features: bool = True) -> str:
     """Why a cell is not a number, when that is recognisable: a decimal comma, a date or time."""
     if not isinstance(value, str):
         return ""
@@ -172,10 +178,10 @@ def _value_hint(value: Any, features: bool = True) -> str:
     if _DECIMAL_COMMA.match(v):
         return f" (a decimal comma? gradreg reads numbers with a decimal point: write {v.replace(',', '.')})"
     kind = "dates" if _DATE.match(v) else "times of day" if _TIME.match(v) else None
-    return f": {_temporal_hint(kind, features)}" if kind else ""
+    return f": {temporal_hint(kind, features)}" if kind else ""
 
 
-def _temporal_hint(kind: str, features: bool = True) -> str:
+def temporal_hint(kind: str, features: bool = True) -> str:
     """What to do about a column of dates, timestamps or times of day."""
     unit = {"times of day": "seconds since midnight", "timestamps": "seconds since an epoch"}.get(kind, "days since an epoch")
     return f"{kind} are not numbers: convert the column to numbers (e.g. {unit})" + (
@@ -183,7 +189,7 @@ def _temporal_hint(kind: str, features: bool = True) -> str:
     )
 
 
-def _strip_names(names: Sequence[str], shown: str) -> list[str]:
+def strip_names(names: Sequence[str], shown: str) -> list[str]:
     """CSV header names without the spaces around them (``" rain "`` is ``rain``), refusing two
     that become one."""
     stripped = [n.strip() for n in names]
@@ -199,8 +205,8 @@ def _strip_names(names: Sequence[str], shown: str) -> list[str]:
 
 
 def strip_header(table: Any, shown: str) -> Any:
-    """A pyarrow table whose CSV header names lose the spaces around them (see :func:`_strip_names`)."""
-    names = _strip_names(table.column_names, shown)
+    """A pyarrow table whose CSV header names lose the spaces around them (see :func:`strip_names`)."""
+    names = strip_names(table.column_names, shown)
     return table if names == table.column_names else table.rename_columns(names)
 
 
@@ -254,7 +260,7 @@ def _lines_before(path: str, byte_start: int) -> int:
     return count
 
 
-def _records(path: str | bytes, delimiter: str, byte_start: int | None = None):
+def csv_records(path: str | bytes, delimiter: str, byte_start: int | None = None):
     """(first physical line, fields) of each non-blank CSV record, header included; from byte
     ``byte_start`` on (a line start, numbered as in the whole file) when given."""
     with _open_text(path) as f:
@@ -278,7 +284,7 @@ def _csv_line_of_row(path: str | bytes, row: int, delimiter: str, byte_start: in
     of the file, without a header).
     """
     skip = 1 if byte_start is None else 0
-    for index, (line, _) in enumerate(_records(path, delimiter, byte_start)):
+    for index, (line, _) in enumerate(csv_records(path, delimiter, byte_start)):
         if index == row + skip:  # record 0 is the header
             return line
     return None
@@ -288,11 +294,11 @@ def _ragged_line(path: str | bytes, delimiter: str) -> tuple[int, int, int, str]
     """First (line, expected, got, hint) whose field count differs from the header's; the hint
     suggests another delimiter when the header reads as one field."""
     header = None
-    for line, record in _records(path, delimiter):
+    for line, record in csv_records(path, delimiter):
         if header is None:
             header = record
         elif len(record) != len(header):
-            return line, len(header), len(record), _delimiter_hint(header, delimiter, delimiter.join(record))
+            return line, len(header), len(record), delimiter_hint(header, delimiter, delimiter.join(record))
     return None
 
 
@@ -347,7 +353,7 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
 
         return _read_csv(sys.stdin.buffer.read(), "<stdin>", delimiter or ",")
     if path in BUILTIN and not os.path.exists(path):
-        return _read_csv(_builtin_path(path), path, ",")
+        return _read_csv(builtin_path(path), path, ",")
     if not os.path.exists(path):
         hint = f" (built-in tables: {', '.join(builtin_names())})" if os.sep not in path else ""
         raise DataError(f"{path}: no such file{hint}")
@@ -355,7 +361,7 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
         raise DataError(f"{path}: is a folder; give a CSV, Parquet, .npy or .npz file")
     lower = path.lower()
     try:
-        if lower.endswith((".parquet", ".pq")):
+        if lower.endswith(PARQUET_SUFFIXES):
             return _read_parquet(path)
         if lower.endswith(".npy"):
             return _read_npy(path)

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .columns import _all_finite
+from .columns import all_finite
+from .formats import PARQUET_SUFFIXES
 
 __all__ = ["write_table", "ColumnWriter"]
 
@@ -46,7 +47,7 @@ class ColumnWriter:
     def __init__(self, dest: str | io.TextIOBase, names: list[str], *, json_lines: bool = False) -> None:
         self.dest, self.names, self.json_lines = dest, names, json_lines
         to_file = isinstance(dest, str) and dest != "-"
-        self.parquet = to_file and dest.lower().endswith((".parquet", ".pq")) and not json_lines
+        self.parquet = to_file and dest.lower().endswith(PARQUET_SUFFIXES) and not json_lines
         self._atomic = self._file = self._writer = None
         self._owned = to_file
 
@@ -119,7 +120,7 @@ def float_table(columns: dict[str, np.ndarray]) -> Any:
     for values in columns.values():
         v = np.ascontiguousarray(values, dtype=np.float64)
         # NaN (a row predict could not score) becomes null: an empty CSV cell, a Parquet null
-        valid = None if _all_finite(v) or not np.isnan(v).any() else pa.py_buffer(np.packbits(~np.isnan(v), bitorder="little"))
+        valid = None if all_finite(v) or not np.isnan(v).any() else pa.py_buffer(np.packbits(~np.isnan(v), bitorder="little"))
         arrays.append(pa.Array.from_buffers(pa.float64(), len(v), [valid, pa.py_buffer(v)]))
     return pa.Table.from_arrays(arrays, names=list(columns))
 
