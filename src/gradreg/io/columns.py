@@ -405,18 +405,18 @@ def load(
     delimiter: str | None = None,
     exclude: Sequence[str] | str | None = None,
 ) -> Dataset:
-    """Read ``source`` and select columns: :func:`read_table`, then :func:`select`.
+    """Read ``source`` and select columns: :func:`~gradreg.io.read_table`, then :func:`select`.
 
     Parameters
     ----------
     source : str, os.PathLike, pandas.DataFrame, pyarrow.Table or dict
-        As for :func:`read_table`.
+        As for :func:`~gradreg.io.read_table`.
     target : str or sequence of str
     features : str or sequence of str, optional
     weight : str, optional
     drop_missing : bool
     delimiter : str, optional
-        As for :func:`select` and :func:`read_table`.
+        As for :func:`select` and :func:`~gradreg.io.read_table`.
     exclude : str or sequence of str, optional
         As for :func:`select`.
 
