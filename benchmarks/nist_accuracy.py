@@ -28,7 +28,7 @@ def main() -> None:
     from sklearn.linear_model import LinearRegression
 
     from gradreg.config import TrainConfig
-    from gradreg.data import load
+    from gradreg.io import load
     from gradreg.pipeline import train
 
     cert = json.load(open(os.path.join(NIST, "certified.json")))

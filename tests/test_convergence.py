@@ -13,8 +13,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from gradreg import LinearRegressor
 from gradreg.config import TrainConfig
-from gradreg.data import load
 from gradreg.fitted import FittedModel, gap_to_optimum
+from gradreg.io import load
 from gradreg.pipeline import train
 
 from .conftest import ols
@@ -128,7 +128,7 @@ def test_gap_line_is_absolute_when_the_optimum_is_about_zero(cli, tmp_path):
 
 @pytest.mark.parametrize("name", ["longley", "filip", "wampler5", "noint1"])
 def test_streamed_descent_is_preconditioned_too(name):
-    from gradreg.stream import Stream, StreamingDataset
+    from gradreg.io import Stream, StreamingDataset
 
     cert = CERTIFIED[name]
     path = os.path.join(NIST, f"{name}.csv")
@@ -184,7 +184,7 @@ def test_tol_stops_streamed_descent_too(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from gradreg.stream import Stream, StreamingDataset
+    from gradreg.io import Stream, StreamingDataset
 
     X, y = _easy(n=30_000, p=4)
     cols = {f"x{j}": X[:, j] for j in range(X.shape[1])} | {"y": y}

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from gradreg.data import load, read_table
 from gradreg.errors import ConfigError, DataError
+from gradreg.io import load, read_table
 
 from .conftest import CROPS_X, CROPS_Y, write
 
@@ -235,7 +235,7 @@ def test_write_table_csv_parquet_and_stream(tmp_path):
 
     import pyarrow.parquet as pq
 
-    from gradreg.data import read_table, write_table
+    from gradreg.io import read_table, write_table
 
     cols = {"a": np.array([1.5, -2.0, 1e-300]), "b c": np.array([0.1, 0.2, 0.3])}
     write_table(cols, str(tmp_path / "t.csv"))
@@ -253,7 +253,7 @@ def test_a_dataframe_nan_names_the_column_by_name():
     import pandas as pd
 
     from gradreg import LinearRegressor
-    from gradreg.data import as_2d_float
+    from gradreg.io import as_2d_float
 
     df = pd.DataFrame({"temp": [20.0, 21, 22, 23, 24], "rain": [1.0, 3, 2, np.nan, 5]})
     with pytest.raises(DataError) as e:
@@ -283,7 +283,7 @@ def test_a_dataframe_nan_names_the_column_by_name():
     ],
 )
 def test_delimiter_names(given, char):
-    from gradreg.data import parse_delimiter
+    from gradreg.io import parse_delimiter
 
     assert parse_delimiter(given) == char
 

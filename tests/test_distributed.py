@@ -22,11 +22,10 @@ import pytest
 
 from gradreg import distributed
 from gradreg.config import TrainConfig
-from gradreg.data import load
 from gradreg.errors import DataError
 from gradreg.fitted import FittedModel
+from gradreg.io import Stream, StreamingDataset, load
 from gradreg.pipeline import train
-from gradreg.stream import Stream, StreamingDataset
 
 N_ROWS = 6000
 STATS = ("coef", "std_err", "t", "p", "ci_low", "ci_high", "r2", "r2_adj", "f", "llf", "aic", "bic")
@@ -425,9 +424,10 @@ NCCL_CHILD = """
 import json, sys
 import numpy as np, torch, torch.distributed as dist
 from gradreg.config import TrainConfig
-from gradreg.data import load
 from gradreg.distributed import GroupComm
 from gradreg.pipeline import train
+from gradreg.io import load
+from gradreg.distributed import Comm
 
 dist.init_process_group("nccl", init_method="tcp://127.0.0.1:" + sys.argv[2], rank=0, world_size=1)
 torch.cuda.set_device(0)

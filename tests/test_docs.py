@@ -11,7 +11,10 @@ numpydoc_validate = pytest.importorskip("numpydoc.validate", reason="numpydoc is
 
 PUBLIC_MODULES = [
     "gradreg.estimator",
-    "gradreg.data",
+    "gradreg.io.formats",
+    "gradreg.io.columns",
+    "gradreg.io.sources",
+    "gradreg.io.writers",
     "gradreg.fitted",
     "gradreg.plots",
     "gradreg.report",
@@ -22,7 +25,6 @@ PUBLIC_MODULES = [
     "gradreg.solvers.exact",
     "gradreg.solvers.gd",
     "gradreg.distributed",
-    "gradreg.stream",
     "gradreg.checkpoint",
 ]
 # GL08 no docstring, SS01 no summary, PR01 a parameter undocumented, PR02 a documented parameter

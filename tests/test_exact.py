@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gradreg.config import TrainConfig
-from gradreg.data import Dataset
+from gradreg.io import Dataset
 from gradreg.pipeline import train
 from gradreg.solvers.exact import Factor, RankWarning, factor_chunks, fit_exact, solve
 

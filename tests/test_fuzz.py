@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradreg.cli import main
-from gradreg.data import load
 from gradreg.errors import GradregError, ModelFileError
 from gradreg.fitted import FittedModel
+from gradreg.io import load
 
 FUZZ = settings(derandomize=True, max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from gradreg.config import TrainConfig
-from gradreg.data import Dataset
 from gradreg.errors import DivergenceError
+from gradreg.io import Dataset
 from gradreg.pipeline import train
 from gradreg.solvers.gd import Optimizer, auto_batch_size, cosine_lr
 

@@ -12,8 +12,8 @@ import pytest
 from gradreg import LinearRegressor
 from gradreg.cli import FLAGS, GD_ONLY_FLAGS, SolvePrinter, _names, build_parser
 from gradreg.config import GD_ONLY, TrainConfig
-from gradreg.data import load
 from gradreg.errors import ConfigError, DataError, GradregError
+from gradreg.io import load
 
 from .conftest import write
 
@@ -192,8 +192,8 @@ def test_exact_progress_in_memory_says_solving_with_no_epoch_bar():
 
 
 def test_exact_progress_counts_streamed_rows_then_solves(tmp_path):
+    from gradreg.io import Stream, StreamingDataset
     from gradreg.pipeline import train
-    from gradreg.stream import Stream, StreamingDataset
 
     rows = "".join(f"{i},{i % 7},{3 * i + i % 5}\n" for i in range(3000))
     sds = StreamingDataset(Stream(write(tmp_path / "d.csv", "a,b,y\n" + rows), chunk_rows=500), "y")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from gradreg.config import TrainConfig
-from gradreg.data import load
 from gradreg.errors import ModelFileError
 from gradreg.fitted import FittedModel
+from gradreg.io import load
 from gradreg.persist import atomic_path
 from gradreg.pipeline import train
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gradreg.config import TrainConfig
-from gradreg.data import Dataset
+from gradreg.io import Dataset
 from gradreg.pipeline import train
 
 from .conftest import ols

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gradreg.config import TrainConfig
-from gradreg.data import Dataset
+from gradreg.io import Dataset
 from gradreg.pipeline import train
 
 sm = pytest.importorskip("statsmodels.api", reason="statsmodels is the reference for these statistics")

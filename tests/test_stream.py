@@ -14,8 +14,8 @@ import pytest
 
 from gradreg.config import TrainConfig
 from gradreg.errors import DataError
+from gradreg.io import Stream, StreamingDataset, expand
 from gradreg.pipeline import train
-from gradreg.stream import Stream, StreamingDataset, expand
 
 from .conftest import run_subprocess
 
@@ -273,7 +273,7 @@ def test_the_largest_value_is_found_by_file_and_line(tmp_path):
 
 
 def test_a_model_file_in_a_stream_says_so(tmp_path):
-    from gradreg.data import load
+    from gradreg.io import load
 
     path = tmp_path / "m.csv"  # a model under a data name
     train(load("crops", "mangoes"), TrainConfig(solver="exact")).save(str(tmp_path / "m.safetensors"))

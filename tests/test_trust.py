@@ -11,6 +11,7 @@ import pytest
 
 from gradreg import LinearRegressor, load
 from gradreg.fitted import FittedModel
+from gradreg.io.formats import builtin_path
 
 from .conftest import ols, write
 
@@ -130,7 +131,7 @@ def test_cli_model_loaded_in_python_refuses_reordered_columns(cli, tmp_path):
     path = tmp_path / "m.safetensors"
     assert cli(*CROPS_EXACT, "-o", path).code == 0
     loaded = load(path)
-    df = pd.read_csv(__import__("gradreg.data", fromlist=["_builtin_path"])._builtin_path("crops"))
+    df = pd.read_csv(builtin_path("crops"))
     X = df[["temperature", "rainfall", "humidity"]]
     ref = X.to_numpy() @ np.atleast_2d(loaded.coef_).T + loaded.intercept_  # a CLI model's targets are 2-D
     np.testing.assert_allclose(loaded.predict(X).reshape(ref.shape), ref, rtol=1e-12)

@@ -664,12 +664,11 @@ def _mode(args: argparse.Namespace) -> str:
 
 def _stream(args: argparse.Namespace, data: str):
     """A Stream over DATA when it is CSV/Parquet file(s) on disk; None for stdin, .npy/.npz, built-ins."""
-    from .data import BUILTIN
-    from .stream import CSV_SUFFIXES, PARQUET_SUFFIXES, Stream, _is_glob
+    from .io import BUILTIN, CSV_SUFFIXES, PARQUET_SUFFIXES, Stream, is_glob
 
     if data == "-" or (data in BUILTIN and not os.path.exists(data)) or not hasattr(args, "chunk_rows"):
         return None
-    if not (os.path.isdir(data) or _is_glob(data) or data.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)):
+    if not (os.path.isdir(data) or is_glob(data) or data.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)):
         return None
     if os.path.isfile(data) and os.path.getsize(data) == 0:
         return None  # the whole-table reader says "file is empty" with its usual words
@@ -683,9 +682,8 @@ def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: A
     distributed.shard), in memory when the shard fits; a built-in table or a .npy/.npz file is
     read and cut into contiguous row ranges.
     """
-    from .data import Dataset, load
     from .distributed import SINGLE
-    from .stream import IN_MEMORY_BYTES, StreamingDataset
+    from .io import IN_MEMORY_BYTES, Dataset, StreamingDataset, load
 
     comm = comm or SINGLE
     world, rank = comm.world, comm.rank
@@ -777,7 +775,7 @@ def _check_job(args: argparse.Namespace) -> None:
         raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
     stream = _stream(args, args.data)
     if stream is not None:  # files: Parquet footers and the first chunk, as every rank reads them
-        from .stream import StreamingDataset
+        from .io import StreamingDataset
 
         StreamingDataset(stream, args.target, args.features, weight=args.weight, drop_missing=args.drop_missing)
     elif not os.path.exists(args.data) or os.path.getsize(args.data) < 1 << 20:
@@ -900,7 +898,7 @@ def _data_label(data: str) -> str:
 
 
 MODEL_SUFFIXES = (".safetensors",)
-PREDICTION_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson")  # what data.ColumnWriter writes
+PREDICTION_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson")  # what io.ColumnWriter writes
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 REPORT_SUFFIXES = (".html", ".htm")
 
@@ -964,7 +962,7 @@ def _load_model(path: str):
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .data import feature_matrix, read_table
+    from .io import ColumnWriter, feature_matrix, prefetch, read_table, require_features
 
     suffixes = JSON_LINES_SUFFIXES if args.json else PREDICTION_SUFFIXES
     _check_output(args.output, suffixes, "JSON lines (--json)" if args.json else "predictions", stdout=True)
@@ -973,17 +971,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if stream is None:
         tables = iter([read_table(args.data, delimiter=args.delimiter)])
     else:
-        from .data import require_features
-
         require_features(stream.files[0].path, stream.columns, model.feature_names)
         tables = stream.tables(model.feature_names)
-    from .stream import prefetch
-
     # chunk by chunk: memory stays bounded whatever the input's size; the next chunk is parsed in
     # a background thread while this one is predicted and written
     features = prefetch((t, *feature_matrix(t, model.feature_names, drop_missing=args.drop_missing)) for t in tables)
-    from .data import ColumnWriter
-
     skipped, where = 0, []
     json_lines = args.json or args.output.lower().endswith(JSON_LINES_SUFFIXES)
     with ColumnWriter(args.output, model.target_names, json_lines=json_lines) as out:
@@ -1021,8 +1013,8 @@ def _write_text(path: str, text: str) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import read_table, select
     from .display import metrics_table
+    from .io import prefetch, read_table, select
     from .metrics import MetricsAccumulator
 
     model = _load_model(args.model)
@@ -1033,8 +1025,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         tables = stream.tables([c for c in model.target_names + model.feature_names if c in stream.columns])
     acc = MetricsAccumulator(len(model.target_names))
     n_rows = 0
-    from .stream import prefetch
-
     selected = (select(t, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=0) for t in tables)
     for ds in prefetch(selected):  # chunk by chunk, the next one parsed while this one is scored
         acc.add(ds.Y, ds.Y - model.predict(ds.X))
@@ -1089,7 +1079,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from .data import BUILTIN_DESCRIPTIONS, builtin_names
+    from .io import BUILTIN_DESCRIPTIONS, builtin_names
 
     if args.json:
         print(json.dumps([{"name": n, "description": BUILTIN_DESCRIPTIONS[n]} for n in builtin_names()]))
@@ -1103,7 +1093,7 @@ def _data_for_model(args: argparse.Namespace, model):
     """(X, Y) of DATA in the model's column order, or (None, None) without DATA."""
     if args.data is None:
         return None, None
-    from .data import read_table, select
+    from .io import read_table, select
 
     table = read_table(args.data, delimiter=args.delimiter)
     ds = select(table, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=1)
@@ -1169,8 +1159,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace, plotter, t0: float) -> int:
     from .config import TrainConfig
-    from .data import load
     from .display import coef_table, gap_line, predictions_table
+    from .io import load
     from .pipeline import train
 
     ds = load("crops", ["mangoes", "oranges"])
@@ -1218,7 +1208,7 @@ def _demo(args: argparse.Namespace, plotter, t0: float) -> int:
     if mode == "json":
         print(json.dumps({"event": "summary", "model": path, "plots": pngs, **model.to_json()}))
         return EXIT_OK
-    from .data import read_table
+    from .io import read_table
 
     regions = [str(r) for r in read_table("crops").data.column("region").to_pylist()]
     out.print(predictions_table(ds.X, ds.Y, Yhat, ds.target_names, regions))

@@ -591,7 +591,7 @@ def balanced_ranges(sizes: Sequence[float], world: int) -> list[range]:
 
 
 def shard(stream, world: int, rank: int) -> list[tuple]:
-    """This rank's units of a :class:`~gradreg.stream.Stream`: Parquet row groups (by rows) and
+    """This rank's units of a :class:`~gradreg.io.Stream`: Parquet row groups (by rows) and
     CSV byte ranges (each CSV file cut into ``world`` ranges at line boundaries, by bytes).
 
     Parameters

@@ -16,9 +16,9 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .config import TrainConfig
-from .data import Dataset, as_2d_float, require_numeric_columns
 from .errors import DataError, warn_user
 from .fitted import FittedModel
+from .io import Dataset, as_2d_float, require_numeric_columns
 from .pipeline import train, update
 
 __all__ = ["LinearRegressor", "load"]

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from . import persist
-from .data import require_numeric_columns
 from .errors import ConfigError, DataError, ModelFileError
+from .io import require_numeric_columns
 
 CHUNK_ROWS = 65_536  # rows per block of the exact solver's passes over in-memory data
 

@@ -1,7 +1,7 @@
 """Tables larger than memory: CSV and Parquet files, folders and globs, read in chunks of rows.
 
 A :class:`Stream` names its files and reads any columns of them as a sequence of
-:class:`~gradreg.data.Table` chunks of at most ``chunk_rows`` rows (pyarrow's streaming CSV reader
+:class:`~gradreg.io.Table` chunks of at most ``chunk_rows`` rows (pyarrow's streaming CSV reader
 and Parquet's row groups), each knowing its file and first row, so a bad cell is reported by file,
 line and column exactly as when the whole table is read. :class:`StreamingDataset` turns the
 chunks into validated ``(X, Y, w)`` arrays for the solvers.
@@ -22,28 +22,39 @@ from typing import Any
 
 import numpy as np
 
-from .data import (
+from ..errors import ConfigError, DataError
+from .columns import Dataset, select
+from .formats import (
+    CSV_SUFFIXES,
+    PARQUET_SUFFIXES,
     Table,
-    _delimiter_hint,
-    _strip_names,
-    _value_hint,
+    csv_records,
+    delimiter_hint,
     parse_delimiter,
     ragged_message,
     refuse_binary,
-    select,
     strip_header,
+    strip_names,
+    value_hint,
 )
-from .errors import ConfigError, DataError
 
-__all__ = ["Stream", "StreamingDataset", "expand", "prefetch", "DEFAULT_CHUNK_ROWS", "IN_MEMORY_BYTES"]
+__all__ = ["Stream", "StreamingDataset", "expand", "is_glob", "prefetch", "DEFAULT_CHUNK_ROWS", "IN_MEMORY_BYTES"]
 
 DEFAULT_CHUNK_ROWS = 65_536
 IN_MEMORY_BYTES = 1 << 30  # data estimated below this (as float64) is read whole: the fast path
-CSV_SUFFIXES = (".csv", ".tsv", ".txt")
-PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-def _is_glob(spec: str) -> bool:
+def is_glob(spec: str) -> bool:
+    """Whether a data argument is a glob pattern (it holds ``*``, ``?`` or ``[``), not a path.
+
+    Parameters
+    ----------
+    spec : str
+
+    Returns
+    -------
+    bool
+    """
     return any(c in spec for c in "*?[")
 
 
@@ -59,7 +70,7 @@ def expand(spec: str) -> list[str]:
     list of str
         Sorted, so that the order (and the model's fingerprint) does not depend on the file system.
     """
-    if _is_glob(spec):
+    if is_glob(spec):
         files = sorted(f for f in glob.glob(spec, recursive=True) if os.path.isfile(f))
         files = [f for f in files if f.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)]
         if not files:
@@ -101,7 +112,7 @@ class Stream:
         Rows per chunk (the unit of memory).
     delimiter : str, optional
         CSV field separator (default ``,``; tab for ``.tsv``), or a name: ``tab``, ``semicolon``...
-        (see :func:`~gradreg.data.parse_delimiter`).
+        (see :func:`~gradreg.io.parse_delimiter`).
     """
 
     def __init__(self, spec: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None) -> None:
@@ -146,7 +157,7 @@ class Stream:
             raise DataError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
         if header is None:
             raise DataError(f"{path}: file is empty; expected a header row and data rows")
-        return _File(path, "csv", _strip_names(header, path), None, raw=header)
+        return _File(path, "csv", strip_names(header, path), None, raw=header)
 
     def estimated_bytes(self, n_columns: int) -> int:
         """What ``n_columns`` float64 columns of every row would take in memory (CSV: the file size).
@@ -321,18 +332,16 @@ class Stream:
     ) -> DataError:
         """pyarrow names neither the row nor the value's line: find the bad cell from ``from_row``
         (counted from ``byte_start`` when reading a byte range)."""
-        from .data import _records
-
         delimiter = self._delimiter(f.path)
         wanted = [f.columns.index(c) for c in columns if c in f.columns]
         skip = 1 if byte_start is None else 0  # a byte range has no header line
-        for index, (line, record) in enumerate(_records(f.path, delimiter, byte_start)):
+        for index, (line, record) in enumerate(csv_records(f.path, delimiter, byte_start)):
             if index < skip:
                 continue
             if index - skip < from_row:
                 continue
             if len(record) != len(f.columns):
-                hint = _delimiter_hint(f.raw or f.columns, delimiter, delimiter.join(record))
+                hint = delimiter_hint(f.raw or f.columns, delimiter, delimiter.join(record))
                 return DataError(ragged_message(f.path, line, len(f.columns), len(record), hint))
             for j in wanted:
                 value = record[j]
@@ -341,7 +350,7 @@ class Stream:
                 try:
                     float(value)
                 except ValueError:
-                    hint = _value_hint(value, features=False)  # the target, maybe
+                    hint = value_hint(value, features=False)  # the target, maybe
                     return DataError(f"{f.path}, line {line}, column {f.columns[j]!r}: expected a number, got {value!r}{hint}")
         return DataError(f"{f.path}: not a readable CSV file: {str(err).splitlines()[0]}")
 
@@ -395,7 +404,7 @@ class StreamingDataset:
     units : sequence of tuple, optional
         Only these parts of the stream (one rank's shard, see :func:`gradreg.distributed.shard`).
     exclude : str or sequence of str, optional
-        Columns left out of the default features (see :func:`gradreg.data.select`).
+        Columns left out of the default features (see :func:`gradreg.io.select`).
     """
 
     def __init__(
@@ -527,15 +536,13 @@ class StreamingDataset:
         return best if best is not None else (self.source, float("nan"))
 
     def in_memory(self):
-        """Every chunk concatenated into one :class:`~gradreg.data.Dataset` (for data that fits).
+        """Every chunk concatenated into one :class:`~gradreg.io.Dataset` (for data that fits).
 
         Returns
         -------
         Dataset
             Its ``where`` names the file and line of a row.
         """
-        from .data import Dataset
-
         parts = [ds for _, ds in prefetch(self._validated())]
         X = np.concatenate([p.X for p in parts]) if parts else np.zeros((0, self.n_features))
         Y = np.concatenate([p.Y for p in parts]) if parts else np.zeros((0, len(self.target_names)))

@@ -1,0 +1,553 @@
+"""Column selection: target, feature and weight columns picked by name from a
+:class:`~gradreg.io.Table` and validated into float64 arrays (a :class:`Dataset`), and the
+same checks for arrays and data frames given to the estimator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .formats import Table, csv_records, delimiter_hint, read_table, temporal_hint, value_hint
+
+__all__ = [
+    "Dataset",
+    "select",
+    "load",
+    "feature_matrix",
+    "require_features",
+    "require_numeric_columns",
+    "as_2d_float",
+]
+
+
+@dataclass
+class Dataset:
+    """Validated arrays ready for a solver: finite float64, rows aligned.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+    Y : ndarray of shape (n_rows, n_targets)
+    feature_names : list of str, length n_features
+    target_names : list of str, length n_targets
+    sample_weight : ndarray of shape (n_rows,), optional
+        Non-negative, not all zero.
+    source : str
+        Where the rows came from, for messages and the model's metadata.
+    notices : list of str
+        Columns left out, rows dropped, and the like.
+    dtypes : dict of str to str, optional
+        Each feature and target column's type as read (``double``, ``int64``…), for the model
+        file's input schema.
+    where : callable, optional
+        ``where(i, name)``: where row ``i``, column ``name`` came from (``data.csv, line 7,
+        column 'x'``); set by :func:`select`. None: rows are counted from 1 in ``source``.
+    """
+
+    X: np.ndarray
+    Y: np.ndarray
+    feature_names: list[str]
+    target_names: list[str]
+    sample_weight: np.ndarray | None = None
+    source: str = "<array>"
+    notices: list[str] = field(default_factory=list)
+    dtypes: dict[str, str] | None = None  # column name → its type as read (the model file's schema)
+    where: Callable[[int, str], str] | None = field(default=None, repr=False, compare=False)
+
+    def largest(self, j: int) -> tuple[str, float]:
+        """Where the largest magnitude of column ``j`` of ``[X | Y]`` is, and that value (for a
+        message about an outlier).
+
+        Parameters
+        ----------
+        j : int
+            A feature column (``j < n_features``) or target ``j - n_features``.
+
+        Returns
+        -------
+        (str, float)
+            ``("data.csv, line 7, column 'x'", 1e200)``.
+        """
+        p = self.X.shape[1]
+        col = self.X[:, j] if j < p else self.Y[:, j - p]
+        name = self.feature_names[j] if j < p else self.target_names[j - p]
+        with np.errstate(invalid="ignore"):
+            i = int(np.nanargmax(np.abs(col))) if len(col) and not np.isnan(col).all() else 0
+        value = float(col[i]) if len(col) else float("nan")
+        if self.where is not None:
+            return self.where(i, name), value
+        source = ("X" if j < p else "y") if self.source == "<array>" else self.source  # the argument's name
+        return f"{source}, row {i + 1}, column {name!r}", value
+
+
+def _parse_float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _numeric_column(table: Table, name: str, index: int) -> np.ndarray | None:
+    """The column as floats with NaN for missing cells, or None when no cell is numeric.
+
+    float32 columns stay float32 (half the memory; the solvers work in float64 blocks); every
+    other numeric type becomes float64.
+
+    A text column with some numeric cells is an error naming its first non-numeric cell.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = table.data.column(index)
+    typ = col.type
+    if pa.types.is_null(typ):
+        return np.full(len(col), np.nan)
+    if pa.types.is_float32(typ) or pa.types.is_float64(typ):
+        return _to_numpy(col)
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_decimal(typ):
+        return _to_numpy(pc.cast(col, pa.float64()))
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+        return None  # dates, lists, binary...: never a feature (see _temporal)
+    values = col.to_pylist()
+    parsed = [None if v is None else _parse_float(v) for v in values]
+    if not any(p is not None for p in parsed):
+        return None
+    for i, (v, p) in enumerate(zip(values, parsed)):
+        if v is not None and p is None:
+            raise DataError(f"{table.where(i, name)}: expected a number, got {v!r}{value_hint(v)}")
+    return np.array([np.nan if p is None else p for p in parsed], dtype=np.float64)
+
+
+def _temporal(table: Table, index: int) -> str | None:
+    """What a column of dates, timestamps or times of day holds, in words (``"dates"``); None for
+    any other column. (pyarrow reads ``2024-01-01`` in a CSV as a date.)"""
+    import pyarrow as pa
+
+    typ = table.data.column(index).type
+    if pa.types.is_date(typ):
+        return "dates"
+    if pa.types.is_timestamp(typ):
+        return "timestamps"
+    if pa.types.is_time(typ):
+        return "times of day"
+    return None
+
+
+def _to_numpy(col: Any) -> np.ndarray:
+    """A float ChunkedArray as numpy, NaN for nulls (ChunkedArray.to_numpy would import pandas)."""
+    import pyarrow.compute as pc
+
+    filled = pc.fill_null(col, float("nan")) if col.null_count else col
+    if filled.num_chunks == 0:
+        return np.empty(0, dtype=col.type.to_pandas_dtype())
+    if filled.num_chunks == 1:
+        return _chunk_numpy(filled.chunk(0))
+    return np.concatenate([_chunk_numpy(c) for c in filled.chunks])
+
+
+def _chunk_numpy(arr: Any) -> np.ndarray:
+    """A null-free float Array as a zero-copy numpy view of its data buffer. (Array.to_numpy
+    imports pandas, 0.3 s, which every short ``predict`` would pay.)"""
+    import pyarrow as pa
+
+    if arr.null_count == 0 and (pa.types.is_float64(arr.type) or pa.types.is_float32(arr.type)):
+        dtype = np.float64 if pa.types.is_float64(arr.type) else np.float32
+        return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * np.dtype(dtype).itemsize)
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def _split_names(items: Sequence[str] | str | None) -> list[str] | None:
+    if items is None:
+        return None
+    if isinstance(items, str):
+        items = [items]
+    out: list[str] = []
+    for item in items:
+        out.extend(s.strip() for s in str(item).split(",") if s.strip())
+    return out
+
+
+def select(
+    table: Table,
+    target: Sequence[str] | str,
+    features: Sequence[str] | str | None = None,
+    *,
+    weight: str | None = None,
+    drop_missing: bool = False,
+    min_rows: int = 2,
+    exclude: Sequence[str] | str | None = None,
+) -> Dataset:
+    """Pick target, feature and weight columns by name and validate them into a :class:`Dataset`.
+
+    Parameters
+    ----------
+    table : Table
+    target : str or sequence of str
+        Target column name(s); a string may list several, comma-separated.
+    features : str or sequence of str, optional
+        Feature columns; default every other column that holds numbers (a column with no numeric
+        value at all, such as ``region``, is left out with a notice).
+    weight : str, optional
+        Column of sample weights (>= 0, not all 0).
+    drop_missing : bool
+        Drop rows with a missing value (with a notice) instead of failing on the first one.
+    min_rows : int
+        Fewest rows accepted.
+    exclude : str or sequence of str, optional
+        Columns left out of the default features (such as a second target-like column); not
+        with ``features``, which names the features itself.
+
+    Returns
+    -------
+    Dataset
+        X of shape (n_rows, n_features), Y of shape (n_rows, n_targets).
+
+    Raises
+    ------
+    DataError
+        Naming the file, line and column of the first bad cell, the rule, and the value.
+    """
+    names = [str(n) for n in table.data.column_names]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in seen:
+            raise DataError(
+                f"{table.source}: duplicate column name {n!r} (columns {seen[n] + 1} and {i + 1}); names must be unique"
+            )
+        seen[n] = i
+    targets = _split_names(target) or []
+    if not targets:
+        raise ConfigError("{target}: name at least one target column", target=target)
+    chosen_features = _split_names(features)
+    excluded = _split_names(exclude) or []
+    if excluded and chosen_features is not None:
+        raise ConfigError(
+            "{exclude} leaves columns out of the default features; with {features}, name only the features wanted",
+            exclude=exclude,
+            features=features,
+        )
+    unknown = [n for n in excluded if n not in seen]
+    if unknown:
+        raise DataError(
+            f"{table.source}: {{exclude}} names no column {', '.join(map(repr, unknown))}; columns are {', '.join(names)}"
+            + delimiter_hint(names, table.delimiter),
+            exclude=exclude,
+        )
+    asked = targets + (chosen_features or []) + ([weight] if weight else [])
+    for n in asked:
+        if n not in seen:
+            hint = delimiter_hint(names, table.delimiter) if table.path is not None else ""
+            raise DataError(f"{table.source}: no column named {n!r}; columns are {', '.join(names)}{hint}")
+    for group, label in ((targets, "target"), (chosen_features or [], "features")):
+        dup = sorted({n for n in group if group.count(n) > 1})
+        if dup:
+            raise ConfigError(f"{{{label}}}: column {dup[0]!r} is named twice", **{label: group})
+    both = [n for n in targets if chosen_features and n in chosen_features]
+    if both:
+        raise ConfigError(f"column {both[0]!r} is given both as a target and as a feature")
+    if weight and (weight in targets or (chosen_features and weight in chosen_features)):
+        raise ConfigError(f"{{weight}} column {weight!r} is also a target or feature", weight=weight)
+    notices = list(table.notices)
+
+    def required(n: str, features: bool = False) -> np.ndarray:
+        return _required_column(table, n, seen[n], features=features)
+
+    Y = [required(n) for n in targets]
+    if chosen_features is None:
+        chosen_features, X = [], []
+        for n in names:
+            if n in targets or n == weight or n in excluded:
+                continue
+            if n == "":  # pandas' to_csv writes its index under an empty name: never a feature by default
+                notices.append(f"left out column {seen[n] + 1}: it has no name in the header (an index written by to_csv?)")
+                continue
+            arr = _numeric_column(table, n, seen[n])
+            if arr is None:
+                kind = _temporal(table, seen[n])
+                notices.append(f"left out column {n!r}: it holds {kind + ', not numbers' if kind else 'no numbers'}")
+                continue
+            chosen_features.append(n)
+            X.append(arr)
+    else:
+        X = [required(n, features=True) for n in chosen_features]
+    if not chosen_features:
+        # say what became of the other columns: the notes that would have said it are not shown
+        why = [n[len("left out ") :] for n in notices if n.startswith("left out column")]
+        why += [f"column {n!r} is excluded" for n in names if n in excluded]
+        raise DataError(
+            f"{table.source}: no numeric feature columns besides the target(s)" + (f": {'; '.join(why)}" if why else "")
+        )
+    w = required(weight) if weight else None
+    n_rows = table.data.num_rows
+    Xa = np.column_stack(X) if X else np.empty((n_rows, 0))
+    Ya = np.column_stack(Y)
+    columns = [(chosen_features, Xa), (targets, Ya)] + ([([weight], w[:, None])] if w is not None else [])
+
+    keep = _rows_to_keep(table, columns, drop_missing)
+    if not keep.all():
+        dropped = np.flatnonzero(~keep)
+        shown = ", ".join(table.where(int(r)).rsplit(", ", 1)[-1] for r in dropped[:5]) + (", …" if len(dropped) > 5 else "")
+        notices.append(f"dropped {len(dropped)} row(s) with missing values ({shown})")
+    if w is not None:
+        neg = np.flatnonzero(w < 0)
+        if neg.size:
+            raise DataError(f"{table.where(int(neg[0]), weight)}: weights must be >= 0; got {w[neg[0]]}")
+    if not keep.all():
+        Xa, Ya = Xa[keep], Ya[keep]
+        w = w[keep] if w is not None else None
+    if Xa.shape[0] < min_rows:
+        raise DataError(f"{table.source}: need at least {min_rows} data rows; got {Xa.shape[0]}")
+    if w is not None and not (w > 0).any():
+        raise DataError(f"{table.where(None, weight)}: all weights are zero; at least one must be > 0")
+    schema = table.data.schema
+    return Dataset(
+        Xa,  # column_stack makes it C-contiguous; float32 columns stay float32
+        Ya,
+        list(chosen_features),
+        targets,
+        w,
+        table.source,
+        notices,
+        {n: str(schema.field(seen[n]).type) for n in list(chosen_features) + targets},
+        where=_row_finder(table, None if keep.all() else np.flatnonzero(keep)),
+    )
+
+
+def _row_finder(table: Table, kept: np.ndarray | None) -> Callable[[int, str], str]:
+    """Dataset.where for rows selected from ``table`` (``kept``: their rows in it, None for all).
+
+    Holds neither the table's columns nor stdin's bytes: a Dataset may live as long as a fit."""
+    place = Table(None, table.source, table.path if isinstance(table.path, str) else None, table.delimiter)
+    place.row_offset, place.byte_start = table.row_offset, table.byte_start
+
+    def where(i: int, column: str) -> str:
+        return place.where(int(kept[i]) if kept is not None else i, column)
+
+    return where
+
+
+def _required_column(table: Table, name: str, index: int, *, features: bool = False) -> np.ndarray:
+    """A column that must hold numbers: float64 with NaN for missing cells. ``features``: it was
+    asked for with --features (a message may suggest leaving it out)."""
+    arr = _numeric_column(table, name, index)
+    if arr is None:
+        row, value = _first_value(table, index)
+        kind = _temporal(table, index)
+        if kind:
+            raise DataError(f"{table.where(row, name)}: expected a number, got {value!r}: {temporal_hint(kind, features)}")
+        hint = value_hint(value, features)
+        raise DataError(f"{table.where(row, name)}: column {name!r} holds no numbers; got {value!r}{hint}")
+    return arr
+
+
+def _rows_to_keep(table: Table, columns: list[tuple[list[str], np.ndarray]], drop_missing: bool) -> np.ndarray:
+    """Rows without missing cells (an error unless ``drop_missing``); any inf is an error.
+
+    ``columns`` pairs names with their (n, k) values; the first bad cell in their order is named.
+    """
+    if all(all_finite(arr) for _, arr in columns):  # the common case: one cheap sum per block
+        return np.ones(table.data.num_rows, dtype=bool)
+    missing = np.zeros(table.data.num_rows, dtype=bool)
+    for _cols, arr in columns:
+        missing |= np.isnan(arr).any(axis=1)
+    if missing.any() and not drop_missing:
+        row = int(np.argmax(missing))
+        col = _first_bad_column(columns, row, np.isnan)
+        raise DataError(f"{table.where(row, col)}: missing value; drop such rows with --drop-missing")
+    for cols, arr in columns:
+        inf = np.isinf(arr)
+        if inf.any():
+            row = int(np.argmax(inf.any(axis=1)))
+            col = _first_bad_column([(cols, arr)], row, np.isinf)
+            raise DataError(f"{table.where(row, col)}: values must be finite; got {arr[row, cols.index(col)]}")
+    return ~missing
+
+
+def _first_value(table: Table, index: int) -> tuple[int, Any]:
+    """(row, value) of a column's first non-missing cell (row 0 and None for none); dates and times
+    as written in a CSV file, else as text (``'2024-01-01'``, not ``datetime.date(2024, 1, 1)``)."""
+    col = table.data.column(index)
+    valid = col.is_valid()
+    row = next((i for i in range(len(col)) if valid[i].as_py()), None)
+    if row is None:
+        return 0, None
+    value = col[row].as_py()
+    if _temporal(table, index) is None:
+        return row, value
+    if table.path is not None and table.byte_start is None:
+        for k, (_, record) in enumerate(csv_records(table.path, table.delimiter)):
+            if k == table.row_offset + row + 1 and index < len(record):  # record 0 is the header
+                return row, record[index]
+    return row, str(value)
+
+
+def _first_bad_column(columns: list[tuple[list[str], np.ndarray]], row: int, is_bad: Any) -> str:
+    # The leftmost offending column in file order is the one a user looks at first.
+    for cols, arr in columns:
+        for j, n in enumerate(cols):
+            if is_bad(arr[row, j]):
+                return n
+    raise AssertionError("no bad cell in the flagged row")
+
+
+def load(
+    source: Any,
+    target: Sequence[str] | str,
+    features: Sequence[str] | str | None = None,
+    *,
+    weight: str | None = None,
+    drop_missing: bool = False,
+    delimiter: str | None = None,
+    exclude: Sequence[str] | str | None = None,
+) -> Dataset:
+    """Read ``source`` and select columns: :func:`~gradreg.io.read_table`, then :func:`select`.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, pandas.DataFrame, pyarrow.Table or dict
+        As for :func:`~gradreg.io.read_table`.
+    target : str or sequence of str
+    features : str or sequence of str, optional
+    weight : str, optional
+    drop_missing : bool
+    delimiter : str, optional
+        As for :func:`select` and :func:`~gradreg.io.read_table`.
+    exclude : str or sequence of str, optional
+        As for :func:`select`.
+
+    Returns
+    -------
+    Dataset
+    """
+    table = read_table(source, delimiter=delimiter)
+    return select(table, target, features, weight=weight, drop_missing=drop_missing, exclude=exclude)
+
+
+def feature_matrix(table: Table, features: Sequence[str], *, drop_missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The feature columns for prediction, by name, in the model's order.
+
+    Parameters
+    ----------
+    table : Table
+        May hold other columns too, in any order.
+    features : sequence of str, length n_features
+    drop_missing : bool
+        Drop rows with a missing feature instead of failing.
+
+    Returns
+    -------
+    X : ndarray of shape (n_kept, n_features)
+    kept : ndarray of bool, shape (n_rows,)
+        Which rows of the table are in X.
+    """
+    names = [str(n) for n in table.data.column_names]
+    require_features(table.source, names, features)
+    cols = [_required_column(table, f, names.index(f)) for f in features]
+    X = np.column_stack(cols) if cols else np.empty((table.data.num_rows, 0))
+    keep = _rows_to_keep(table, [(list(features), X)], drop_missing)
+    return X[keep], keep
+
+
+def require_features(source: str, columns: Sequence[str], features: Sequence[str]) -> None:
+    """Raise a DataError naming the model features that ``columns`` lacks.
+
+    Parameters
+    ----------
+    source : str
+        Named in the message.
+    columns : sequence of str
+        What the data has.
+    features : sequence of str
+        What the model needs.
+    """
+    lacking = [f for f in features if f not in columns]
+    if lacking:
+        raise DataError(
+            f"{source}: lacks model feature column(s) {', '.join(map(repr, lacking))}; columns are {', '.join(columns)}"
+            + delimiter_hint(list(columns), ",")
+        )
+
+
+def require_numeric_columns(a: Any, name: str) -> None:
+    """Refuse a pandas DataFrame (or Series) column that is not numbers, naming it, before a
+    conversion fails with "could not convert string to float" or a DType promotion error.
+
+    Parameters
+    ----------
+    a : any
+        Anything else than a DataFrame or Series passes unchecked.
+    name : str
+        The argument, named in the message (``X``).
+
+    Raises
+    ------
+    DataError
+    """
+    dtypes = getattr(a, "dtypes", None)
+    if dtypes is None or not hasattr(a, "iloc"):
+        return
+    items = dtypes.items() if hasattr(dtypes, "items") else [(getattr(a, "name", None), dtypes)]
+    for col, dtype in items:
+        kind = getattr(dtype, "kind", "O")
+        if kind in "biuf":
+            continue
+        values = a[col] if hasattr(a, "columns") else a
+        first = values.dropna().iloc[0] if values.notna().any() else None
+        what = (
+            "dates or times are not numbers: convert the column to numbers (e.g. days since an epoch) or drop it"
+            if kind in "mM" or "date" in str(dtype)
+            else "convert it to numbers or drop it"
+        )
+        label = f", column {col!r}" if hasattr(a, "columns") else ""
+        raise DataError(f"{name}{label}: expected numbers; got dtype {dtype} (first value {first!r}); {what}")
+
+
+def as_2d_float(a: Any, name: str, columns: Sequence[Any] | None = None) -> np.ndarray:
+    """Coerce an array-like or tensor to a 2-D float array, refusing NaN and inf.
+
+    float32 input stays float32 (no copy of a large array); anything else becomes float64.
+
+    Parameters
+    ----------
+    a : array-like or torch.Tensor of shape (n,) or (n, k)
+    name : str
+        The argument, named in messages (``X``).
+    columns : sequence, optional
+        The k column names (a DataFrame's), named in messages instead of column numbers.
+
+    Returns
+    -------
+    ndarray of shape (n, k)
+    """
+    if hasattr(a, "detach") and hasattr(a, "cpu"):
+        a = a.detach().cpu().numpy()
+    try:
+        arr = np.asarray(a)
+        if arr.dtype != np.float32:
+            arr = np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{name}: expected numbers: {e}") from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise DataError(f"{name}: expected a 1-D or 2-D array; got shape {arr.shape}")
+    if not all_finite(arr):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            col = repr(str(columns[j])) if columns is not None and j < len(columns) else j
+            raise DataError(f"{name}, row {i + 1}, column {col}: values must be finite (not NaN or inf); got {arr[i, j]}")
+    return arr
+
+
+def all_finite(arr: np.ndarray) -> bool:
+    """True when the float64 sum is finite: then every value is (NaN and inf propagate). A False
+    may also be an overflow of huge finite values; callers then look cell by cell. No n-sized
+    temporary, unlike np.isfinite(arr).all()."""
+    with np.errstate(all="ignore"):
+        return bool(np.isfinite(np.add.reduce(arr, axis=None, dtype=np.float64)))
