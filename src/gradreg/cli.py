@@ -663,56 +663,29 @@ def _mode(args: argparse.Namespace) -> str:
 
 
 def _stream(args: argparse.Namespace, data: str):
-    """A Stream over DATA when it is CSV/Parquet file(s) on disk; None for stdin, .npy/.npz, built-ins."""
-    from .io import BUILTIN, CSV_SUFFIXES, PARQUET_SUFFIXES, Stream, is_glob
+    """A Stream over DATA when it is CSV/Parquet file(s) on disk and the command reads in chunks."""
+    from .io import stream_of
 
-    if data == "-" or (data in BUILTIN and not os.path.exists(data)) or not hasattr(args, "chunk_rows"):
-        return None
-    if not (os.path.isdir(data) or is_glob(data) or data.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)):
-        return None
-    if os.path.isfile(data) and os.path.getsize(data) == 0:
-        return None  # the whole-table reader says "file is empty" with its usual words
-    return Stream(data, chunk_rows=args.chunk_rows, delimiter=args.delimiter)
+    return stream_of(data, chunk_rows=args.chunk_rows, delimiter=args.delimiter) if hasattr(args, "chunk_rows") else None
 
 
 def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: Any = None, weight: Any = None, comm=None):
-    """The training data: in memory when it fits (the fast path), else a StreamingDataset.
-
-    Distributed, only this rank's rows: its Parquet row groups and CSV byte ranges (see
-    distributed.shard), in memory when the shard fits; a built-in table or a .npy/.npz file is
-    read and cut into contiguous row ranges.
-    """
+    """The training source of DATA (see :func:`gradreg.io.open_source`)."""
     from .distributed import SINGLE
-    from .io import IN_MEMORY_BYTES, Dataset, StreamingDataset, load
+    from .io import open_source
 
-    comm = comm or SINGLE
-    world, rank = comm.world, comm.rank
-    exclude = getattr(args, "exclude", None)
-    if world > 1 and data == "-":
-        raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
-
-    def whole():
-        return load(
-            data, targets, features, weight=weight, drop_missing=args.drop_missing, delimiter=args.delimiter, exclude=exclude
-        )
-
-    stream = _stream(args, data)
-    if stream is None:
-        ds = whole()
-        if world == 1:
-            return ds
-        lo, hi = len(ds.X) * rank // world, len(ds.X) * (rank + 1) // world
-        w = None if ds.sample_weight is None else ds.sample_weight[lo:hi]
-        return Dataset(ds.X[lo:hi], ds.Y[lo:hi], ds.feature_names, ds.target_names, w, ds.source, ds.notices)
-    from .distributed import shard
-
-    units = None if world == 1 else shard(stream, world, rank)
-    sds = StreamingDataset(stream, targets, features, weight=weight, drop_missing=args.drop_missing, units=units, exclude=exclude)
-    if getattr(args, "stream", False) or stream.estimated_bytes(len(sds.columns)) / world > IN_MEMORY_BYTES:
-        return sds
-    if world == 1 and len(stream.files) == 1:  # one file that fits: read it whole, as always
-        return whole()
-    return sds.in_memory()
+    return open_source(
+        data,
+        targets,
+        features,
+        weight=weight,
+        exclude=getattr(args, "exclude", None),
+        drop_missing=args.drop_missing,
+        delimiter=args.delimiter,
+        stream=True if args.stream else None,
+        chunk_rows=args.chunk_rows,
+        comm=comm or SINGLE,
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ gradient descent under autograd or exact least squares, with statistics and the 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -172,15 +173,42 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         return cfg
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> LinearRegressor:
-        """Fit the model.
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        sample_weight: Any = None,
+        *,
+        target: str | list[str] | None = None,
+        features: str | list[str] | None = None,
+        weight: str | None = None,
+        stream: bool | None = None,
+    ) -> LinearRegressor:
+        """Fit the model, on arrays or on files.
+
+        Files go through the CLI's path: CSV/TSV/Parquet files, folders and globs are read in
+        memory when they fit (under 1 GiB as float64) and streamed chunk by chunk otherwise, and a
+        process started by ``torchrun`` fits its shard of the rows with the other ranks (every
+        rank gets the same model; see the README, "Many processes").
 
         Parameters
         ----------
-        X : array-like, DataFrame or torch.Tensor of shape (n_samples, n_features)
+        X : array-like, DataFrame, torch.Tensor of shape (n_samples, n_features), or str
+            The rows, or a path: a CSV/TSV/Parquet file, a folder or glob of them (for example
+            ``"data/*.parquet"``), a .npy/.npz file or a built-in table (``"crops"``).
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            With arrays. With a path, the target column name(s) may stand here instead of ``target``.
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weights: the weighted least-squares objective (WLS).
+        target : str or list of str, optional
+            With a path: the target column(s); one name gives 1-D predictions, a list 2-D.
+        features : str or list of str, optional
+            With a path: the feature columns (default: every other numeric column).
+        weight : str, optional
+            With a path: the column of sample weights.
+        stream : bool, optional
+            With a path: True streams whatever the size, False reads the rows whole, None decides
+            by size.
 
         Returns
         -------
@@ -195,6 +223,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         gradreg.solvers.exact.RankWarning
             Constant or collinear columns, or fewer rows than coefficients.
         """
+        if isinstance(X, (str, os.PathLike)):
+            return self._fit_path(os.fspath(X), target if target is not None else y, features, weight, stream)
+        if target is not None or features is not None or weight is not None or stream is not None:
+            raise TypeError("target, features, weight and stream go with a path; with arrays, pass y and sample_weight")
         cfg = self._config()
         Xa, Ya, w, y_1d, names, target_names = self._arrays(X, y, sample_weight, reset=True, min_samples=2)
         if w is not None and not (w > 0).any():
@@ -202,6 +234,24 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ds = Dataset(Xa, Ya, names, target_names, w, "<array>", dtypes=_dtypes(X, names))
         self._set_fitted(train(ds, cfg), y_1d)
         self.__dict__.pop("_state", None)  # fit starts afresh; partial_fit continues from here
+        return self
+
+    def _fit_path(self, path: str, target: Any, features: Any, weight: str | None, stream: bool | None) -> LinearRegressor:
+        """:meth:`fit` on files: the library's source (in memory or streamed), on every rank of a
+        torchrun job when this process is one."""
+        from . import distributed
+        from .io import open_source
+
+        if target is None or (not isinstance(target, str) and not all(isinstance(t, str) for t in target)):
+            raise TypeError(f"fit({path!r}): name the target column(s): target='y' or target=['y1', 'y2']; got {target!r}")
+        cfg = self._config()
+        comm = distributed.init(device=cfg.device)  # SINGLE unless torchrun started this process
+        source = open_source(path, target, features, weight=weight, stream=stream, comm=comm)
+        model = train(source, cfg, comm)
+        self.feature_names_in_ = np.asarray(source.feature_names, dtype=object)
+        self.n_features_in_ = len(source.feature_names)
+        self._set_fitted(model, isinstance(target, str) and len(source.target_names) == 1)
+        self.__dict__.pop("_state", None)
         return self
 
     def _arrays(self, X: Any, y: Any, sample_weight: Any, *, reset: bool, min_samples: int) -> tuple:
@@ -232,9 +282,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
 
         With ``solver="exact"`` every batch's QR factor is merged into the running one, so after
         any number of calls the coefficients and the (nonrobust) statistics are those of one fit
-        on all rows seen. With ``solver="gd"`` each call is one shuffled pass over its batch at a
-        constant learning rate (as ``SGDRegressor.partial_fit``); the first batch fixes the
-        standardization, batch size and learning rate, and the optimizer's state carries over.
+        on all rows seen. With ``solver="gd"`` each call is one shuffled pass over its batch, at a
+        learning rate that decays as 1/√t with the rows seen (as ``SGDRegressor``'s does); the
+        first batch fixes the standardization, batch size and base learning rate, and the
+        optimizer's state carries over.
         A call after :meth:`fit` continues from that fit.
 
         Parameters

@@ -15,8 +15,7 @@ import numpy as np
 from . import persist
 from .errors import ConfigError, DataError, ModelFileError
 from .io import require_numeric_columns
-
-CHUNK_ROWS = 65_536  # rows per block of the exact solver's passes over in-memory data
+from .io.partition import CHUNK_ROWS
 
 __all__ = ["FittedModel", "gap_to_optimum", "stop_reason", "make_schema"]
 

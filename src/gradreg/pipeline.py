@@ -21,9 +21,7 @@ import datetime as _dt
 import hashlib
 import math
 import platform
-import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,116 +30,14 @@ from ._version import __version__
 from .config import TrainConfig
 from .distributed import SINGLE, Comm
 from .errors import ConfigError, DataError
-from .fitted import CHUNK_ROWS, NEAR_ZERO, FittedModel, gap_to_optimum, make_schema, stop_reason
+from .fitted import NEAR_ZERO, FittedModel, gap_to_optimum, make_schema, stop_reason
+from .io.partition import Split
 from .metrics import MetricsAccumulator
 
-__all__ = ["train", "update", "Split", "Fingerprint", "check_magnitudes"]
+__all__ = ["train", "update", "Fingerprint", "check_magnitudes"]
 
 SHUFFLE_BUFFER = 1 << 18  # rows that streamed gradient descent shuffles together (--shuffle-buffer)
 SQUARE_SAFE = (1e-150, 1e150)  # column magnitudes whose squares stay normal float64 numbers
-
-
-@dataclass
-class Split:
-    """A source's rows for one fit, as :func:`train` reads them.
-
-    Parameters
-    ----------
-    chunks : callable
-        Returns a fresh iterator of this rank's training chunks ``(X, Y, w)`` (w may be None).
-    epoch_chunks : callable
-        ``epoch_chunks(epoch)``: the same rows in that epoch's order (files and row groups shuffled).
-    val_chunks : callable or None
-        Returns a fresh iterator of this rank's validation chunks; None without a validation split.
-    n_val : callable
-        This rank's validation rows (known once ``chunks()`` has been read through).
-    resident : tuple or None
-        ``(X, Y, w, X_val, Y_val, w_val, offset)`` when the rows are held in memory (offset:
-        training rows on lower ranks); gradient descent then keeps them as tensors instead of
-        reading the chunks again every epoch.
-    streamed : bool
-        Whether the rows are read from files chunk by chunk (recorded in the model's info).
-    """
-
-    chunks: Callable[[], Iterator[tuple]]
-    epoch_chunks: Callable[[int], Iterator[tuple]]
-    val_chunks: Callable[[], Iterator[tuple]] | None
-    n_val: Callable[[], int]
-    resident: tuple | None = None
-    streamed: bool = False
-
-
-def split_arrays(ds, cfg: TrainConfig, comm: Comm = SINGLE) -> Split:
-    """The :class:`Split` of rows held in memory (a :class:`~gradreg.io.Dataset`; on several
-    ranks, this rank's contiguous share of the rows, in rank order).
-
-    The validation rows are a seeded random choice among all rows of all ranks, the same as one
-    process would make; the chunks are views of cache-sized blocks.
-    """
-    n_here = len(ds.X)
-    n_all, first = comm.offsets(n_here)  # rows on all ranks, on lower ranks
-    tr, va = _split(n_all, cfg.val_fraction, cfg.seed)
-    offset = int(np.searchsorted(tr, first))  # training rows on lower ranks
-    tr = tr[(tr >= first) & (tr < first + n_here)] - first  # this rank's rows of each
-    va = va[(va >= first) & (va < first + n_here)] - first
-    w_all = ds.sample_weight
-    if len(tr) < n_here:
-        X, Y, w = ds.X[tr], ds.Y[tr], None if w_all is None else w_all[tr]
-    else:  # no copies of (possibly very large) arrays
-        X, Y, w = ds.X, ds.Y, w_all
-    Xv, Yv, wv = ds.X[va], ds.Y[va], None if w_all is None else w_all[va]
-
-    def blocks(A, B, c):
-        for start in range(0, len(A), CHUNK_ROWS):  # views, processed in cache-sized float64 blocks
-            stop = start + CHUNK_ROWS
-            yield A[start:stop], B[start:stop], None if c is None else c[start:stop]
-
-    return Split(
-        chunks=lambda: blocks(X, Y, w),
-        epoch_chunks=lambda epoch: blocks(X, Y, w),
-        val_chunks=(lambda: blocks(Xv, Yv, wv)) if cfg.val_fraction > 0 else None,
-        n_val=lambda: len(va),
-        resident=(X, Y, w, Xv, Yv, wv, offset),
-    )
-
-
-def split_stream(sds, cfg: TrainConfig, comm: Comm = SINGLE) -> Split:
-    """The :class:`Split` of a :class:`~gradreg.io.StreamingDataset` (this rank's units of it):
-    a seeded mask per chunk, keyed by file and first row, picks the validation rows, so every pass
-    and epoch sees the same rows without holding any of them."""
-    frac = cfg.val_fraction
-    held_out = {"n": 0}
-
-    def rows(units=None, part="train", count=False):
-        for key, (X, Y, w) in sds.keyed_chunks(units):
-            if frac > 0:
-                mask = np.random.default_rng([cfg.seed, zlib.crc32(key[0].encode()), *key[1:]]).random(len(X)) < frac
-                if count:
-                    held_out["n"] += int(mask.sum())
-                keep = mask if part == "val" else ~mask
-                X, Y, w = X[keep], Y[keep], None if w is None else w[keep]
-            elif part == "val":
-                continue
-            yield X, Y, w
-
-    units = sds.units()
-    calls = [0]
-
-    def chunks():
-        calls[0] += 1
-        return rows(count=calls[0] == 1)
-
-    def epoch_chunks(epoch: int):
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(units))
-        return rows([units[i] for i in order])
-
-    return Split(
-        chunks=chunks,
-        epoch_chunks=epoch_chunks,
-        val_chunks=(lambda: rows(part="val")) if frac > 0 else None,
-        n_val=lambda: held_out["n"],
-        streamed=True,
-    )
 
 
 class _FirstPass:
@@ -245,7 +141,7 @@ def train(
     if resume and not checkpoint_dir:
         raise ConfigError("{resume} needs {checkpoint_dir} (the folder of the checkpoint)", resume=resume, checkpoint_dir=None)
     device = resolve_device(cfg.device)
-    split = (split_arrays if hasattr(source, "X") else split_stream)(source, cfg, comm)  # TODO(io): source.split
+    split = source.split(cfg.val_fraction, cfg.seed, comm)
     p, q = len(source.feature_names), len(source.target_names)
     seen = _FirstPass(source, cfg, comm, ranges=cfg.solver == "gd" and split.resident is None)
     calls = [0]
@@ -460,19 +356,6 @@ def gd_hints(factor, p: int, precondition: bool = False) -> dict[str, Any]:
         inv = np.where(keep, 1.0 / np.where(keep, s, 1.0), 0.0)
         hints["precondition"] = math.sqrt(factor.sum_w) * Vt.T * inv[None, :]
     return hints
-
-
-def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded (train, val) row indices; val takes round(n·fraction) rows, at least one."""
-    if fraction <= 0:
-        return np.arange(n), np.arange(0)
-    import torch
-
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1)).numpy()
-    n_val = max(1, int(round(n * fraction)))
-    if n - n_val < 2:
-        raise DataError(f"{{val_fraction=}} leaves {n - n_val} training row(s); at least 2 are needed", val_fraction=fraction)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 def _rank_warnings(sol, feature_names: list[str], speak: bool = True) -> list[str]:

@@ -15,7 +15,18 @@ from .formats import (
     parse_delimiter,
     read_table,
 )
-from .sources import DEFAULT_CHUNK_ROWS, IN_MEMORY_BYTES, Stream, StreamingDataset, expand, is_glob, prefetch
+from .partition import Split
+from .sources import (
+    DEFAULT_CHUNK_ROWS,
+    IN_MEMORY_BYTES,
+    Stream,
+    StreamingDataset,
+    expand,
+    is_glob,
+    open_source,
+    prefetch,
+    stream_of,
+)
 from .writers import ColumnWriter, write_table
 
 __all__ = [
@@ -28,6 +39,7 @@ __all__ = [
     "ColumnWriter",
     "Dataset",
     "Stream",
+    "Split",
     "StreamingDataset",
     "Table",
     "as_2d_float",
@@ -36,11 +48,13 @@ __all__ = [
     "feature_matrix",
     "is_glob",
     "load",
+    "open_source",
     "parse_delimiter",
     "prefetch",
     "read_table",
     "require_features",
     "require_numeric_columns",
     "select",
+    "stream_of",
     "write_table",
 ]

@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from ..distributed import SINGLE, Comm
 from ..errors import ConfigError, DataError
 from .formats import Table, csv_records, delimiter_hint, read_table, temporal_hint, value_hint
+from .partition import Split, split_arrays
 
 __all__ = [
     "Dataset",
@@ -58,6 +60,22 @@ class Dataset:
     notices: list[str] = field(default_factory=list)
     dtypes: dict[str, str] | None = None  # column name → its type as read (the model file's schema)
     where: Callable[[int, str], str] | None = field(default=None, repr=False, compare=False)
+
+    def split(self, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Split:
+        """This rank's rows as training and validation chunks (views of the arrays), the validation
+        rows a seeded choice among all ranks' rows (see :func:`gradreg.io.partition.split_arrays`).
+
+        Parameters
+        ----------
+        val_fraction : float
+        seed : int
+        comm : gradreg.distributed.Comm
+
+        Returns
+        -------
+        Split
+        """
+        return split_arrays(self, val_fraction, seed, comm)
 
     def largest(self, j: int) -> tuple[str, float]:
         """Where the largest magnitude of column ``j`` of ``[X | Y]`` is, and that value (for a

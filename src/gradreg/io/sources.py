@@ -16,15 +16,18 @@ from __future__ import annotations
 import glob
 import io
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..distributed import SINGLE, Comm
 from ..errors import ConfigError, DataError
-from .columns import Dataset, select
+from .columns import Dataset, load, select
 from .formats import (
+    BUILTIN,
     CSV_SUFFIXES,
     PARQUET_SUFFIXES,
     Table,
@@ -37,8 +40,19 @@ from .formats import (
     strip_names,
     value_hint,
 )
+from .partition import Split
 
-__all__ = ["Stream", "StreamingDataset", "expand", "is_glob", "prefetch", "DEFAULT_CHUNK_ROWS", "IN_MEMORY_BYTES"]
+__all__ = [
+    "Stream",
+    "StreamingDataset",
+    "open_source",
+    "stream_of",
+    "expand",
+    "is_glob",
+    "prefetch",
+    "DEFAULT_CHUNK_ROWS",
+    "IN_MEMORY_BYTES",
+]
 
 DEFAULT_CHUNK_ROWS = 65_536
 IN_MEMORY_BYTES = 1 << 30  # data estimated below this (as float64) is read whole: the fast path
@@ -429,6 +443,56 @@ class StreamingDataset:
         self.source = stream.spec
         self.columns = self.target_names + self.feature_names + ([weight] if weight else [])
 
+    def split(self, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Split:
+        """This rank's rows as training and validation chunks: a seeded mask per chunk, keyed by
+        file and first row, picks the validation rows, so every pass and epoch sees the same rows
+        without holding any of them.
+
+        Parameters
+        ----------
+        val_fraction : float
+        seed : int
+        comm : gradreg.distributed.Comm
+            Unused: each rank masks its own chunks.
+
+        Returns
+        -------
+        Split
+        """
+        frac = val_fraction
+        held_out = {"n": 0}
+
+        def rows(units=None, part="train", count=False):
+            for key, (X, Y, w) in self.keyed_chunks(units):
+                if frac > 0:
+                    mask = np.random.default_rng([seed, zlib.crc32(key[0].encode()), *key[1:]]).random(len(X)) < frac
+                    if count:
+                        held_out["n"] += int(mask.sum())
+                    keep = mask if part == "val" else ~mask
+                    X, Y, w = X[keep], Y[keep], None if w is None else w[keep]
+                elif part == "val":
+                    continue
+                yield X, Y, w
+
+        units = self.units()
+        calls = [0]
+
+        def chunks():
+            calls[0] += 1
+            return rows(count=calls[0] == 1)
+
+        def epoch_chunks(epoch: int):
+            order = np.random.default_rng([seed, epoch]).permutation(len(units))
+            return rows([units[i] for i in order])
+
+        return Split(
+            chunks=chunks,
+            epoch_chunks=epoch_chunks,
+            val_chunks=(lambda: rows(part="val")) if frac > 0 else None,
+            n_val=lambda: held_out["n"],
+            streamed=True,
+        )
+
     def _first_tables(self) -> Iterator[Table]:
         # The first chunk of the first file, with pyarrow's type inference (to find numeric columns).
         import pyarrow as pa
@@ -555,6 +619,99 @@ class StreamingDataset:
             return finders[k](i - int(starts[k]), column)
 
         return Dataset(X, Y, self.feature_names, self.target_names, w, self.source, list(self.notices), where=where)
+
+
+def stream_of(data: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None) -> Stream | None:
+    """A :class:`Stream` over ``data`` when it names CSV/Parquet file(s) on disk (a file, folder or
+    glob); None for stdin (``-``), .npy/.npz files, built-in tables and empty files (whose whole-table
+    reader says so in its usual words).
+
+    Parameters
+    ----------
+    data : str
+    chunk_rows : int
+    delimiter : str, optional
+
+    Returns
+    -------
+    Stream or None
+    """
+    if data == "-" or (data in BUILTIN and not os.path.exists(data)):
+        return None
+    if not (os.path.isdir(data) or is_glob(data) or data.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)):
+        return None
+    if os.path.isfile(data) and os.path.getsize(data) == 0:
+        return None
+    return Stream(data, chunk_rows=chunk_rows, delimiter=delimiter)
+
+
+def open_source(
+    data: str,
+    target: Sequence[str] | str,
+    features: Sequence[str] | str | None = None,
+    *,
+    weight: str | None = None,
+    exclude: Sequence[str] | str | None = None,
+    drop_missing: bool = False,
+    delimiter: str | None = None,
+    stream: bool | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    comm: Comm = SINGLE,
+) -> Dataset | StreamingDataset:
+    """The training rows of ``data`` as a source for :func:`gradreg.pipeline.train`: in memory when
+    they fit (the fast path), else streamed chunk by chunk.
+
+    Data estimated below :data:`IN_MEMORY_BYTES` (1 GiB as float64) are read whole; larger data,
+    or ``stream=True``, stream. On several ranks only this rank's rows are read: its Parquet row
+    groups and CSV byte ranges (see :func:`gradreg.distributed.shard`), in memory when the shard
+    fits; a built-in table or a .npy/.npz file is read whole and cut into contiguous row ranges.
+
+    Parameters
+    ----------
+    data : str
+        A CSV/TSV/Parquet file, a folder or glob of them, a .npy/.npz file, a built-in table
+        (``"crops"``), or ``"-"`` for CSV on stdin.
+    target : str or sequence of str
+    features : str or sequence of str, optional
+        Default: every other numeric column.
+    weight : str, optional
+    exclude : str or sequence of str, optional
+    drop_missing : bool
+    delimiter : str, optional
+    stream : bool, optional
+        True streams whatever the size; False reads whole; None decides by size.
+    chunk_rows : int
+        Rows per streamed chunk.
+    comm : gradreg.distributed.Comm
+
+    Returns
+    -------
+    Dataset or StreamingDataset
+    """
+    from ..distributed import shard
+
+    world, rank = comm.world, comm.rank
+    if world > 1 and data == "-":
+        raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
+
+    def whole() -> Dataset:
+        return load(data, target, features, weight=weight, drop_missing=drop_missing, delimiter=delimiter, exclude=exclude)
+
+    files = stream_of(data, chunk_rows=chunk_rows, delimiter=delimiter)
+    if files is None:
+        ds = whole()
+        if world == 1:
+            return ds
+        lo, hi = len(ds.X) * rank // world, len(ds.X) * (rank + 1) // world
+        w = None if ds.sample_weight is None else ds.sample_weight[lo:hi]
+        return Dataset(ds.X[lo:hi], ds.Y[lo:hi], ds.feature_names, ds.target_names, w, ds.source, ds.notices)
+    units = None if world == 1 else shard(files, world, rank)
+    sds = StreamingDataset(files, target, features, weight=weight, drop_missing=drop_missing, units=units, exclude=exclude)
+    if stream or (stream is None and files.estimated_bytes(len(sds.columns)) / world > IN_MEMORY_BYTES):
+        return sds
+    if world == 1 and len(files.files) == 1:  # one file that fits: read it whole, as always
+        return whole()
+    return sds.in_memory()
 
 
 def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
