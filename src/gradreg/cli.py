@@ -247,8 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--l2", type=_nonneg_float, default=D.l2, help="ridge penalty in the standardized scale (default: %(default)g)"
     )
-    t.add_argument("--no-intercept", action="store_true", help="fit without the bias b")
-    t.add_argument("--no-standardize", action="store_true", help="train in raw units from a random start, as the tutorial does")
+    t.add_argument("--no-intercept", dest="fit_intercept", action="store_false", help="fit without the bias b")
+    t.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_false",
+        help="train in raw units from a random start, as the tutorial does",
+    )
     t.add_argument("--val-fraction", type=_fraction, default=D.val_fraction, help="hold out this fraction of rows for validation")
     t.add_argument(
         "--early-stopping",
@@ -491,27 +496,12 @@ def _console(stderr: bool = False):
 
 
 def _config(args: argparse.Namespace):
+    from dataclasses import fields
+
     from .config import TrainConfig
 
-    cfg = TrainConfig(
-        solver=args.solver,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        lr_schedule=args.lr_schedule,
-        l2=args.l2,
-        fit_intercept=not args.no_intercept,
-        standardize=not args.no_standardize,
-        val_fraction=args.val_fraction,
-        early_stopping=args.early_stopping,
-        tol=args.tol,
-        seed=args.seed,
-        device=args.device,
-        dtype=args.dtype,
-        cov_type=args.cov_type,
-        conf_level=args.conf_level,
-    ).validate()
+    # every train flag's dest is its TrainConfig field: the flags map onto the config one to one
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}).validate()
     _refuse_unused(args, cfg)
     return cfg
 
