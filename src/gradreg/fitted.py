@@ -7,7 +7,8 @@ move it through a .safetensors file.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,107 @@ from .errors import ConfigError, DataError, ModelFileError
 from .io import require_numeric_columns
 from .io.partition import CHUNK_ROWS
 
-__all__ = ["FittedModel", "gap_to_optimum", "stop_reason", "make_schema"]
+__all__ = ["FittedModel", "Optimum", "gap_to_optimum", "stop_reason", "make_schema"]
 
 STAT_ARRAYS = ("coef", "std_err", "t", "p", "ci_low", "ci_high")
 STAT_SCALARS = ("r2", "r2_adj", "f", "f_p", "df_resid", "df_model", "sigma", "llf", "aic", "bic", "nobs")
 TENSORS = ("coef", "intercept", "x_mean", "x_scale", "y_mean", "y_scale")
+
+
+@dataclass
+class Optimum(Mapping):
+    """The exact least-squares optimum of a fit's training rows, and how far the fit is from it.
+
+    Every fit solves exactly first, so every model carries this. It reads as the dict it is saved
+    as (``optimum["gap"]`` is ``optimum.gap``), so model files and JSON keep their shape.
+
+    Parameters
+    ----------
+    kind : {"MSE", "ridge objective"}
+    objective : list of float
+        The optimum's objective per target (MSE, + the ridge penalty).
+    mean_objective : float
+    train_objective : list of float
+        This fit's objective per target (equal to ``objective`` for the exact solver).
+    mean_train_objective : float
+    gap : float
+        Relative excess of this fit over the optimum (NaN when the optimum is about 0).
+    gap_abs : float
+    optimum_near_zero : bool
+        The optimum is below 1e-10 of the target's mean square: an exact fit.
+    within_tolerance : bool
+        The fit is within 1% of the optimum (or 1e-10 of the mean square above an exact fit).
+    coef : list of list of float
+        The optimum's coefficients, (n_targets, n_features).
+    intercept : list of float
+    """
+
+    kind: str = "MSE"
+    objective: list[float] = field(default_factory=list)
+    mean_objective: float = math.nan
+    train_objective: list[float] = field(default_factory=list)
+    mean_train_objective: float = math.nan
+    gap: float = math.nan
+    gap_abs: float = math.nan
+    optimum_near_zero: bool = False
+    within_tolerance: bool = True
+    coef: list[list[float]] = field(default_factory=list)
+    intercept: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, optimum, fit, y_square: float, l2: float = 0.0) -> Optimum:
+        """The optimum of ``optimum`` (an :class:`~gradreg.solvers.exact.ExactSolution`) and the
+        gap of ``fit`` (another, or the same one) to it.
+
+        Parameters
+        ----------
+        optimum, fit : ExactSolution
+            With their residual sums of squares set.
+        y_square : float
+            Mean over targets of the target's weighted mean square (see :func:`gap_to_optimum`).
+        l2 : float
+
+        Returns
+        -------
+        Optimum
+        """
+        best, ours = optimum.objective(), fit.objective()
+        return cls(
+            kind="ridge objective" if l2 > 0 else "MSE",
+            objective=best.tolist(),
+            mean_objective=float(best.mean()),
+            train_objective=ours.tolist(),
+            mean_train_objective=float(ours.mean()),
+            **gap_to_optimum(float(ours.mean()), float(best.mean()), y_square),
+            coef=optimum.coef.tolist(),
+            intercept=optimum.intercept.tolist(),
+        )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Optimum:
+        """From a model file's JSON (older files may lack keys, which keep their defaults).
+
+        Parameters
+        ----------
+        d : mapping or None
+
+        Returns
+        -------
+        Optimum
+        """
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in known})
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
 
 
 @dataclass(repr=False)
@@ -42,8 +139,9 @@ class FittedModel:
         The :class:`~gradreg.config.TrainConfig` as a dict.
     metrics : dict
         Split (``train``, ``val``) → metric (``mse``, ``rmse``, ``mae``, ``r2``) → list per target.
-    optimum : dict
-        The exact least-squares objective and solution, and the gap of this fit to it.
+    optimum : Optimum
+        The exact least-squares objective and solution, and the gap of this fit to it (a dict
+        is accepted and read into one).
     stats : dict of str to dict
         Keyed by target name, in the order of ``target_names`` (the shape ``gradreg inspect
         --json`` prints): ``terms`` (``intercept`` first, then the features), the arrays
@@ -72,7 +170,7 @@ class FittedModel:
     y_scale: np.ndarray
     config: dict[str, Any]
     metrics: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # split → metric → per target
-    optimum: dict[str, Any] = field(default_factory=dict)
+    optimum: Optimum = field(default_factory=Optimum)
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # by target name, see solvers.exact.statistics
     history: list[dict] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +178,8 @@ class FittedModel:
     schema: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.optimum, Optimum):
+            self.optimum = Optimum.from_dict(self.optimum)
         if isinstance(self.stats, list):  # solvers return one dict per target, in order
             self.stats = dict(zip(self.target_names, self.stats))
         terms = (["intercept"] if self.config.get("fit_intercept", True) else []) + list(self.feature_names)
@@ -203,7 +303,7 @@ class FittedModel:
             "schema": self.schema,
             "config": self.config,
             "metrics": self.metrics,
-            "optimum": self.optimum,
+            "optimum": dict(self.optimum),
             "stats": [{k: _infinite_as_text(s[k]) for k in STAT_SCALARS + ("cov_type", "conf_level") if k in s} for s in stats],
             "history": self.history,
             "info": self.info,
@@ -275,7 +375,7 @@ class FittedModel:
             y_scale=tensors["y_scale"],
             config=meta.get("config") or {},
             metrics=meta.get("metrics") or {},
-            optimum=meta.get("optimum") or {},
+            optimum=Optimum.from_dict(meta.get("optimum")),
             stats=stats,
             history=meta.get("history") or [],
             info=meta.get("info") or {},
@@ -296,7 +396,7 @@ class FittedModel:
             "coef": self.coef.tolist(),
             "intercept": self.intercept.tolist(),
             "metrics": self.metrics,
-            "optimum": self.optimum,
+            "optimum": dict(self.optimum),
             "config": self.config,
             "info": self.info,
             "warnings": self.warnings,

@@ -30,7 +30,7 @@ from ._version import __version__
 from .config import TrainConfig
 from .distributed import SINGLE, Comm
 from .errors import ConfigError, DataError
-from .fitted import NEAR_ZERO, FittedModel, gap_to_optimum, make_schema, stop_reason
+from .fitted import NEAR_ZERO, FittedModel, Optimum, make_schema, stop_reason
 from .io.partition import Split
 from .metrics import MetricsAccumulator
 
@@ -407,26 +407,15 @@ def _finish(
     reference = opt_sol if sol is not opt_sol else None
     rss, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device, metrics=acc, reference=reference, comm=comm)
     sol.rss = rss
-    optimum_obj = opt_sol.objective()
     stats = exact.statistics(sol, cov_type=cfg.cov_type, conf_level=cfg.conf_level, meat=meat)
-    objective = sol.objective()
     metrics = {"train": {k: v.tolist() for k, v in acc.result().items()}}
     val = val_metrics(coef, intercept)
     if val is not None:
         metrics["val"] = val
-    optimum = {
-        "objective": optimum_obj.tolist(),
-        "mean_objective": float(optimum_obj.mean()),
-        "train_objective": objective.tolist(),
-        "mean_train_objective": float(objective.mean()),
-        **gap_to_optimum(float(objective.mean()), float(optimum_obj.mean()), _mean_square(opt_sol)),
-        "coef": opt_sol.coef.tolist(),
-        "intercept": opt_sol.intercept.tolist(),
-        "kind": "ridge objective" if cfg.l2 > 0 else "MSE",
-    }
+    optimum = Optimum.of(opt_sol, sol, _mean_square(opt_sol), cfg.l2)
     if res is not None:
-        info["converged"] = optimum["within_tolerance"]
-        if not optimum["within_tolerance"]:
+        info["converged"] = optimum.within_tolerance
+        if not optimum.within_tolerance:
             message = _convergence_message(cfg, optimum, res, opt_sol)
             warn = [*warn, message]
             if comm.lead:  # distributed, rank 0 alone speaks
@@ -468,17 +457,17 @@ def _convergence_warning() -> type:
     return ConvergenceWarning
 
 
-def _convergence_message(cfg: TrainConfig, optimum: dict, res, opt_sol, cli: bool = False) -> str:
+def _convergence_message(cfg: TrainConfig, optimum: Optimum, res, opt_sol, cli: bool = False) -> str:
     """The warning for a gradient-descent fit that ended short of the optimum, with its remedies,
     naming options as Python arguments (``epochs=``) or, with ``cli``, as flags (``--epochs``)."""
     kind = "MSE" if cfg.l2 == 0 else "objective"
-    ours, best = optimum["mean_train_objective"], optimum["mean_objective"]
-    if optimum["optimum_near_zero"]:
+    ours, best = optimum.mean_train_objective, optimum.mean_objective
+    if optimum.optimum_near_zero:
         how = f"{kind} {ours:.4g} where the exact fit has {best:.3g} (about 0)"
     else:
         ratio = ours / best
         times = f"{ratio:,.0f}×" if ratio >= 100 else f"{ratio:.3g}×"
-        above = f"{times} the" if optimum["gap"] >= 1 else f"{optimum['gap']:+.1%} above the"
+        above = f"{times} the" if optimum.gap >= 1 else f"{optimum.gap:+.1%} above the"
         how = f"{kind} {ours:.6g}, {above} exact optimum {best:.6g}"
 
     def say(flag: str, argument: str) -> str:
@@ -566,7 +555,6 @@ def from_factor(factor, feature_names: list[str], target_names: list[str], cfg: 
     mse = sol.rss / sol.sum_w
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(sol.tss > 0, 1 - sol.rss / sol.tss, np.nan) if cfg.fit_intercept else np.full(q, np.nan)
-    obj = sol.objective()
     model = FittedModel(
         feature_names=list(feature_names),
         target_names=list(target_names),
@@ -578,16 +566,7 @@ def from_factor(factor, feature_names: list[str], target_names: list[str], cfg: 
         y_scale=np.ones(q),
         config=cfg.to_dict(),
         metrics={"train": {"mse": mse.tolist(), "rmse": np.sqrt(mse).tolist(), "mae": [math.nan] * q, "r2": r2.tolist()}},
-        optimum={
-            "objective": obj.tolist(),
-            "mean_objective": float(obj.mean()),
-            "train_objective": obj.tolist(),
-            "mean_train_objective": float(obj.mean()),
-            "gap": 0.0,
-            "coef": sol.coef.tolist(),
-            "intercept": sol.intercept.tolist(),
-            "kind": "ridge objective" if cfg.l2 > 0 else "MSE",
-        },
+        optimum=Optimum.of(sol, sol, _mean_square(sol), cfg.l2),
         stats=stats,
         info={
             "gradreg_version": __version__,
