@@ -530,10 +530,13 @@ def _goal_cell(x, unit: str) -> str:
     return f"{x:.0f}" if unit in ("MiB", "MB/s") else f"{x:.2f}"
 
 
-def print_report(results: dict, args, ref: dict) -> list[dict]:
+def print_report(results: dict, args, ref: dict, load: tuple) -> list[dict]:
     from importlib.metadata import version
 
     print(f"\n## {platform.machine()}, {os.cpu_count()} cores, {_cpu_model()}, Python {platform.python_version()}")
+    print(
+        f"  load average at the start {', '.join(f'{x:.1f}' for x in load)}, at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())} (other work shares these cores)"
+    )
     print("  " + ", ".join(f"{pkg} {version(pkg)}" for pkg in ("gradreg", "torch", "numpy", "scipy", "scikit-learn", "pyarrow")))
     print("\nBLAS kernels and threads, as each tool's process recorded them after its run:")
     print("\n".join(_kernel_lines(results)))
@@ -625,6 +628,7 @@ def main() -> None:
     X, Y = (np.load(p, mmap_mode="r") for p in b1_paths(args.rows))
     ref = reference(X, Y)
     results: dict = {}
+    load = os.getloadavg()  # 1, 5 and 15 minutes: how busy the machine was before this run
 
     def report(tool: str, res: dict) -> None:
         results[tool] = res
@@ -693,12 +697,22 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "gradreg", "--help"], check=True, capture_output=True)
     report("gradreg-help", {"seconds": time.perf_counter() - t0})
 
-    rows = print_report(results, args, ref)
+    rows = print_report(results, args, ref, load)
     if args.json:
         for r in results.values():
             r.pop("coef", None), r.pop("intercept", None)
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "optimum_mse": ref["mse"].tolist(), "goals": rows, "tools": results}, f, indent=1)
+            json.dump(
+                {
+                    "args": vars(args),
+                    "load": [load, os.getloadavg()],
+                    "optimum_mse": ref["mse"].tolist(),
+                    "goals": rows,
+                    "tools": results,
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":
