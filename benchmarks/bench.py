@@ -625,10 +625,10 @@ def main() -> None:
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if var in os.environ:
             print(f"note: {var}={os.environ[var]} is set: numpy's OpenBLAS may run a slower kernel (make bench unsets it)")
+    load = os.getloadavg()  # 1, 5 and 15 minutes: how busy the machine was before this run
     X, Y = (np.load(p, mmap_mode="r") for p in b1_paths(args.rows))
     ref = reference(X, Y)
     results: dict = {}
-    load = os.getloadavg()  # 1, 5 and 15 minutes: how busy the machine was before this run
 
     def report(tool: str, res: dict) -> None:
         results[tool] = res
@@ -650,6 +650,13 @@ def main() -> None:
 
     path = s1_path(args.stream_rows)
     s1_path(WARMUP_ROWS)
+    models = {
+        "gradreg-predict": _stream_model("gradreg-stream-exact"),
+        "predict-pyarrow": os.path.join(CACHE, "stream-pyarrow.npz"),
+    }
+    for model in models.values():  # the predict tools take this run's models, never an earlier run's
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(model)
     for tool in ("gradreg-stream-exact", "stream-pyarrow", "gradreg-stream-gd", "decode-pyarrow"):
         _read_through(path)
         report(tool, _child(tool, args))
@@ -658,10 +665,6 @@ def main() -> None:
         mine["coef_diff"] = float(np.max(np.abs(np.asarray(mine["coef"]) - base["coef"]) / np.abs(base["coef"])))
 
     csv = csv_path(args.csv_rows, args.rows)
-    models = {
-        "gradreg-predict": _stream_model("gradreg-stream-exact"),
-        "predict-pyarrow": os.path.join(CACHE, "stream-pyarrow.npz"),
-    }
     if "coef" in base:
         np.savez(
             models["predict-pyarrow"],
