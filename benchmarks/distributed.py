@@ -3,8 +3,9 @@ launcher, gloo), side by side in one run (``make bench-dist``).
 
 Cases (the generator of bench.py: float32 features with unscaled columns, 2 targets)
 -----
-exact-stream   S1, 5,000,000 x 102 Parquet (3 GB, 50 row groups), ``--solver exact``: larger
-               than the 1 GiB in-memory limit; ``--stream`` keeps every process count on that path.
+exact-stream   S1, 5,000,000 x 102 Parquet (2 GB, pyarrow's default row groups of 1,048,576
+               rows), ``--solver exact``: larger than the 1 GiB in-memory limit; ``--stream``
+               keeps every process count on that path.
 exact-memory   the first 1,000,000 rows as Parquet (10 row groups), ``--solver exact``, in memory.
 gd-memory      the same, gradient descent, 3 epochs: the median epoch (rank 0's clock covers
                every rank's steps, and the all-reduce of every step).
@@ -39,10 +40,17 @@ from bench import CACHE, s1_path  # noqa: E402
 def memory_path(rows: int, stream_rows: int) -> str:
     import pyarrow.parquet as pq
 
-    path = os.path.join(CACHE, f"dist_{rows}.parquet")
+    path = os.path.join(CACHE, f"dist_{rows}_of_s1.parquet")
     if not os.path.exists(path):
-        table = pq.ParquetFile(s1_path(stream_rows)).read_row_groups(list(range(rows // 100_000)))
-        pq.write_table(table, path + ".tmp", row_group_size=100_000)
+        import pyarrow as pa
+
+        batches, have = [], 0
+        for batch in pq.ParquetFile(s1_path(stream_rows)).iter_batches():  # the first `rows` rows of S1
+            batches.append(batch.slice(0, rows - have))
+            have += len(batches[-1])
+            if have == rows:
+                break
+        pq.write_table(pa.Table.from_batches(batches), path + ".tmp", row_group_size=100_000)
         os.replace(path + ".tmp", path)
     return path
 
