@@ -49,11 +49,11 @@ class TrainConfig:
     early_stopping : int or None
         Stop after this many epochs without improvement and keep the best weights.
     tol : float or None
-        Stop once an epoch's training objective is within this fraction of the exact optimum
-        (which every fit computes first), as ``SGDRegressor`` stops at its ``tol``; 0 or None
-        runs every epoch. 1e-3 is ten times tighter than the 1% at which a fit is reported as
-        not converged, and the epoch's loss (averaged while the weights still improve) is an
-        upper bound of the final one.
+        Stop after an epoch whose weights' training objective is within this fraction of the
+        exact optimum (which every fit computes first), as ``SGDRegressor`` stops at its ``tol``;
+        0 or None runs every epoch. 1e-3 is ten times tighter than the 1% at which a fit is
+        reported as not converged. The check costs one forward pass over the training rows, made
+        only when the epoch's running loss is within ``tol``.
     seed : int
         Seeds every random choice: the same seed gives the same model.
     device : {"auto", "cpu", "cuda"}

@@ -507,6 +507,10 @@ class Resident:
             yb = torch.index_select(Ys, 0, idx, out=ybuf[: len(idx)])
             yield xb, yb, None if wn is None else wn[idx], min(B, n - start)
 
+    def rows(self, d: Descent) -> Iterator[tuple]:
+        """All these rows once, as :func:`val_loss` reads them."""
+        yield self.Xs, self.Ys, self.wn
+
     def curvature_lr(self, d: Descent, gram_max_eig: float | None, comm: Comm = SINGLE) -> float:
         """:func:`auto_lr` on these rows."""
         cfg = d.cfg
@@ -585,6 +589,11 @@ class Streamed:
         if rows or k < steps:
             yield from drain(final=True)
 
+    def rows(self, d: Descent) -> Iterator[tuple]:
+        """All these rows once (read again), as :func:`val_loss` reads them."""
+        for X, Y, w in self.chunks(0):
+            yield (*d.prepare(X, Y, None)[:2], w)
+
     def curvature_lr(self, d: Descent, gram_max_eig: float, row_norm_max: float) -> float:
         """The step size of :func:`lr_from_curvature` from the factor's λmax and a bound on the
         rows' norms (no pass over the data)."""
@@ -661,7 +670,9 @@ def fit_gd(
     optimum : (float, float), optional
         The exact optimum of the training objective and the absolute slack below which an optimum
         counts as 0 (an exact fit): with ``cfg.tol``, training stops after the first epoch whose
-        loss is within ``tol`` of it (within the slack for an exact fit).
+        weights' training loss is within ``tol`` of it (within the slack for an exact fit). That
+        loss takes a forward pass over the training rows, made only when the epoch's running loss
+        is within ``tol``.
     comm : gradreg.distributed.Comm
 
     Returns
@@ -730,7 +741,10 @@ def fit_gd(
                 result.stopped_early, result.stopped_by = True, "early_stopping"
         if optimum is not None and cfg.tol and epoch < cfg.epochs and not result.stopped_early:
             best_loss, slack = optimum
-            if train_loss <= best_loss + (cfg.tol * best_loss if best_loss > slack else 0.0) + slack:
+            bound = best_loss + (cfg.tol * best_loss if best_loss > slack else 0.0) + slack
+            # The epoch's running loss (each batch's before its step) only says when to look: on
+            # small batches it can dip below the optimum itself. The weights' own loss decides.
+            if train_loss <= bound and val_loss(d, batches.rows(d), comm) + _penalty(model, cfg.l2, d.pen, d.y_var) <= bound:
                 result.stopped_early, result.stopped_by = True, "tol"
         if checkpoint is not None and comm.lead and checkpoint.due(epoch, last=epoch == cfg.epochs or result.stopped_early):
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
