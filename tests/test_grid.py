@@ -123,3 +123,10 @@ def test_in_memory_kinds_agree_exactly(grid, answers):
     for kind in kinds[1:]:
         np.testing.assert_array_equal(answers[kind][0], first[0], err_msg=kind)
         np.testing.assert_array_equal(answers[kind][1], first[1], err_msg=kind)
+
+
+def test_every_solver_choice_has_one_step_in_the_dispatch_table():
+    from gradreg.config import SOLVERS as CHOICES
+    from gradreg.pipeline import SOLVERS
+
+    assert sorted(SOLVERS) == sorted(CHOICES)

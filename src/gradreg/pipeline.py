@@ -22,6 +22,7 @@ import hashlib
 import math
 import platform
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -170,11 +171,9 @@ def train(
     if split.streamed:
         info["streamed"] = True
         info["chunk_rows"] = source.stream.chunk_rows
-    res = None
-    if cfg.solver == "gd":
-        ckpt = _checkpoint(checkpoint_dir, checkpoint_every, resume, cfg, sha)
-        optimum = (float(opt_sol.objective().mean()), NEAR_ZERO * _mean_square(opt_sol))
-        res = _descend(split, cfg, factor, seen, counts, shuffle_buffer, on_epoch, ckpt, optimum, comm)
+    fit = Fit(split, cfg, opt_sol, factor, seen, counts, comm, on_epoch, shuffle_buffer)
+    fit.checkpoint = _checkpoint(checkpoint_dir, checkpoint_every, resume, cfg, sha)
+    res = SOLVERS[cfg.solver](fit)
 
     def val_metrics(coef, intercept):
         if split.val_chunks is None:
@@ -203,12 +202,34 @@ def train(
     return model
 
 
-def _descend(
-    split: Split, cfg: TrainConfig, factor, seen: _FirstPass, counts: list[int], shuffle_buffer, on_epoch, ckpt, optimum, comm
-):
+@dataclass
+class Fit:
+    """What a solver's step gets from :func:`train`: the rows, the settings, and what the first pass
+    and the exact solve found (the optimum every fit is measured against)."""
+
+    split: Split
+    cfg: TrainConfig
+    optimum: Any  # ExactSolution
+    factor: Any  # Factor
+    seen: _FirstPass
+    counts: list[int]  # training rows of every rank
+    comm: Comm
+    on_epoch: Callable[[dict], None] | None = None
+    shuffle_buffer: int = SHUFFLE_BUFFER
+    checkpoint: Any = None
+
+
+def _exact(fit: Fit) -> None:
+    """The exact solver's step: nothing more to do; its solution is the optimum already found."""
+    return None
+
+
+def _descend(fit: Fit):
     """Gradient descent on the split's training rows, set up from the exact factor."""
     from .solvers import gd
 
+    split, cfg, factor, seen, counts, comm = fit.split, fit.cfg, fit.factor, fit.seen, fit.counts, fit.comm
+    optimum = (float(fit.optimum.objective().mean()), NEAR_ZERO * _mean_square(fit.optimum))
     p = len(seen.lo)
     n = sum(counts)
     whiten = cfg.standardize and cfg.l2 == 0
@@ -234,11 +255,16 @@ def _descend(
             p_norm2 = float(np.linalg.norm(d.rotation, 2) ** 2) if d.rotation.size else 0.0
             row_max = min((float(dev.sum()) * p_norm2 + one) * w_ratio, n + one * w_ratio)
             lam = 1.0
-        batches = gd.Streamed(split.epoch_chunks, counts, w_mean, shuffle_buffer, comm.rank)
+        batches = gd.Streamed(split.epoch_chunks, counts, w_mean, fit.shuffle_buffer, comm.rank)
         d.start(lambda: batches.curvature_lr(d, lam, row_max))
         val_chunks = split.val_chunks
         val = (lambda: ((*d.prepare(X, Y, None)[:2], w) for X, Y, w in val_chunks())) if val_chunks is not None else None
-    return gd.fit_gd(d, batches, val=val, on_epoch=on_epoch, checkpoint=ckpt, optimum=optimum, comm=comm)
+    return gd.fit_gd(d, batches, val=val, on_epoch=fit.on_epoch, checkpoint=fit.checkpoint, optimum=optimum, comm=comm)
+
+
+# One signature for every solver: each takes the Fit and returns its result (None: the exact
+# solution is the fit). TrainConfig's solver choices are the keys.
+SOLVERS: dict[str, Callable[[Fit], Any]] = {"exact": _exact, "gd": _descend}
 
 
 def update(model: FittedModel | None, state: Any, X: np.ndarray, Y: np.ndarray, w, feature_names, target_names, cfg: TrainConfig):
