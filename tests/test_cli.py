@@ -193,11 +193,17 @@ def test_demo(cli, tmp_path):
 # -- errors: one line, exit 2, no traceback, nothing written -------------------------------------
 
 BAD_TRAIN = [
-    (["--epochs", "-1"], "argument --epochs: must be a positive integer; got '-1'"),
-    (["--lr", "0"], "argument --lr: must be a positive number; got '0'"),
-    (["--lr", "-0.1"], "argument --lr: must be a positive number; got '-0.1'"),
-    (["--batch-size", "0"], "argument --batch-size: must be a positive integer; got '0'"),
-    (["--val-fraction", "1.5"], "argument --val-fraction: must be a number in [0, 1); got '1.5'"),
+    # ranges are TrainConfig's to check, once for Python and the CLI; the CLI names the flags
+    (["--epochs", "-1"], "Error: --epochs must be a positive integer; got --epochs -1"),
+    (["--epochs", "two"], "argument --epochs: expected an integer; got 'two'"),
+    (["--lr", "0"], "Error: --lr must be a positive number; got --lr 0"),
+    (["--lr", "-0.1"], "Error: --lr must be a positive number; got --lr -0.1"),
+    (["--lr", "fast"], "argument --lr: expected a number; got 'fast'"),
+    (["--batch-size", "0"], "Error: --batch-size must be a positive integer; got --batch-size 0"),
+    (["--val-fraction", "1.5"], "Error: --val-fraction must be in [0, 1); got --val-fraction 1.5"),
+    (["--seed", "-3"], "Error: --seed must be an integer >= 0; got --seed -3"),
+    (["--early-stopping", "0"], "Error: --early-stopping must be a positive integer; got --early-stopping 0"),
+    (["--l2", "-1"], "Error: --l2 must be a number >= 0; got --l2 -1"),
     (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
     (["--features", "temperature,mangoes"], "column 'mangoes' is given both as a target and as a feature"),
     (["--features", "wind"], "crops: no column named 'wind'"),

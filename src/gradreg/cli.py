@@ -92,6 +92,22 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _int(s: str) -> int:
+    """An integer, as typed; its range is TrainConfig's to check (once, for the CLI and Python alike)."""
+    try:
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer; got {s!r}") from None
+
+
+def _float(s: str) -> float:
+    """A number, as typed; its range is TrainConfig's to check."""
+    try:
+        return float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {s!r}") from None
+
+
 def _positive_int(s: str) -> int:
     try:
         v = int(s)
@@ -109,26 +125,6 @@ def _positive_float(s: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a positive number; got {s!r}") from None
     if not v > 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number; got {s!r}")
-    return v
-
-
-def _nonneg_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0; got {s!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0; got {s!r}")
-    return v
-
-
-def _fraction(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1); got {s!r}") from None
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1); got {s!r}")
     return v
 
 
@@ -234,9 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="gd: minibatch gradient descent; exact: least squares, which refuses the options of gradient descent "
         f"({', '.join(FLAGS[n] for n in (*GD_ONLY, *GD_ONLY_FLAGS))}) (default: %(default)s)",
     )
-    t.add_argument("--epochs", type=_positive_int, default=D.epochs, help="passes over the data (default: %(default)s)")
-    t.add_argument("--batch-size", type=_positive_int, help="rows per step (default: auto, about n/64, at most 65536)")
-    t.add_argument("--lr", type=_positive_float, help="learning rate (default: auto from the data's curvature)")
+    t.add_argument("--epochs", type=_int, default=D.epochs, help="passes over the data (default: %(default)s)")
+    t.add_argument("--batch-size", type=_int, help="rows per step (default: auto, about n/64, at most 65536)")
+    t.add_argument("--lr", type=_float, help="learning rate (default: auto from the data's curvature)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, help="torch.optim optimizer (default: %(default)s)")
     t.add_argument(
         "--lr-schedule",
@@ -244,9 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=D.lr_schedule,
         help="learning-rate schedule over all steps (default: %(default)s)",
     )
-    t.add_argument(
-        "--l2", type=_nonneg_float, default=D.l2, help="ridge penalty in the standardized scale (default: %(default)g)"
-    )
+    t.add_argument("--l2", type=_float, default=D.l2, help="ridge penalty in the standardized scale (default: %(default)g)")
     t.add_argument("--no-intercept", dest="fit_intercept", action="store_false", help="fit without the bias b")
     t.add_argument(
         "--no-standardize",
@@ -254,22 +248,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="train in raw units from a random start, as the tutorial does",
     )
-    t.add_argument("--val-fraction", type=_fraction, default=D.val_fraction, help="hold out this fraction of rows for validation")
+    t.add_argument("--val-fraction", type=_float, default=D.val_fraction, help="hold out this fraction of rows for validation")
     t.add_argument(
         "--early-stopping",
-        type=_positive_int,
+        type=_int,
         metavar="N",
         help="stop after N epochs without a better validation loss (the training loss without --val-fraction); "
         "keep the best epoch's weights and say why it stopped",
     )
     t.add_argument(
         "--tol",
-        type=_nonneg_float,
+        type=_float,
         default=D.tol,
         help="stop once an epoch's training loss is within this fraction of the exact optimum; 0 runs every epoch "
         "(default: %(default)g)",
     )
-    t.add_argument("--seed", type=_nonneg_int, default=D.seed, help="random seed (default: %(default)s)")
+    t.add_argument("--seed", type=_int, default=D.seed, help="random seed (default: %(default)s)")
     t.add_argument("--device", choices=DEVICES, default=D.device, help="where to compute (default: %(default)s)")
     t.add_argument("--dtype", choices=DTYPES, default=D.dtype, help="gradient-descent precision (default: %(default)s)")
     t.add_argument(
@@ -357,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     de = command("demo", "Train on the tutorial's crops table with its settings and show the result.")
     de.add_argument("--out", default="gradreg-demo", help="folder for the model and loss-curve PNG (default: %(default)s)")
-    de.add_argument("--seed", type=_nonneg_int, default=D.seed, help="random seed (default: %(default)s)")
+    de.add_argument("--seed", type=_int, default=D.seed, help="random seed (default: %(default)s)")
     de.add_argument("--device", choices=DEVICES, default=D.device)
     de.add_argument("--json", action="store_true", help="one JSON object per epoch, then a summary object")
 
