@@ -15,6 +15,8 @@ PUBLIC_MODULES = [
     "gradreg.io.columns",
     "gradreg.io.sources",
     "gradreg.io.writers",
+    "gradreg.io.partition",
+    "gradreg.pipeline",
     "gradreg.fitted",
     "gradreg.plots",
     "gradreg.report",

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._version import __version__
 from .config import GD_ONLY
-from .errors import ConfigError, DataError, GradregError
+from .errors import ConfigError, GradregError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 OUT_OF_MEMORY = "out of memory; train from CSV/Parquet files with --stream (bounded memory), or use a larger machine"
@@ -971,29 +971,16 @@ def _write_text(path: str, text: str) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .display import metrics_table
-    from .io import prefetch, read_table, select
-    from .metrics import MetricsAccumulator
+    from .pipeline import evaluate
 
     model = _load_model(args.model)
-    stream = _stream(args, args.data)
-    if stream is None:
-        tables = iter([read_table(args.data, delimiter=args.delimiter)])
-    else:
-        tables = stream.tables([c for c in model.target_names + model.feature_names if c in stream.columns])
-    acc = MetricsAccumulator(len(model.target_names))
-    n_rows = 0
-    selected = (select(t, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=0) for t in tables)
-    for ds in prefetch(selected):  # chunk by chunk, the next one parsed while this one is scored
-        acc.add(ds.Y, ds.Y - model.predict(ds.X))
-        n_rows += len(ds.X)
-    if n_rows == 0:
-        raise DataError(f"{args.data}: no data rows to evaluate")
-    m = acc.result()
-    result = {"data": {k: v.tolist() for k, v in m.items()}}
+    n_rows, metrics = evaluate(
+        model, args.data, delimiter=args.delimiter, drop_missing=args.drop_missing, stream=_stream(args, args.data)
+    )
     if args.json:
-        print(json.dumps(_clean({"targets": model.target_names, "n_rows": n_rows, "metrics": result["data"]})))
+        print(json.dumps(_clean({"targets": model.target_names, "n_rows": n_rows, "metrics": metrics})))
     else:
-        _console().print(metrics_table(result, model.target_names))
+        _console().print(metrics_table({"data": metrics}, model.target_names))
     return EXIT_OK
 
 

@@ -155,7 +155,7 @@ class Comm:
         -------
         ndarray
         """
-        return np.array(a, dtype=np.float64)
+        return self._reduce(a, "SUM")
 
     def max(self, a) -> np.ndarray:
         """Elementwise maximum over ranks of ``a`` (float64).
@@ -168,7 +168,7 @@ class Comm:
         -------
         ndarray
         """
-        return np.array(a, dtype=np.float64)
+        return self._reduce(a, "MAX")
 
     def gather(self, a) -> list[np.ndarray]:
         """Every rank's ``a`` (same shape on each), in rank order.
@@ -181,7 +181,8 @@ class Comm:
         -------
         list of ndarray
         """
-        return [np.array(a)]
+        self.check()
+        return self._gather(np.asarray(a))
 
     def fold(
         self,
@@ -208,7 +209,13 @@ class Comm:
         object
             The merged state.
         """
-        return local
+        if self.world == 1:  # nothing to merge: the state itself, not a decoded copy of it
+            return local
+        parts = [decode(p) for p in self.gather(np.asarray(encode(local), dtype=np.float64))]
+        total = parts[0]
+        for part in parts[1:]:
+            total = merge(total, part)
+        return total
 
     def sum_extended(self, a: np.ndarray) -> np.ndarray:
         """Σ over ranks of a numpy longdouble array, without losing its extra digits on the way.
@@ -221,7 +228,12 @@ class Comm:
         -------
         ndarray of longdouble
         """
-        return np.array(a)
+        head = a.astype(np.float64)  # a float64 head and tail travel, summed in rank order in longdouble
+        tail = (a - head.astype(a.dtype)).astype(np.float64)
+        total = np.zeros(a.shape, dtype=a.dtype)
+        for part in self.gather(np.stack([head, tail])):
+            total += part[0].astype(a.dtype) + part[1].astype(a.dtype)
+        return total
 
     def agree(self, flag: bool) -> bool:
         """Rank 0's ``flag`` on every rank: decisions that choose the next collectives must agree.
@@ -234,7 +246,8 @@ class Comm:
         -------
         bool
         """
-        return bool(flag)
+        self.check()
+        return self._first(bool(flag))
 
     def broadcast_bytes(self, data: bytes | None, src: int = 0) -> bytes:
         """``src``'s bytes on every rank.
@@ -249,7 +262,8 @@ class Comm:
         -------
         bytes
         """
-        return data or b""
+        self.check()
+        return self._broadcast(data, src)
 
     def counts(self, n: int) -> list[int]:
         """Every rank's ``n`` (its rows), in rank order.
@@ -277,6 +291,19 @@ class Comm:
         """
         counts = self.counts(n)
         return sum(counts), sum(counts[: self.rank])
+
+    # -- the primitives a process group replaces (one process: each rank's own contribution) ----
+    def _reduce(self, a, op: str) -> np.ndarray:
+        return np.array(a, dtype=np.float64)
+
+    def _gather(self, a: np.ndarray) -> list[np.ndarray]:
+        return [np.array(a)]
+
+    def _first(self, flag: bool) -> bool:
+        return flag
+
+    def _broadcast(self, data: bytes | None, src: int) -> bytes:
+        return data or b""
 
 
 SINGLE = Comm()  # the job of one process
@@ -378,55 +405,22 @@ class GroupComm(Comm):
         dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
         return t.cpu().numpy()
 
-    def sum(self, a) -> np.ndarray:
-        return self._reduce(a, "SUM")
-
-    def max(self, a) -> np.ndarray:
-        return self._reduce(a, "MAX")
-
-    def gather(self, a) -> list[np.ndarray]:
+    def _gather(self, a: np.ndarray) -> list[np.ndarray]:
         import torch
         import torch.distributed as dist
 
-        self.check()
         t = self._tensor(np.asarray(a))
         out = [torch.empty_like(t) for _ in range(self.world)]
         dist.all_gather(out, t)
         return [o.cpu().numpy() for o in out]
 
-    def fold(
-        self,
-        local: Any,
-        merge: Callable[[Any, Any], Any],
-        encode: Callable[[Any], np.ndarray],
-        decode: Callable[[np.ndarray], Any],
-    ) -> Any:
-        parts = [decode(p) for p in self.gather(np.asarray(encode(local), dtype=np.float64))]
-        total = parts[0]
-        for part in parts[1:]:
-            total = merge(total, part)
-        return total
-
-    def sum_extended(self, a: np.ndarray) -> np.ndarray:
-        head = a.astype(np.float64)
-        tail = (a - head.astype(a.dtype)).astype(np.float64)
-        total = np.zeros(a.shape, dtype=a.dtype)
-        for part in self.gather(np.stack([head, tail])):
-            total += part[0].astype(a.dtype) + part[1].astype(a.dtype)
-        return total
-
-    def agree(self, flag: bool) -> bool:
+    def _first(self, flag: bool) -> bool:
         import torch
         import torch.distributed as dist
 
-        self.check()
         t = torch.tensor([int(bool(flag))], dtype=torch.int64, device=self.device)
         dist.broadcast(t, 0)
         return bool(t.item())
-
-    def broadcast_bytes(self, data: bytes | None, src: int = 0) -> bytes:
-        self.check()
-        return self._broadcast(data, src)
 
 
 ONE_TERMINAL = "GRADREG_NPROC"  # set for ranks started by launch(): they share the launcher's stderr

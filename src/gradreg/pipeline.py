@@ -35,7 +35,7 @@ from .fitted import NEAR_ZERO, FittedModel, Optimum, make_schema, stop_reason
 from .io.partition import Split
 from .metrics import MetricsAccumulator
 
-__all__ = ["train", "update", "Fingerprint", "check_magnitudes"]
+__all__ = ["train", "update", "evaluate", "Fit", "SOLVERS", "Fingerprint", "check_magnitudes"]
 
 SHUFFLE_BUFFER = 1 << 18  # rows that streamed gradient descent shuffles together (--shuffle-buffer)
 SQUARE_SAFE = (1e-150, 1e150)  # column magnitudes whose squares stay normal float64 numbers
@@ -205,7 +205,23 @@ def train(
 @dataclass
 class Fit:
     """What a solver's step gets from :func:`train`: the rows, the settings, and what the first pass
-    and the exact solve found (the optimum every fit is measured against)."""
+    and the exact solve found (the optimum every fit is measured against).
+
+    Parameters
+    ----------
+    split : Split
+    cfg : TrainConfig
+    optimum : ExactSolution
+    factor : Factor
+    seen : _FirstPass
+        Row counts, column ranges and peaks, largest weight.
+    counts : list of int
+        Training rows of every rank.
+    comm : gradreg.distributed.Comm
+    on_epoch : callable, optional
+    shuffle_buffer : int
+    checkpoint : Checkpoint, optional
+    """
 
     split: Split
     cfg: TrainConfig
@@ -265,6 +281,44 @@ def _descend(fit: Fit):
 # One signature for every solver: each takes the Fit and returns its result (None: the exact
 # solution is the fit). TrainConfig's solver choices are the keys.
 SOLVERS: dict[str, Callable[[Fit], Any]] = {"exact": _exact, "gd": _descend}
+
+
+def evaluate(
+    model: FittedModel, data: str, *, delimiter: str | None = None, drop_missing: bool = False, stream=None
+) -> tuple[int, dict]:
+    """A model's metrics on a table that has its target columns, read chunk by chunk.
+
+    Parameters
+    ----------
+    model : FittedModel
+    data : str
+        A file, folder or glob (or a built-in table), with the model's feature and target columns.
+    delimiter : str, optional
+    drop_missing : bool
+    stream : Stream, optional
+        Read in chunks from this :class:`~gradreg.io.Stream` (of ``data``); None reads the table whole.
+
+    Returns
+    -------
+    n_rows : int
+    metrics : dict
+        Metric (``mse``, ``rmse``, ``mae``, ``r2``) → list per target.
+    """
+    from .io import prefetch, read_table, select
+
+    if stream is None:
+        tables = iter([read_table(data, delimiter=delimiter)])
+    else:
+        tables = stream.tables([c for c in model.target_names + model.feature_names if c in stream.columns])
+    acc = MetricsAccumulator(len(model.target_names))
+    n_rows = 0
+    selected = (select(t, model.target_names, model.feature_names, drop_missing=drop_missing, min_rows=0) for t in tables)
+    for ds in prefetch(selected):  # chunk by chunk, the next one parsed while this one is scored
+        acc.add(ds.Y, ds.Y - model.predict(ds.X))
+        n_rows += len(ds.X)
+    if n_rows == 0:
+        raise DataError(f"{data}: no data rows to evaluate")
+    return n_rows, {k: v.tolist() for k, v in acc.result().items()}
 
 
 def update(model: FittedModel | None, state: Any, X: np.ndarray, Y: np.ndarray, w, feature_names, target_names, cfg: TrainConfig):

@@ -52,6 +52,17 @@ def split_arrays(ds, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Spl
 
     The validation rows are a seeded random choice among all rows of all ranks, the same as one
     process would make; the chunks are views of cache-sized blocks.
+
+    Parameters
+    ----------
+    ds : Dataset
+    val_fraction : float
+    seed : int
+    comm : gradreg.distributed.Comm
+
+    Returns
+    -------
+    Split
     """
     n_here = len(ds.X)
     n_all, first = comm.offsets(n_here)  # rows on all ranks, on lower ranks

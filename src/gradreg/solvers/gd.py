@@ -362,6 +362,35 @@ class Descent:
     the penalty scales; :meth:`start` then fixes the learning rate, optimizer and schedule.
 
     Made by :func:`setup`.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    model : LinearModel
+    gen : torch.Generator
+        The run's generator (its state is checkpointed).
+    forward : callable
+        The model's standardized forward; DDP-wrapped on several ranks.
+    moments : tuple of ndarray
+        (x_mean, x_scale, y_mean, y_scale) the model standardizes with.
+    rotation : ndarray or None
+        P that whitens the standardized features.
+    pen : Tensor
+        Ridge scale per model weight.
+    y_var : Tensor
+        Per-target variance: model-unit losses to original units.
+    batch_size : int
+    steps_per_epoch : int
+    dtype : torch.dtype
+    device : torch.device
+    world : int
+        Ranks taking part.
+    lr : float
+        The base learning rate (set by :meth:`start`).
+    opt : Optimizer or None
+        Set by :meth:`start`.
+    schedule : callable
+        Step to learning rate (set by :meth:`start`).
     """
 
     cfg: TrainConfig
@@ -379,11 +408,23 @@ class Descent:
     world: int = 1
     lr: float = 0.0
     opt: Optimizer | None = None
-    schedule: Callable[[int], float] = field(default=lambda step: 0.0)
+    schedule: Callable[[int], float] | None = None
 
     def prepare(self, X: np.ndarray, Y: np.ndarray, w: np.ndarray | None, w_mean: float = 1.0) -> tuple:
         """Rows in the training scale: standardized (whitened) X and Y in the working dtype, and
-        the weights divided by ``w_mean``."""
+        the weights divided by ``w_mean``.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, n_features)
+        Y : ndarray of shape (n, n_targets)
+        w : ndarray of shape (n,) or None
+        w_mean : float
+
+        Returns
+        -------
+        tuple of (Tensor, Tensor, Tensor or None)
+        """
         xm, xs, ym, ys = self.moments
         return (
             _standardized(X, xm, xs, self.dtype, self.device, self.rotation),
@@ -393,7 +434,15 @@ class Descent:
 
     def start(self, lr: Callable[[], float], constant: bool = False) -> None:
         """Fix the base learning rate (``cfg.lr`` when set, else ``lr()``), the optimizer and the
-        schedule; ``constant`` keeps the rate fixed (``partial_fit``)."""
+        schedule.
+
+        Parameters
+        ----------
+        lr : callable
+            Returns the automatic base learning rate (called only when ``cfg.lr`` is None).
+        constant : bool
+            Keep the rate fixed instead of ``cfg.lr_schedule``.
+        """
         cfg = self.cfg
         self.lr = base = cfg.lr if cfg.lr is not None else lr()
         params = [self.model.weight] + ([self.model.bias] if cfg.fit_intercept else [])
@@ -403,7 +452,23 @@ class Descent:
         self.schedule = (lambda step: cosine_lr(base, step, total)) if cosine else (lambda step: base)
 
     def step(self, k: int, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor | None, rows: int) -> torch.Tensor:
-        """Step ``k`` of the run on this rank's rows of a batch of ``rows`` rows (all ranks)."""
+        """Step ``k`` of the run on this rank's rows of a batch of ``rows`` rows (all ranks).
+
+        Parameters
+        ----------
+        k : int
+            The step's index in the run (sets its learning rate).
+        xb, yb : Tensor
+            This rank's rows of the batch, in the training scale.
+        wb : Tensor or None
+        rows : int
+            The batch's rows on all ranks.
+
+        Returns
+        -------
+        Tensor
+            The per-target (weighted) SSE of this rank's rows, before the step.
+        """
         # DDP averages gradients over ranks: scale so that the average is the global batch's mean.
         denom = None if self.world == 1 else rows * yb.shape[1] / self.world
         return train_step(self.model, self.opt, self.schedule(k), xb, yb, wb, self.cfg.l2, self.pen, self.forward, denom)
@@ -490,7 +555,18 @@ class Resident:
         self.offset = offset
 
     def epoch(self, d: Descent, epoch: int) -> Iterator[tuple]:
-        """This epoch's batches: (X rows, Y rows, weights, rows of the batch on all ranks)."""
+        """This epoch's batches.
+
+        Parameters
+        ----------
+        d : Descent
+        epoch : int
+
+        Yields
+        ------
+        tuple
+            (X rows, Y rows, weights or None, rows of the batch on all ranks).
+        """
         Xs, Ys, wn, n, B = self.Xs, self.Ys, self.wn, self.n, d.batch_size
         perm = torch.randperm(n, generator=d.gen)  # the run's generator: its state is checkpointed
         mine = torch.nonzero((perm >= self.offset) & (perm < self.offset + len(Xs))).squeeze(1)
@@ -508,11 +584,33 @@ class Resident:
             yield xb, yb, None if wn is None else wn[idx], min(B, n - start)
 
     def rows(self, d: Descent) -> Iterator[tuple]:
-        """All these rows once, as :func:`val_loss` reads them."""
+        """All these rows once, as :func:`val_loss` reads them.
+
+        Parameters
+        ----------
+        d : Descent
+
+        Yields
+        ------
+        tuple
+            (Xs, Ys, weights or None).
+        """
         yield self.Xs, self.Ys, self.wn
 
     def curvature_lr(self, d: Descent, gram_max_eig: float | None, comm: Comm = SINGLE) -> float:
-        """:func:`auto_lr` on these rows."""
+        """:func:`auto_lr` on these rows.
+
+        Parameters
+        ----------
+        d : Descent
+        gram_max_eig : float or None
+            λmax of the standardized Gram, when the factor gave it.
+        comm : gradreg.distributed.Comm
+
+        Returns
+        -------
+        float
+        """
         cfg = d.cfg
         lam = gram_max_eig if cfg.standardize else None  # the hint is for the standardized design
         if d.rotation is not None:
@@ -549,7 +647,19 @@ class Streamed:
         self.n = sum(counts)
 
     def epoch(self, d: Descent, epoch: int) -> Iterator[tuple]:
-        """This epoch's batches: (X rows, Y rows, weights, rows of the batch on all ranks)."""
+        """This epoch's batches.
+
+        Parameters
+        ----------
+        d : Descent
+        epoch : int
+            Sets the order of the chunks and the shuffle.
+
+        Yields
+        ------
+        tuple
+            (X rows, Y rows, weights or None, rows of the batch on all ranks).
+        """
         steps, p, q = d.steps_per_epoch, d.model.weight.shape[1], d.model.weight.shape[0]
         shares = [[c // steps + (1 if k < c % steps else 0) for k in range(steps)] for c in self.counts]
         sizes, totals = shares[self.rank], [sum(col) for col in zip(*shares)]
@@ -590,13 +700,35 @@ class Streamed:
             yield from drain(final=True)
 
     def rows(self, d: Descent) -> Iterator[tuple]:
-        """All these rows once (read again), as :func:`val_loss` reads them."""
+        """All these rows once (read again), as :func:`val_loss` reads them.
+
+        Parameters
+        ----------
+        d : Descent
+
+        Yields
+        ------
+        tuple
+            (Xs, Ys, weights or None).
+        """
         for X, Y, w in self.chunks(0):
             yield (*d.prepare(X, Y, None)[:2], w)
 
     def curvature_lr(self, d: Descent, gram_max_eig: float, row_norm_max: float) -> float:
         """The step size of :func:`lr_from_curvature` from the factor's λmax and a bound on the
-        rows' norms (no pass over the data)."""
+        rows' norms (no pass over the data).
+
+        Parameters
+        ----------
+        d : Descent
+        gram_max_eig : float
+        row_norm_max : float
+            An upper bound of max wᵢ‖uᵢ‖² over the rows.
+
+        Returns
+        -------
+        float
+        """
         cfg = d.cfg
         if cfg.optimizer == "adam":
             return 1e-2
@@ -609,8 +741,22 @@ class Streamed:
 
 
 def run_epoch(d: Descent, batches: Iterable[tuple], first_step: int, comm: Comm = SINGLE) -> torch.Tensor:
-    """One pass: a step per batch; returns the per-target (weighted) SSE in model units, of all
-    ranks' rows."""
+    """One pass: a step per batch.
+
+    Parameters
+    ----------
+    d : Descent
+    batches : iterable of tuple
+        From :meth:`Resident.epoch` or :meth:`Streamed.epoch`.
+    first_step : int
+        The run's index of the first step (sets the schedule).
+    comm : gradreg.distributed.Comm
+
+    Returns
+    -------
+    Tensor
+        The per-target (weighted) SSE in model units, of all ranks' rows.
+    """
     sse = torch.zeros(d.model.weight.shape[0], dtype=torch.float64, device=d.device)
     for k, (xb, yb, wb, rows) in enumerate(batches):
         sse += d.step(first_step + k, xb, yb, wb, rows)
