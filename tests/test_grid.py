@@ -130,3 +130,17 @@ def test_every_solver_choice_has_one_step_in_the_dispatch_table():
     from gradreg.pipeline import SOLVERS
 
     assert sorted(SOLVERS) == sorted(CHOICES)
+
+
+def test_float32_data_fit_without_numpy_warnings():
+    """The first pass compares column peaks with 1e150: float32 peaks must be widened first (numpy
+    warned 'overflow encountered in cast' on every float32 fit)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 3)).astype(np.float32)
+    y = (X @ [1.0, 2.0, 3.0] + rng.normal(size=500)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LinearRegressor(solver="exact").fit(X, y)
+        LinearRegressor(epochs=5).fit(X, y)

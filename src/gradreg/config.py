@@ -53,7 +53,9 @@ class TrainConfig:
         exact optimum (which every fit computes first), as ``SGDRegressor`` stops at its ``tol``;
         0 or None runs every epoch. 1e-3 is ten times tighter than the 1% at which a fit is
         reported as not converged. The check costs one forward pass over the training rows, made
-        only when the epoch's running loss is within ``tol``.
+        only when the epoch's running loss is within ``tol``. With ``tol`` set, whitened descent
+        at the automatic learning rate also stops at its minibatch noise floor: when the running
+        loss's excess over the optimum stops halving, one more epoch anneals the rate to 0.
     seed : int
         Seeds every random choice: the same seed gives the same model.
     device : {"auto", "cpu", "cuda"}

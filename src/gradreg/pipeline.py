@@ -65,7 +65,8 @@ class _FirstPass:
                     x_peak = np.maximum(np.abs(lo), np.abs(hi))
                 else:
                     x_peak = np.abs(X).max(axis=0)
-                peak = np.concatenate([x_peak, np.abs(Y).max(axis=0)])
+                # in float64: float32 data would compare against 1e150 cast to float32 (inf, and a warning)
+                peak = np.concatenate([x_peak, np.abs(Y).max(axis=0)]).astype(np.float64)
                 self.peak = np.maximum(self.peak, peak)
                 if peak.max() > SQUARE_SAFE[1]:  # now: the factor of this chunk would overflow
                     check_magnitudes(
