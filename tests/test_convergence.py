@@ -229,7 +229,7 @@ def test_tol_is_judged_on_the_weights_not_the_running_loss():
     if m.info.get("stopped_by") == "tol":
         assert m.optimum["mean_train_objective"] <= 1.001 * m.optimum["mean_objective"]
     elif m.info.get("stopped_by") == "noise floor":
-        assert m.optimum["mean_train_objective"] <= 1.005 * m.optimum["mean_objective"]
+        assert m.optimum["mean_train_objective"] <= 1.001 * m.optimum["mean_objective"]
 
 
 def test_whitened_descent_stops_at_its_noise_floor_after_annealing():
@@ -243,9 +243,9 @@ def test_whitened_descent_stops_at_its_noise_floor_after_annealing():
     mse = float(((y - est.predict(X)) ** 2).mean())
     assert est.n_iter_ < 10 and est.model_.info["stopped_by"] == "noise floor"
     assert est.stop_reason_ == (
-        f"converged at epoch {est.n_iter_} of 50: the training loss stopped improving at epoch {est.n_iter_ - 1} "
-        "(the minibatch noise floor), so the last epoch annealed the learning rate to 0"
+        f"converged at epoch {est.n_iter_} of 50: the training loss stopped improving at epoch {est.n_iter_ - 2} "
+        "(the minibatch noise floor), so the last 2 epochs annealed the learning rate to 0"
     )
-    assert mse <= 1.002 * optimum
-    full = LinearRegressor(tol=0).fit(X, y)  # without tol: every epoch, and no better for it than 0.2%
-    assert full.n_iter_ == 50 and float(((y - full.predict(X)) ** 2).mean()) <= 1.002 * optimum
+    assert mse <= 1.001 * optimum
+    full = LinearRegressor(tol=0).fit(X, y)  # without tol: every epoch
+    assert full.n_iter_ == 50 and float(((y - full.predict(X)) ** 2).mean()) <= 1.001 * optimum

@@ -55,7 +55,7 @@ class TrainConfig:
         reported as not converged. The check costs one forward pass over the training rows, made
         only when the epoch's running loss is within ``tol``. With ``tol`` set, whitened descent
         at the automatic learning rate also stops at its minibatch noise floor: when the running
-        loss's excess over the optimum stops halving, one more epoch anneals the rate to 0.
+        loss's excess over the optimum stops halving, two more epochs anneal the rate to 0.
     seed : int
         Seeds every random choice: the same seed gives the same model.
     device : {"auto", "cpu", "cuda"}

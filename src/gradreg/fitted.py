@@ -480,10 +480,10 @@ def stop_reason(config: dict[str, Any], info: dict[str, Any], history: list[dict
     if not info.get("stopped_early"):
         return None
     if info.get("stopped_by") == "noise floor":
-        epoch = info.get("epochs_run", len(history))
+        epoch, floor = info.get("epochs_run", len(history)), info.get("noise_floor_epoch")
         return (
             f"converged at epoch {epoch} of {config.get('epochs')}: the training loss stopped improving at epoch "
-            f"{epoch - 1} (the minibatch noise floor), so the last epoch annealed the learning rate to 0"
+            f"{floor} (the minibatch noise floor), so the last {epoch - floor} epochs annealed the learning rate to 0"
         )
     if info.get("stopped_by") == "tol":
         return (

@@ -475,6 +475,8 @@ def _finish(
             stopped_early=res.stopped_early,
             stopped_by=res.stopped_by,
         )
+        if res.floor_epoch is not None:
+            info["noise_floor_epoch"] = res.floor_epoch
         info["stop_reason"] = stop_reason(cfg.to_dict(), info, history)
         if res.resumed_from is not None:
             info["resumed_from_epoch"] = res.resumed_from
