@@ -950,9 +950,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         require_features(stream.files[0].path, stream.columns, model.feature_names)
         tables = stream.tables(model.feature_names)
-    # chunk by chunk: memory stays bounded whatever the input's size; the next chunk is parsed and
-    # predicted in a background thread while this one is written
-    chunks = prefetch(_predicted(model, tables, args.drop_missing))
+    # chunk by chunk: memory stays bounded whatever the input's size; the next chunk is parsed in a
+    # background thread (the longest step) while this one is predicted and written
+    chunks = _predicted(model, prefetch(tables), args.drop_missing)
     skipped, where = 0, []
     json_lines = args.json or args.output.lower().endswith(JSON_LINES_SUFFIXES)
     with ColumnWriter(args.output, model.target_names, json_lines=json_lines) as out:
