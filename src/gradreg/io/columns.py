@@ -480,7 +480,8 @@ def feature_matrix(
     for j, f in enumerate(features):
         col = table.data.column(names.index(f))
         if col.null_count == 0 and col.num_chunks > 0 and col.type in (pa.float64(), pa.float32()):
-            np.concatenate([_chunk_numpy(c) for c in col.chunks], out=X[:, j])
+            # one Arrow concatenation (C++) beats a numpy view per parsed block (~9 per 8,192 CSV rows)
+            X[:, j] = _chunk_numpy(col.chunk(0) if col.num_chunks == 1 else col.combine_chunks())
         else:
             X[:, j] = _required_column(table, f, names.index(f))
     keep = _rows_to_keep(table, [(list(features), X)], drop_missing)
