@@ -485,7 +485,8 @@ def feature_matrix(
         else:
             X[:, j] = _required_column(table, f, names.index(f))
     keep = _rows_to_keep(table, [(list(features), X)], drop_missing)
-    return (X if keep.all() else X[keep]), keep
+    # Fortran order for the kept rows too: predict's BLAS kernel, and so its last bits, stay the same
+    return (X if keep.all() else np.asfortranarray(X[keep])), keep
 
 
 def require_features(source: str, columns: Sequence[str], features: Sequence[str]) -> None:
