@@ -446,7 +446,9 @@ def load(
     return select(table, target, features, weight=weight, drop_missing=drop_missing, exclude=exclude)
 
 
-def feature_matrix(table: Table, features: Sequence[str], *, drop_missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def feature_matrix(
+    table: Table, features: Sequence[str], *, drop_missing: bool = False, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The feature columns for prediction, by name, in the model's order.
 
     Parameters
@@ -456,19 +458,35 @@ def feature_matrix(table: Table, features: Sequence[str], *, drop_missing: bool 
     features : sequence of str, length n_features
     drop_missing : bool
         Drop rows with a missing feature instead of failing.
+    out : ndarray of shape (>= n_rows, n_features), optional
+        A float64 buffer in Fortran order, filled instead of a new array when it is large enough
+        (chunk after chunk: no fresh pages to fault in for each).
 
     Returns
     -------
     X : ndarray of shape (n_kept, n_features)
+        float64; a view of ``out`` when it was used and every row is kept.
     kept : ndarray of bool, shape (n_rows,)
         Which rows of the table are in X.
     """
+    import pyarrow as pa
+
     names = [str(n) for n in table.data.column_names]
     require_features(table.source, names, features)
-    cols = [_required_column(table, f, names.index(f)) for f in features]
-    X = np.column_stack(cols) if cols else np.empty((table.data.num_rows, 0))
+    n = table.data.num_rows
+    fits = out is not None and out.dtype == np.float64 and out.shape[0] >= n and out.shape[1] == len(features)
+    # Fortran order: each column is one contiguous copy of its Arrow buffers, not a strided scatter
+    X = out[:n] if fits else np.empty((n, len(features)), order="F")
+    for j, f in enumerate(features):
+        col = table.data.column(names.index(f))
+        if col.null_count == 0 and col.num_chunks > 0 and col.type in (pa.float64(), pa.float32()):
+            # one Arrow concatenation (C++) beats a numpy view per parsed block (~9 per 8,192 CSV rows)
+            X[:, j] = _chunk_numpy(col.chunk(0) if col.num_chunks == 1 else col.combine_chunks())
+        else:
+            X[:, j] = _required_column(table, f, names.index(f))
     keep = _rows_to_keep(table, [(list(features), X)], drop_missing)
-    return X[keep], keep
+    # Fortran order for the kept rows too: predict's BLAS kernel, and so its last bits, stay the same
+    return (X if keep.all() else np.asfortranarray(X[keep])), keep
 
 
 def require_features(source: str, columns: Sequence[str], features: Sequence[str]) -> None:

@@ -13,7 +13,6 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -104,6 +103,8 @@ def builtin_names() -> list[str]:
 
 def builtin_path(name: str) -> str:
     """The CSV file of the built-in table ``name`` (a key of ``BUILTIN``), inside the package."""
+    from importlib import resources  # here, not at the top: 9 ms that every predict of a file would pay
+
     return str(resources.files("gradreg").joinpath("datasets", BUILTIN[name]))
 
 
