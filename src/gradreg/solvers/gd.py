@@ -10,6 +10,7 @@ per-sample DataLoader costs Python work for every row.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +36,7 @@ __all__ = [
     "auto_lr",
     "lr_from_curvature",
     "auto_batch_size",
+    "half_threads",
 ]
 
 DIVERGENCE_FACTOR = 1000.0  # an epoch loss this many times the best so far means divergence
@@ -163,6 +165,25 @@ class _Affine:
             res = t.mul_(M_t).add_(c_t) if M_t.ndim == 1 else torch.addmm(c_t, t, M_t)
             out[s : s + _BLOCK] = res
         return out
+
+
+@contextlib.contextmanager
+def half_threads() -> Iterator[None]:
+    """torch's and numpy's BLAS kernels on half the threads (one of 2), for a loop that a reading
+    thread feeds: the reader (pyarrow's decoding, the checks) keeps the other cores busy, and an
+    OpenMP kernel spread over every core waits at each barrier for the one it holds. A streamed
+    epoch of 1M S1 rows took 9-12 s on 2 threads, 3-4 s on one (2 cores, shared).
+    """
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
+    saved = torch.get_num_threads()
+    n = max(1, saved // 2)
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(n, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 # Large tables take large batches: the minibatch noise floor falls as 1/B, so on B1 (1M rows)
