@@ -276,6 +276,8 @@ def _descend(fit: Fit):
         d.start(lambda: batches.curvature_lr(d, lam, row_max))
         val_chunks = split.val_chunks
         val = (lambda: ((*d.prepare(X, Y, None)[:2], w) for X, Y, w in val_chunks())) if val_chunks is not None else None
+        with gd.half_threads():  # the chunks' reader has the other cores
+            return gd.fit_gd(d, batches, val=val, on_epoch=fit.on_epoch, checkpoint=fit.checkpoint, optimum=optimum, comm=comm)
     return gd.fit_gd(d, batches, val=val, on_epoch=fit.on_epoch, checkpoint=fit.checkpoint, optimum=optimum, comm=comm)
 
 

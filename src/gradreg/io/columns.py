@@ -582,8 +582,10 @@ def as_2d_float(a: Any, name: str, columns: Sequence[Any] | None = None) -> np.n
 
 
 def all_finite(arr: np.ndarray) -> bool:
-    """True when the float64 sum is finite: then every value is (NaN and inf propagate). A False
-    may also be an overflow of huge finite values; callers then look cell by cell. No n-sized
-    temporary, unlike np.isfinite(arr).all()."""
+    """True when the sum is finite: then every value is (NaN and inf propagate). A False may also
+    be an overflow of huge finite values; callers then look cell by cell. No n-sized temporary,
+    unlike np.isfinite(arr).all(). float32 data are summed in float32 (3x faster than converting
+    each value to float64; it overflows only near 3e38 / n)."""
     with np.errstate(all="ignore"):
-        return bool(np.isfinite(np.add.reduce(arr, axis=None, dtype=np.float64)))
+        dtype = np.float32 if arr.dtype == np.float32 else np.float64
+        return bool(np.isfinite(np.add.reduce(arr, axis=None, dtype=dtype)))

@@ -10,6 +10,7 @@ per-sample DataLoader costs Python work for every row.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +36,7 @@ __all__ = [
     "auto_lr",
     "lr_from_curvature",
     "auto_batch_size",
+    "half_threads",
 ]
 
 DIVERGENCE_FACTOR = 1000.0  # an epoch loss this many times the best so far means divergence
@@ -75,16 +77,117 @@ class GDResult:
     resumed_from: int | None = None
 
 
-_BLOCK = 65_536  # rows per block when standardizing or measuring large arrays
+_BLOCK = 65_536  # rows per block when measuring large arrays
+_STEP_ROWS = 8_192  # rows per product when standardizing: the centered block (3 MB at 100 columns) stays in cache
+# Largest rounding error of a float32 whitening product, estimated relative to a whitened value
+# (about 1), up to which it is taken in float32: features off by 1e-5 move even an exact fit's MSE
+# by less than the slack its convergence test allows (NEAR_ZERO). It tracks the measured largest
+# error (rms: 1/20 of it); a well-conditioned design (S1) estimates 1e-6, a condition number above
+# about 20 more: its rotation is applied in float64, and only the result rounded to float32.
+_FLOAT32_PRODUCT_ERROR = 1e-5
 
 
-def _standardized(A: np.ndarray, mean: np.ndarray, scale: np.ndarray, dtype, device, rotation=None) -> torch.Tensor:
-    """(A − mean) / scale (times ``rotation``) in ``dtype`` on ``device``, in float64 block by block."""
-    out = torch.empty(A.shape, dtype=dtype, device=device)
-    for s in range(0, len(A), _BLOCK):
-        block = (A[s : s + _BLOCK] - mean) / scale
-        out[s : s + _BLOCK] = torch.from_numpy(block if rotation is None else block @ rotation)
-    return out
+class _Affine:
+    """z = ((a − mean) / scale) P in the working dtype, one product per block: (a − shift) M + c.
+
+    M = diag(1/scale) P folds the scaling into the rotation (a vector without one: elementwise);
+    shift is the mean rounded to a's dtype, so float32 data are centered in float32 (a correctly
+    rounded subtraction, no float64 copy), and c = (shift − mean) M corrects that rounding. On the
+    CPU the product is numpy's (OpenBLAS: about twice torch's float32 matmul on this machine).
+    """
+
+    def __init__(self, mean, scale, rotation: np.ndarray | None, dtype: torch.dtype, device) -> None:
+        self.mean = np.asarray(mean, dtype=np.float64)
+        inv = 1.0 / np.asarray(scale, dtype=np.float64)
+        self.M = inv if rotation is None else inv[:, None] * rotation
+        self.dtype, self.device = dtype, torch.device(device)
+        self.work = np.dtype(np.float32 if dtype == torch.float32 else np.float64)
+        # A float32 sum of k terms errs by about √k ulps of its terms; a whitened value's terms are
+        # as large as P's columns.
+        big = float(np.linalg.norm(rotation, axis=0).max()) if rotation is not None and rotation.size else 1.0
+        self.fast = self.work == np.float32 and (
+            rotation is None or np.finfo(np.float32).eps * math.sqrt(len(self.mean)) * big <= _FLOAT32_PRODUCT_ERROR
+        )
+        self.consts: dict = {}
+
+    def _consts(self, dtype: np.dtype) -> tuple:
+        """(the centering's dtype, shift, M, c) for data of ``dtype``, in the product's dtype."""
+        if dtype not in self.consts:
+            sub = np.dtype(np.float32 if dtype == np.float32 and self.fast else np.float64)
+            shift = self.mean.astype(sub)
+            d = shift.astype(np.float64) - self.mean
+            c = d * self.M if self.M.ndim == 1 else d @ self.M
+            prod = self.work if self.fast else np.dtype(np.float64)
+            self.consts[dtype] = (sub, shift, self.M.astype(prod), c.astype(prod))
+        return self.consts[dtype]
+
+    def __call__(self, A: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The standardized rows of A (n, k), into ``out`` (n, k) when given.
+
+        Parameters
+        ----------
+        A : ndarray of shape (n, k)
+        out : Tensor of shape (n, k), optional
+            In the working dtype, on the device.
+
+        Returns
+        -------
+        Tensor of shape (n, k)
+        """
+        A = np.asarray(A)
+        if A.dtype not in (np.float32, np.float64):
+            A = A.astype(np.float64)
+        if out is None:
+            out = torch.empty(A.shape, dtype=self.dtype, device=self.device)
+        sub, shift, M, c = self._consts(A.dtype)
+        if self.device.type != "cpu":
+            return self._on_device(A, out, sub, shift, M, c)
+        dst = out.numpy()
+        step = _STEP_ROWS
+        tmp = np.empty((min(step, len(A)), A.shape[1]), dtype=sub)
+        prod = None if M.dtype == self.work else np.empty((min(step, len(A)), A.shape[1]), dtype=M.dtype)
+        for s in range(0, len(A), step):
+            m = min(step, len(A) - s)
+            t = tmp[:m]
+            np.subtract(A[s : s + m], shift, out=t)
+            res = dst[s : s + m] if prod is None else prod[:m]
+            if M.ndim == 1:
+                np.multiply(t, M, out=res)
+            else:
+                np.matmul(t if t.dtype == M.dtype else t.astype(M.dtype), M, out=res)
+            res += c
+            if prod is not None:
+                dst[s : s + m] = res
+        return out
+
+    def _on_device(self, A, out, sub, shift, M, c) -> torch.Tensor:
+        dd = {"device": self.device, "dtype": torch.float32 if M.dtype == np.float32 else torch.float64}
+        shift_t = torch.as_tensor(shift, device=self.device)
+        M_t, c_t = torch.as_tensor(M, **dd), torch.as_tensor(c, **dd)
+        for s in range(0, len(A), _BLOCK):
+            t = torch.as_tensor(A[s : s + _BLOCK]).to(self.device).to(shift_t.dtype).sub_(shift_t).to(dd["dtype"])
+            res = t.mul_(M_t).add_(c_t) if M_t.ndim == 1 else torch.addmm(c_t, t, M_t)
+            out[s : s + _BLOCK] = res
+        return out
+
+
+@contextlib.contextmanager
+def half_threads() -> Iterator[None]:
+    """torch's and numpy's BLAS kernels on half the threads (one of 2), for a loop that a reading
+    thread feeds: the reader (pyarrow's decoding, the checks) keeps the other cores busy, and an
+    OpenMP kernel spread over every core waits at each barrier for the one it holds. A streamed
+    epoch of 1M S1 rows took 9-12 s on 2 threads, 3-4 s on one (2 cores, shared).
+    """
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
+    saved = torch.get_num_threads()
+    n = max(1, saved // 2)
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(n, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 # Large tables take large batches: the minibatch noise floor falls as 1/B, so on B1 (1M rows)
@@ -395,6 +498,8 @@ class Descent:
         Set by :meth:`start`.
     schedule : callable
         Step to learning rate (set by :meth:`start`).
+    _affine : tuple, optional
+        Cached standardizing products of ``moments`` (set by :meth:`prepare`).
     """
 
     cfg: TrainConfig
@@ -413,10 +518,11 @@ class Descent:
     lr: float = 0.0
     opt: Optimizer | None = None
     schedule: Callable[[int], float] | None = None
+    _affine: tuple | None = field(default=None, repr=False)  # (the moments it is of, X's _Affine, Y's)
 
-    def prepare(self, X: np.ndarray, Y: np.ndarray, w: np.ndarray | None, w_mean: float = 1.0) -> tuple:
+    def prepare(self, X: np.ndarray, Y: np.ndarray, w: np.ndarray | None, w_mean: float = 1.0, out: tuple | None = None) -> tuple:
         """Rows in the training scale: standardized (whitened) X and Y in the working dtype, and
-        the weights divided by ``w_mean``.
+        the weights divided by ``w_mean``; into the tensors ``out`` (X, Y, w) when given.
 
         Parameters
         ----------
@@ -424,17 +530,24 @@ class Descent:
         Y : ndarray of shape (n, n_targets)
         w : ndarray of shape (n,) or None
         w_mean : float
+        out : tuple of Tensor, optional
+            Buffers to write the rows into.
 
         Returns
         -------
         tuple of (Tensor, Tensor, Tensor or None)
         """
-        xm, xs, ym, ys = self.moments
-        return (
-            _standardized(X, xm, xs, self.dtype, self.device, self.rotation),
-            _standardized(Y, ym, ys, self.dtype, self.device),
-            None if w is None else torch.as_tensor(w / w_mean, dtype=self.dtype, device=self.device),
-        )
+        if self._affine is None or self._affine[0] is not self.moments:  # IncrementalGD.resume sets other moments
+            xm, xs, ym, ys = self.moments
+            x = _Affine(xm, xs, self.rotation, self.dtype, self.device)
+            self._affine = (self.moments, x, _Affine(ym, ys, None, self.dtype, self.device))
+        _, x, y = self._affine
+        Xo, Yo, wo = out if out is not None else (None, None, None)
+        Xs, Ys = x(X, Xo), y(Y, Yo)
+        if w is None:
+            return Xs, Ys, None
+        wn = torch.as_tensor(w / w_mean, dtype=self.dtype, device=self.device)
+        return Xs, Ys, wn if wo is None else wo.copy_(wn)
 
     def start(self, lr: Callable[[], float], constant: bool = False) -> None:
         """Fix the base learning rate (``cfg.lr`` when set, else ``lr()``), the optimizer and the
@@ -649,6 +762,7 @@ class Streamed:
         self.chunks, self.counts, self.w_mean = chunks, counts, w_mean
         self.shuffle_buffer, self.rank = shuffle_buffer, rank
         self.n = sum(counts)
+        self.buffers: tuple | None = None  # the shuffle buffer (X, Y, w), made by the first epoch
 
     def epoch(self, d: Descent, epoch: int) -> Iterator[tuple]:
         """This epoch's batches.
@@ -670,33 +784,39 @@ class Streamed:
         # Each rank's own stream of draws per epoch, from the seed, so a resumed epoch shuffles
         # as the first try did.
         shuffle = torch.Generator().manual_seed(d.cfg.seed * 1_000_003 + self.rank * 7919 + epoch)
-        held: list[tuple] = []
+        # Chunks are standardized straight into the shuffle buffer, and batches gathered from it
+        # into reused tensors: no concatenation, no fresh tensor per batch.
+        most = max(sizes, default=0)
+        batch = [torch.empty(most, width, dtype=d.dtype, device=d.device) for width in (p, q)]
+        wbatch = torch.empty(most, dtype=d.dtype, device=d.device)
         rows = k = 0
+        weighted = None
 
         def drain(final: bool) -> Iterator[tuple]:
-            nonlocal held, rows, k
-            if held:
-                Xs, Ys = torch.cat([h[0] for h in held]), torch.cat([h[1] for h in held])
-                ws = None if held[0][2] is None else torch.cat([h[2] for h in held])
-            else:  # a rank with no rows left still takes its (empty) part of every step
-                Xs = torch.empty(0, p, dtype=d.dtype, device=d.device)
-                Ys = torch.empty(0, q, dtype=d.dtype, device=d.device)
-                ws = None
-            perm = torch.randperm(len(Xs), generator=shuffle).to(d.device)
+            nonlocal rows, k
+            X, Y, w = (b[:rows] if b is not None else None for b in self._buffers(d, rows, weighted))
+            perm = torch.randperm(rows, generator=shuffle).to(d.device)
             start = 0
-            while k < steps and (final or start + sizes[k] <= len(Xs)):
+            while k < steps and (final or start + sizes[k] <= rows):
                 idx = perm[start : start + sizes[k]]
                 start += sizes[k]
-                yield Xs[idx], Ys[idx], None if ws is None else ws[idx], totals[k]
+                xb = torch.index_select(X, 0, idx, out=batch[0][: len(idx)])
+                yb = torch.index_select(Y, 0, idx, out=batch[1][: len(idx)])
+                wb = None if w is None else torch.index_select(w, 0, idx, out=wbatch[: len(idx)])
+                yield xb, yb, wb, totals[k]
                 k += 1
             rest = perm[start:]
-            held = [(Xs[rest], Ys[rest], None if ws is None else ws[rest])] if len(rest) else []
+            for buf in (X, Y, w):  # the rows not drawn move to the front, in their drawn order
+                if buf is not None and len(rest):
+                    buf[: len(rest)] = buf[rest]
             rows = len(rest)
 
         for X, Y, w in self.chunks(epoch):
             if len(X) == 0:
                 continue
-            held.append(d.prepare(X, Y, w, self.w_mean))
+            weighted = w is not None
+            bufs = self._buffers(d, rows + len(X), weighted)
+            d.prepare(X, Y, w, self.w_mean, out=tuple(None if b is None else b[rows : rows + len(X)] for b in bufs))
             rows += len(X)
             if rows >= max(self.shuffle_buffer, d.batch_size):
                 yield from drain(final=False)
@@ -717,6 +837,27 @@ class Streamed:
         """
         for X, Y, w in self.chunks(0):
             yield (*d.prepare(X, Y, None)[:2], w)
+
+    def _buffers(self, d: Descent, rows: int, weighted: bool | None) -> tuple:
+        """The shuffle buffer's X, Y and weight tensors, holding at least ``rows`` rows (kept from
+        epoch to epoch; grown, keeping their rows, when a chunk does not fit)."""
+        p, q = d.model.weight.shape[1], d.model.weight.shape[0]
+        old = self.buffers
+        if old is None or len(old[0]) < rows or (weighted and old[2] is None):
+            # room for a full buffer and the chunk that fills it; doubled when chunks grow
+            cap = (
+                max(rows, 2 * len(old[0])) if old is not None else rows + (max(self.shuffle_buffer, d.batch_size) if rows else 0)
+            )
+            new = (
+                torch.empty(cap, p, dtype=d.dtype, device=d.device),
+                torch.empty(cap, q, dtype=d.dtype, device=d.device),
+                torch.empty(cap, dtype=d.dtype, device=d.device) if weighted else None,
+            )
+            for a, b in zip(new, old or ()):
+                if a is not None and b is not None:
+                    a[: len(b)] = b
+            self.buffers = new
+        return self.buffers
 
     def curvature_lr(self, d: Descent, gram_max_eig: float, row_norm_max: float) -> float:
         """The step size of :func:`lr_from_curvature` from the factor's λmax and a bound on the
