@@ -10,6 +10,8 @@ import datetime as _dt
 import hashlib
 import math
 import platform
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -370,12 +372,18 @@ def _text_as_infinite(v: Any) -> Any:
 
 
 class Fingerprint:
-    """sha256 of training data fed chunk by chunk: values (as held, float32 or float64, without a
-    converted copy), weights and column names. X, Y and w are hashed separately, so the digest
-    does not depend on how the rows were cut into chunks: in memory and streamed agree."""
+    """A digest of training data fed chunk by chunk: the CRC-32 and byte count of the values of X,
+    Y and w (each as held, float32 or float64, without a converted copy), then sha256 of those
+    with the column names and dtypes. Each CRC continues across chunks, so the digest does not
+    depend on how the rows were cut into chunks: in memory and streamed agree.
+
+    It tells the same data from other data (reproducibility, checkpoints); it is no defence
+    against data forged to collide. CRC-32 reads 400 MB in 0.1 s here, sha256 in 0.25 s.
+    """
 
     def __init__(self) -> None:
-        self.parts = [hashlib.sha256() for _ in range(3)]
+        self.crcs = [0, 0, 0]
+        self.sizes = [0, 0, 0]
 
     def add(self, X: np.ndarray, Y: np.ndarray, w: np.ndarray | None) -> None:
         """Hash the next chunk of rows.
@@ -386,9 +394,11 @@ class Fingerprint:
         Y : ndarray of shape (n, n_targets)
         w : ndarray of shape (n,) or None
         """
-        for h, part in zip(self.parts, (X, Y, w)):
+        for i, part in enumerate((X, Y, w)):
             if part is not None and part.size:  # an empty chunk (or rank) adds no bytes
-                h.update(memoryview(np.ascontiguousarray(part)).cast("B"))
+                data = memoryview(np.ascontiguousarray(part)).cast("B")
+                self.crcs[i] = zlib.crc32(data, self.crcs[i])
+                self.sizes[i] += data.nbytes
 
     def hexdigest(self, feature_names: list[str], target_names: list[str], dtypes: list[str] | None, comm=None) -> str:
         """The digest of everything added, with the column names and dtypes.
@@ -404,9 +414,10 @@ class Fingerprint:
         Returns
         -------
         str
+            64 hex digits.
         """
         h = hashlib.sha256()
-        digests = b"".join(part.digest() for part in self.parts)
+        digests = b"".join(struct.pack("<IQ", c, n) for c, n in zip(self.crcs, self.sizes))
         if comm is None:
             h.update(digests)
         else:
@@ -421,8 +432,9 @@ class Fingerprint:
 
 
 def fingerprint(ds: Dataset, comm=None) -> str:
-    """sha256 of the training arrays (values, names, weights): the same table gives the same hash.
-    Distributed, of every rank's digest in rank order (so it depends on the number of ranks)."""
+    """The :class:`Fingerprint` of the training arrays (values, names, weights): the same table gives
+    the same hash. Distributed, of every rank's digest in rank order (so it depends on the number of
+    ranks)."""
     fp = Fingerprint()
     fp.add(ds.X, ds.Y, ds.sample_weight)
     parts = [ds.X, ds.Y] + ([ds.sample_weight] if ds.sample_weight is not None else [])
