@@ -531,20 +531,25 @@ def train(
             stop = start + CHUNK_ROWS
             yield X[start:stop], Y[start:stop], None if w is None else w[start:stop]
 
-    peak = np.zeros(X.shape[1] + Y.shape[1])
-    for Xc, Yc, _ in chunks():
-        if len(Xc):
-            peak = np.maximum(peak, np.concatenate([np.abs(Xc).max(axis=0), np.abs(Yc).max(axis=0)]))
-    if comm is not None:
-        peak = comm.max(peak)
-    check_magnitudes(peak, list(ds.feature_names) + list(ds.target_names), ds.source, cfg, None if comm else ds.largest)
-
     p, q = X.shape[1], Y.shape[1]
+    fp = Fingerprint() if not n_val else None  # without a split, the first pass reads every row: it hashes them
+    first = exact.first_pass(
+        chunks(),
+        fit_intercept=cfg.fit_intercept,
+        device=device,
+        comm=comm,
+        width=p + q,
+        observe=fp.add if fp else None,
+        float32=cfg.l2 == 0,
+    )
+    check_magnitudes(first.peak, list(ds.feature_names) + list(ds.target_names), ds.source, cfg, None if comm else ds.largest)
     opt_sol, factor = exact.fit_exact(
-        chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device, comm=comm, n_targets=q
+        chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device, comm=comm, n_targets=q, first=first
     )
     warn = _rank_warnings(opt_sol, ds.feature_names, speak=comm is None or comm.rank == 0)
-    info = _info(ds.source, fingerprint(ds, comm), n_all, n_train, n_val, device, opt_sol, ds.notices, comm)
+    dtypes = [a.dtype.str for a in (ds.X, ds.Y, ds.sample_weight) if a is not None]
+    sha = fp.hexdigest(ds.feature_names, ds.target_names, dtypes, comm) if fp else fingerprint(ds, comm)
+    info = _info(ds.source, sha, n_all, n_train, n_val, device, opt_sol, ds.notices, comm)
     res = None
     if cfg.solver == "gd":
         with_val = len(va) > 0 or comm is not None  # distributed, a rank without validation rows still takes part
