@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import CACHE, N, P, Q, b1_paths  # noqa: E402
+from bench import _mse as mse  # noqa: E402
 
 BLOCK = 65_536
 
@@ -69,14 +70,6 @@ def reference(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     coef, icpt = beta.T, ym - xm @ beta
     np.savez(path, coef=coef, intercept=icpt)
     return coef, icpt
-
-
-def mse(coef, icpt, X, Y) -> np.ndarray:
-    sse = np.zeros(Q)
-    for a in range(0, N, 100_000):
-        r = Y[a : a + 100_000].astype(np.float64) - (X[a : a + 100_000].astype(np.float64) @ np.asarray(coef).T + icpt)
-        sse += (r * r).sum(axis=0)
-    return sse / N
 
 
 def main() -> None:

@@ -42,7 +42,18 @@ from ..config import COV_TYPES
 from ..errors import ConfigError
 from ..metrics import MetricsAccumulator
 
-__all__ = ["Factor", "ExactSolution", "fit_exact", "solve", "statistics", "residual_pass", "refine", "RankWarning"]
+__all__ = [
+    "Factor",
+    "ExactSolution",
+    "FirstPass",
+    "first_pass",
+    "fit_exact",
+    "solve",
+    "statistics",
+    "residual_pass",
+    "refine",
+    "RankWarning",
+]
 
 RCOND = 1e-11  # singular values below this fraction of the largest count as collinear
 # A residual norm below this fraction of the target's (uncentered) norm is rounding, not a residual:
@@ -311,28 +322,13 @@ def first_pass(
 def gram_factor(
     chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None, comm=None, width: int = 0, float32: bool = False
 ) -> Factor | None:
-    """The factor by normal equations: a Gram pass at matrix-multiply speed, then Cholesky.
+    """The factor by normal equations: the Gram of :func:`first_pass` (same parameters, less
+    ``observe``; ``float32`` off unless asked), then Cholesky.
 
     Each block's co-moment matrix is computed about the block's own (weighted) mean and merged by
     Chan's update, so large column offsets do not cancel. Returns None when the feature block is
-    not numerically positive definite (constant or collinear columns): the QR path handles those.
-
-    Parameters
-    ----------
-    chunks : iterable of (X, Y, w)
-        X (n, n_features), Y (n, n_targets), w (n,) or None.
-    fit_intercept : bool
-    device : torch.device, optional
-    comm : gradreg.distributed.Comm, optional
-        Merge every rank's co-moments, in rank order, before the Cholesky.
-    width : int
-        n_features + n_targets (needed with ``comm``: a rank may have no rows).
-    float32 : bool
-        Allow float32 blocks (see :func:`first_pass`); the factor's method is then "gram32".
-
-    Returns
-    -------
-    Factor or None
+    not numerically positive definite (constant or collinear columns): the QR path handles those;
+    the factor's method is "gram32" when float32 blocks went into it.
     """
     first = first_pass(chunks, fit_intercept=fit_intercept, device=device, comm=comm, width=width, float32=float32)
     return _factor_of_moments(first.moments, fit_intercept)
