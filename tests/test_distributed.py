@@ -219,6 +219,46 @@ def test_streamed_shards_exact_matches_and_descent_converges(data, tmp_path):
     np.testing.assert_allclose(model.optimum["coef"], single.coef, rtol=1e-10)
 
 
+FLOAT32_CHILD = """
+import sys
+from gradreg.solvers import exact
+exact.BLOCK_ROWS, exact.GRAM_ROWS, exact.FLOAT32_AFTER_ROWS = 512, 256, 1024  # this small table: float32 blocks
+from gradreg.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_float32_gram_on_two_ranks_refines_to_the_single_process_solution(data, tmp_path, stream):
+    """Ranks started by hand with the float32 Gram's thresholds lowered: every rank's float32 blocks,
+    merged co-moments and refinement sums give the single process's float64 fit."""
+    out = tmp_path / "m.safetensors"
+    env = {**_env(), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    args = ["train", str(data / "d.parquet"), "--target", "y1,y2", "--features", "x0,x1,x2,x3", "--weight", "w"]
+    args += ["--solver", "exact", *(["--stream"] if stream else []), "-q", "-o", str(out)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FLOAT32_CHILD, *args],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+        )
+        for r in range(2)
+    ]
+    errs = [p.communicate(timeout=240)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    model, single = FittedModel.load(str(out)), _single(data / "d.parquet", solver="exact", weight="w")
+    assert model.info["world_size"] == 2
+    np.testing.assert_allclose(model.coef, single.coef, rtol=1e-10)
+    np.testing.assert_allclose(model.intercept, single.intercept, rtol=1e-10)
+    for split in single.metrics:
+        for k in ("mse", "mae", "r2"):
+            np.testing.assert_allclose(model.metrics[split][k], single.metrics[split][k], rtol=1e-10)
+    for sa, sb in zip(model.stats.values(), single.stats.values()):
+        for k in STATS:  # the standard errors come from the float32 Gram: 6 digits (GRAM32_COND_LIMIT)
+            np.testing.assert_allclose(sa[k], sb[k], rtol=1e-4 if k == "p" else 1e-6, err_msg=k)  # p ~ t² δt in the tail
+
+
 def test_a_rank_without_rows_takes_part_and_rank_0_alone_draws(tmp_path):
     path = tmp_path / "two.parquet"
     pq.write_table(_table(3000, seed=4), path, row_group_size=1500)  # 2 row groups for 3 ranks

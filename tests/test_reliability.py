@@ -76,6 +76,26 @@ def test_same_data_seed_and_settings_give_byte_identical_tensors(cli, tmp_path):
     assert load_file(str(other))["coef"].tobytes() != a["coef"].tobytes()  # the seed matters
 
 
+def test_fingerprint_ignores_chunking_and_sees_one_changed_value():
+    from gradreg.pipeline import Fingerprint
+
+    rng = np.random.default_rng(3)
+    X, Y, w = rng.normal(size=(1000, 4)).astype(np.float32), rng.normal(size=(1000, 2)), rng.uniform(size=1000)
+
+    def digest(X, Y, w, cuts=(0, 1000)):
+        fp = Fingerprint()
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            fp.add(X[a:b], Y[a:b], None if w is None else w[a:b])
+        return fp.hexdigest(["a", "b", "c", "d"], ["y", "z"], ["<f4", "<f8", "<f8"])
+
+    base = digest(X, Y, w)
+    assert len(base) == 64 and digest(X, Y, w, (0, 1, 333, 334, 1000)) == base
+    X2 = X.copy()
+    X2[500, 2] = np.nextafter(X2[500, 2], np.float32(np.inf))  # one bit of one value
+    assert digest(X2, Y, w) != base and digest(X, Y, None) != base
+    assert digest(X[::-1], Y[::-1], w[::-1]) != base  # the same rows in another order
+
+
 def _big_csv(path, rows, cols=3):
     import pyarrow as pa
     import pyarrow.csv as pcsv

@@ -8,20 +8,31 @@ the same path.
 
 Two ways to build the factor, chosen by the data (see :func:`fit_exact`):
 
-- **Gram** (first, fast): the centered co-moment matrix of each chunk at matrix-multiply speed,
+- **Gram** (first, fast): the centered co-moment matrix of each block at matrix-multiply speed,
   merged by Chan's update, then R by Cholesky. Its error grows like κ², so it is kept only when
-  the standardized design is well conditioned (κ ≤ ``GRAM_COND_LIMIT``), and then refined once
-  against the data in float64.
+  the standardized design is well conditioned (κ ≤ ``GRAM_COND_LIMIT``), and then refined against
+  the data in float64. On large tables the blocks after the first ``FLOAT32_AFTER_ROWS`` rows are
+  summed by a float32 product (kept for κ ≤ ``GRAM32_COND_LIMIT``), whose ~1e-8 error the float64
+  refinement removes from the coefficients (mixed-precision iterative refinement).
 - **Householder QR** (otherwise): never forms XᵀX, so it keeps the digits that normal equations
   lose on ill-conditioned designs (high-degree polynomials, near-collinear columns), refined in
   extended precision when the error bound asks for it.
+
+On the Gram path the data are read twice: the first pass (:func:`first_pass`) gives the Gram, the
+column peaks and the caller's fingerprint; the refinement's float64 pass also gives the RSS and
+metrics (``ExactSolution.pass_sums``), so :func:`residual_pass` need not read them a third time.
+Passes run block by block on worker threads with single-threaded kernels (:class:`_Pool`).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,8 +41,20 @@ import torch
 from ..config import COV_TYPES
 from ..distributed import SINGLE, Comm
 from ..errors import ConfigError
+from ..metrics import MetricsAccumulator
 
-__all__ = ["Factor", "ExactSolution", "fit_exact", "solve", "statistics", "residual_pass", "refine", "RankWarning"]
+__all__ = [
+    "Factor",
+    "ExactSolution",
+    "FirstPass",
+    "first_pass",
+    "fit_exact",
+    "solve",
+    "statistics",
+    "residual_pass",
+    "refine",
+    "RankWarning",
+]
 
 RCOND = 1e-11  # singular values below this fraction of the largest count as collinear
 # A residual norm below this fraction of the target's (uncentered) norm is rounding, not a residual:
@@ -57,8 +80,9 @@ class Factor:
     R : ndarray of shape (k, n_features + n_targets)
         With RᵀR = Σ w (z − mean)(z − mean)ᵀ; its first n_features columns are upper triangular.
     fit_intercept : bool
-    method : {"qr", "gram"}
-        How R was computed; "gram" (normal equations) when any merged part came from a Gram.
+    method : {"qr", "gram", "gram32"}
+        How R was computed: "gram" (normal equations) when any merged part came from a Gram,
+        "gram32" when from a float32 Gram (RᵀR then holds ~8 digits; see :func:`fit_exact`).
     """
 
     n_rows: int
@@ -125,7 +149,7 @@ class Factor:
         mean = (self.sum_w * self.mean + other.sum_w * other.mean) / sw
         shift = math.sqrt(self.sum_w * other.sum_w / sw) * (self.mean - other.mean)
         R = _qr_r(np.vstack([self.R, other.R, shift[None, :]]))
-        method = "gram" if "gram" in (self.method, other.method) else "qr"
+        method = _worse(self.method, other.method)
         return Factor(self.n_rows + other.n_rows, sw, self.sum_log_w + other.sum_log_w, mean, R, self.fit_intercept, method)
 
     def _plus_rows(self, empty: Factor) -> Factor:
@@ -137,8 +161,16 @@ class Factor:
             self.mean,
             self.R,
             self.fit_intercept,
-            "gram" if "gram" in (self.method, empty.method) else "qr",
+            _worse(self.method, empty.method),
         )
+
+
+METHODS = ("qr", "gram", "gram32")  # from the most accurate R to the least
+
+
+def _worse(a: str, b: str) -> str:
+    """The method of a merged factor: the less accurate of its parts'."""
+    return max(a, b, key=METHODS.index)
 
 
 def _tensor(a) -> torch.Tensor:
@@ -181,8 +213,8 @@ def _square(R: np.ndarray) -> np.ndarray:
 def factor_chunks(
     chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None, comm: Comm = SINGLE, width: int = 0
 ) -> Factor:
-    """Fold :meth:`Factor.of_chunk` over ``(X, Y, w)`` chunks with :meth:`Factor.merge`, then every
-    rank's factor in rank order (``width`` = n_features + n_targets)."""
+    """Fold :meth:`Factor.of_chunk` over ``(X, Y, w)`` chunks with :meth:`Factor.merge`; with
+    ``comm``, then every rank's factor in rank order (``width`` = n_features + n_targets)."""
     total: Factor | None = None
     for X, Y, w in chunks:
         f = Factor.of_chunk(X, Y, w, fit_intercept=fit_intercept, device=device)
@@ -200,22 +232,62 @@ class NoRowsError(ValueError):
 
 
 def _factor_flat(f: Factor) -> np.ndarray:
-    return np.concatenate([[f.n_rows, f.sum_w, f.sum_log_w, float(f.method == "gram")], f.mean, _square(f.R).ravel()])
+    return np.concatenate([[f.n_rows, f.sum_w, f.sum_log_w, float(METHODS.index(f.method))], f.mean, _square(f.R).ravel()])
 
 
 def _factor_unflat(a: np.ndarray, k: int, fit_intercept: bool) -> Factor:
     R = a[4 + k :].reshape(k, k)
-    return Factor(int(a[0]), float(a[1]), float(a[2]), a[4 : 4 + k].copy(), R, fit_intercept, "gram" if a[3] else "qr")
+    return Factor(int(a[0]), float(a[1]), float(a[2]), a[4 : 4 + k].copy(), R, fit_intercept, METHODS[int(a[3])])
 
 
-def gram_factor(
-    chunks: Iterable[tuple], *, fit_intercept: bool = True, device=None, comm: Comm = SINGLE, width: int = 0
-) -> Factor | None:
-    """The factor by normal equations: a float64 Gram pass at matrix-multiply speed, then Cholesky.
+# -- the first pass: co-moments by a Gram, and each column's peak, in one read ----------------------
 
-    Each chunk's co-moment matrix is computed about the chunk's own (weighted) mean and merged by
-    Chan's update, so large column offsets do not cancel. Returns None when the feature block is
-    not numerically positive definite (constant or collinear columns): the QR path handles those.
+BLOCK_ROWS = 8_192  # rows per block of a data pass (a task of the pool)
+GRAM_ROWS = 4_096  # rows per float32 product: the shifted copy (1.7 MB at 100 columns) stays in L2
+# Rows summed by a float64 Gram before the blocks switch to float32. Small tables never see float32
+# (where a pass costs little anyway); on large ones these rows give the shift and scale of the rest.
+FLOAT32_AFTER_ROWS = 65_536
+# A float32 block whose column mean lies more than 4 of its standard deviations from the block's shift
+# loses more than a digit to cancellation in its co-moments: it is summed again about its own mean.
+DRIFT_LIMIT = 16.0
+
+
+@dataclass
+class FirstPass:
+    """What the first read of the data gives before any solve.
+
+    Parameters
+    ----------
+    moments : tuple or None
+        ``(n_rows, Σw, Σlog w, mean, co-moments, n_features, float32)``, merged over ranks: the
+        weighted co-moments of [X, Y] about their mean (k × k, k = n_features + n_targets), and
+        whether some of them came from a float32 Gram. None when no rank read a row.
+    peak : ndarray of shape (k,)
+        The largest |value| of each column of [X, Y] (over ranks; 0 for no rows).
+    """
+
+    moments: tuple | None
+    peak: np.ndarray
+
+
+def first_pass(
+    chunks: Iterable[tuple],
+    *,
+    fit_intercept: bool = True,
+    device=None,
+    comm: Comm = SINGLE,
+    width: int = 0,
+    observe: Callable[[np.ndarray, np.ndarray, np.ndarray | None], None] | None = None,
+    float32: bool = True,
+) -> FirstPass:
+    """One read of the chunks: the co-moments of [X, Y] by a blocked Gram and each column's peak.
+
+    Each block of ``BLOCK_ROWS`` rows is read from memory once; its peaks, ``observe`` (a
+    fingerprint) and its Gram follow while it is in cache. After ``FLOAT32_AFTER_ROWS`` rows, with
+    ``float32``, a block's Gram is a float32 matrix product of the block less a shift (the running
+    mean, rounded to a few bits, so that a float32 X minus it is exact), accumulated in float64;
+    its error, ~1e-8 of the co-moments, is removed from the solution by refinement against the data
+    in float64 (see :func:`fit_exact`). Blocks whose float32 Gram overflows are summed in float64.
 
     Parameters
     ----------
@@ -224,98 +296,423 @@ def gram_factor(
     fit_intercept : bool
     device : torch.device, optional
     comm : gradreg.distributed.Comm
-        Merge every rank's co-moments, in rank order, before the Cholesky.
+        Merge every rank's co-moments in rank order, and their peaks.
     width : int
         n_features + n_targets (a rank may have no rows).
+    observe : callable, optional
+        Called with each block's (X, Y, w) as given (numpy arrays), in order.
+    float32 : bool
+        Allow the float32 Gram (its error needs refinement, which a ridge fit does not get).
 
     Returns
     -------
-    Factor or None
+    FirstPass
     """
+    with _Pool(device) as pool:
+        acc = _Moments(fit_intercept, device, float32, pool)
+        for X, Y, w in chunks:
+            acc.add(X, Y, w, observe)
+        moments, peak = acc.result()
     k = width
-    moments = _gram_moments(chunks, fit_intercept, device) or (0, 0.0, 0.0, np.zeros(k), np.zeros((k, k)), 0)
-    moments = comm.fold(moments, _merge_moments, _moments_flat, lambda a: _moments_unflat(a, k))
-    if moments[1] == 0:
+    if comm.world > 1 and moments is None:  # a rank without rows still takes part in the merge
+        moments = (0, 0.0, 0.0, np.zeros(k), np.zeros((k, k)), 0, False)
+    if moments is not None:
+        moments = comm.fold(moments, _merge_moments, _moments_flat, lambda a: _moments_unflat(a, k))
+    peak = comm.max(np.zeros(k) if peak is None else peak)
+    return FirstPass(moments, peak)
+
+
+def gram_factor(
+    chunks: Iterable[tuple],
+    *,
+    fit_intercept: bool = True,
+    device=None,
+    comm: Comm = SINGLE,
+    width: int = 0,
+    float32: bool = False,
+) -> Factor | None:
+    """The factor by normal equations: the Gram of :func:`first_pass` (same parameters, less
+    ``observe``; ``float32`` off unless asked), then Cholesky.
+
+    Each block's co-moment matrix is computed about the block's own (weighted) mean and merged by
+    Chan's update, so large column offsets do not cancel. Returns None when the feature block is
+    not numerically positive definite (constant or collinear columns): the QR path handles those;
+    the factor's method is "gram32" when float32 blocks went into it.
+    """
+    first = first_pass(chunks, fit_intercept=fit_intercept, device=device, comm=comm, width=width, float32=float32)
+    return _factor_of_moments(first.moments, fit_intercept)
+
+
+def _factor_of_moments(moments: tuple | None, fit_intercept: bool) -> Factor | None:
+    """R by Cholesky of the feature block of the co-moments; None without weight or when it fails."""
+    if moments is None or moments[1] == 0:
         return None
-    n_rows, sw, slw, mean, G, p = moments
+    with _serial_kernels(moments[5] < SERIAL_ALGEBRA_BELOW):
+        return _cholesky_factor(moments, fit_intercept)
+
+
+def _cholesky_factor(moments: tuple, fit_intercept: bool) -> Factor | None:
+    n_rows, sw, slw, mean, G, p, low = moments
     G = torch.as_tensor(np.asarray(G), dtype=torch.float64)
+    G = (G + G.T) / 2
     L, info = torch.linalg.cholesky_ex(G[:p, :p])
     if int(info) != 0:
         return None
     R11 = L.T
     R12 = torch.linalg.solve_triangular(L, G[:p, p:], upper=False)
-    S = G[p:, p:] - R12.T @ R12  # the residual co-moments; PSD up to rounding
-    evals, evecs = torch.linalg.eigh((S + S.T) / 2)
-    R22 = evals.clamp(min=0).sqrt()[:, None] * evecs.T  # any R22 with R22ᵀR22 = S serves
+    R22 = _psd_root(G[p:, p:] - R12.T @ R12)  # the residual co-moments; PSD up to rounding
     R = torch.cat([torch.cat([R11, R12], 1), torch.cat([torch.zeros(R22.shape[0], p, dtype=G.dtype), R22], 1)], 0)
-    return Factor(n_rows, sw, slw, np.asarray(mean, dtype=np.float64), R.numpy(), fit_intercept, "gram")
+    method = "gram32" if low else "gram"
+    return Factor(n_rows, sw, slw, np.asarray(mean, dtype=np.float64), R.numpy(), fit_intercept, method)
+
+
+def _psd_root(S: torch.Tensor) -> torch.Tensor:
+    """Any R with RᵀR = S for a symmetric S that is positive semi-definite up to rounding."""
+    evals, evecs = torch.linalg.eigh((S + S.T) / 2)
+    return evals.clamp(min=0).sqrt()[:, None] * evecs.T
 
 
 def _moments_flat(m: tuple) -> np.ndarray:
-    return np.concatenate([[m[0], m[1], m[2], m[5]], m[3], np.asarray(m[4]).ravel()])
+    return np.concatenate([[m[0], m[1], m[2], m[5], m[6]], m[3], np.asarray(m[4]).ravel()])
 
 
 def _moments_unflat(a: np.ndarray, k: int) -> tuple:
-    return int(a[0]), float(a[1]), float(a[2]), a[4 : 4 + k], a[4 + k :].reshape(k, k), int(a[3])
+    return int(a[0]), float(a[1]), float(a[2]), a[5 : 5 + k], a[5 + k :].reshape(k, k), int(a[3]), bool(a[4])
 
 
 def _merge_moments(a: tuple, b: tuple) -> tuple:
-    """Chan's update of two (n_rows, Σw, Σlog w, mean, co-moments, n_features) tuples."""
-    n_a, sw_a, slw_a, mean_a, G_a, p_a = a
-    n_b, sw_b, slw_b, mean_b, G_b, p_b = b
-    p = max(p_a, p_b)
+    """Chan's update of two (n_rows, Σw, Σlog w, mean, co-moments, n_features, float32) tuples."""
+    n_a, sw_a, slw_a, mean_a, G_a, p_a, low_a = a
+    n_b, sw_b, slw_b, mean_b, G_b, p_b, low_b = b
+    p, low = max(p_a, p_b), low_a or low_b
     if sw_b == 0:
-        return (n_a + n_b, sw_a, slw_a + slw_b, mean_a, G_a, p)
+        return (n_a + n_b, sw_a, slw_a + slw_b, mean_a, G_a, p, low)
     if sw_a == 0:
-        return (n_a + n_b, sw_b, slw_a + slw_b, mean_b, G_b, p)
+        return (n_a + n_b, sw_b, slw_a + slw_b, mean_b, G_b, p, low)
     tot = sw_a + sw_b
     d = mean_b - mean_a
-    return (n_a + n_b, tot, slw_a + slw_b, mean_a + d * (sw_b / tot), G_a + G_b + (sw_a * sw_b / tot) * np.outer(d, d), p)
+    G = G_a + G_b + (sw_a * sw_b / tot) * np.outer(d, d)
+    return (n_a + n_b, tot, slw_a + slw_b, mean_a + d * (sw_b / tot), G, p, low)
 
 
-def _gram_moments(chunks: Iterable[tuple], fit_intercept: bool, device) -> tuple | None:
-    """(n_rows, Σw, Σlog w, mean, centered weighted co-moments, n_features) of the chunks, or None
-    when no row has weight."""
-    G = mean = k = None
-    n_rows, sw, slw, p = 0, 0.0, 0.0, 0
-    buf = None
-    for X, Y, w in chunks:
+def _standardized_cond(C: np.ndarray) -> float:
+    """κ of the design whose co-moments are C, each column scaled to unit norm (as solve() scales)."""
+    d = np.sqrt(np.diag(C))
+    if not (d > 0).all():
+        return math.inf
+    s = np.linalg.eigvalsh(C / np.outer(d, d))
+    return math.sqrt(s[-1] / s[0]) if s[0] > 0 else math.inf
+
+
+def _coarse(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """A float32 shift near ``mean`` with few significant bits (a multiple of 2^⌊log2 std⌋ / 16): a
+    float32 value near the mean minus it is exact (both lie on the value's grid), so shifting adds
+    no rounding (measured on B1: 3e-10 of the co-moments, against 2e-8 with an unrounded mean)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ref = np.where(std > 0, std, np.abs(mean) * 2.0**-16)
+        step = np.exp2(np.floor(np.log2(np.maximum(ref, np.finfo(np.float32).tiny))) - 4)
+        return np.where(ref > 0, np.round(mean / step) * step, 0.0).astype(np.float32)
+
+
+@contextmanager
+def _serial_kernels(on: bool = True):
+    """torch's and the BLAS libraries' kernels single-threaded while open (for the whole process).
+
+    On a 100-column problem every kernel is small: an OpenMP or BLAS thread team costs more in
+    synchronization than it saves, and on a busy machine a barrier that waits for a core another
+    process holds costs milliseconds per call. Passes get their parallelism from :class:`_Pool`.
+    """
+    global _BLAS
+    if not on or _SERIAL:
+        yield
+        return
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController  # scikit-learn's dependency
+
+        _BLAS = ThreadpoolController()  # finds the loaded BLAS libraries once (4 ms); limits then cost µs
+    _SERIAL.append(torch.get_num_threads())
+    with _BLAS.limit(limits=1, user_api="blas"):
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(_SERIAL.pop())
+
+
+_SERIAL: list[int] = []  # torch's thread count before the open _serial_kernels, if one is open
+_BLAS = None
+
+
+def _threads() -> int:
+    """torch's thread count as the caller set it (a pool's size)."""
+    return _SERIAL[0] if _SERIAL else torch.get_num_threads()
+
+
+def _on_cpu(device) -> bool:
+    return torch.device(device if device is not None else "cpu").type == "cpu"
+
+
+SERIAL_ALGEBRA_BELOW = 512  # columns up to which the dense algebra of a solve runs on one thread
+
+
+class _Pool:
+    """Blocks of a pass on worker threads, one per torch thread (as torch had it), each running
+    its kernels single-threaded (see :func:`_serial_kernels`); inline off the CPU."""
+
+    def __init__(self, device) -> None:
+        self.n = max(1, _threads()) if _on_cpu(device) else 1
+        self.lag = 2 * self.n  # blocks in flight before the oldest is merged
+        self.executor = self.serial = None
+
+    def __enter__(self) -> _Pool:
+        if self.n > 1:
+            self.serial = _serial_kernels()
+            self.serial.__enter__()
+            # each thread's own OpenMP setting: a new thread would start with one thread per core
+            self.executor = ThreadPoolExecutor(self.n, "gradreg-block", torch.set_num_threads, (1,))
+            # Every worker starts now, so a pass's fixed footprint (stacks, allocator arenas) is the
+            # same for one block as for a million: memory limits measured on small data hold.
+            started = threading.Barrier(self.n + 1)
+            for _ in range(self.n):
+                self.executor.submit(started.wait)
+            started.wait()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.serial.__exit__(None, None, None)
+
+    def submit(self, fn, *args) -> Future:
+        if self.executor is not None:
+            return self.executor.submit(fn, *args)
+        done: Future = Future()
+        done.set_result(fn(*args))
+        return done
+
+
+def _column_peaks(a: np.ndarray) -> np.ndarray:
+    """max |value| of each column, in float64."""
+    rows = 16  # reduced 16 rows at a time: numpy's inner loop then runs over 16 rows' values, not one's
+    if a.flags.c_contiguous and len(a) % rows == 0:
+        wide = a.reshape(-1, rows * a.shape[1])
+        hi, lo = wide.max(axis=0).reshape(rows, -1).max(axis=0), wide.min(axis=0).reshape(rows, -1).min(axis=0)
+    else:
+        hi, lo = a.max(axis=0), a.min(axis=0)
+    return np.maximum(np.abs(hi), np.abs(lo)).astype(np.float64)
+
+
+def _block_gram(Z: torch.Tensor) -> np.ndarray:
+    """ZᵀZ in float64, by a symmetric rank-k update: numpy's (OpenBLAS syrk, ~1.5× torch's CPU
+    matmul on this shape) on the CPU, else two products that skip most of the lower triangle."""
+    if Z.device.type == "cpu":
+        z = Z.numpy()
+        with np.errstate(over="ignore", invalid="ignore"):  # a float32 overflow is caught by the caller
+            return (z.T @ z).astype(np.float64)  # numpy sees the transposed pair and calls syrk
+    return _gram_torch(Z)
+
+
+def _gram_torch(Z: torch.Tensor) -> np.ndarray:
+    h = Z.shape[1] // 2
+    top = Z[:, :h].T @ Z
+    G = torch.empty(Z.shape[1], Z.shape[1], dtype=Z.dtype, device=Z.device)
+    G[:h] = top
+    G[h:, :h] = top[:, h:].T
+    G[h:, h:] = Z[:, h:].T @ Z[:, h:]
+    return G.double().cpu().numpy()
+
+
+class _Moments:
+    """Co-moments of [X, Y] block by block, merged in order with Chan's update, and each column's
+    peak. Blocks run on the pool; the shift of a float32 block is the mean of the latest merged
+    block, which a fixed number of blocks in flight makes the same on every run."""
+
+    def __init__(self, fit_intercept: bool, device, float32: bool, pool: _Pool) -> None:
+        self.fit_intercept, self.device, self.float32, self.pool = fit_intercept, device, float32, pool
+        self.n_rows, self.sw, self.slw, self.p, self.k = 0, 0.0, 0.0, 0, None
+        self.mean = self.C = None  # float64 (k,), (k, k)
+        self.peak: np.ndarray | None = None
+        self.low = False  # some block went through the float32 Gram
+        self.shift = self.scale = None  # float32 (k,); scale None: 1 (powers of two otherwise)
+        self.submitted = 0  # rows handed to the pool
+        self.pending: deque[Future] = deque()
+        self.local = threading.local()  # each worker's block buffers
+
+    def add(self, X, Y, w, observe=None) -> None:
+        n = len(X)
+        for a in range(0, max(n, 1), BLOCK_ROWS):
+            Xb, Yb = X[a : a + BLOCK_ROWS], Y[a : a + BLOCK_ROWS]
+            wb = None if w is None else w[a : a + BLOCK_ROWS]
+            if observe is not None:
+                observe(Xb, Yb, wb)
+            if len(Xb):
+                self._submit(Xb, Yb, wb)
+
+    def _submit(self, X, Y, w) -> None:
+        use32 = self.float32 and self.submitted >= FLOAT32_AFTER_ROWS
+        if use32 and self.shift is None:
+            self._drain()
+            use32 = self._start32()
+        self.submitted += len(X)
+        about = None
+        if use32:
+            about = (torch.as_tensor(self.shift, device=self.device), self.shift)
+            about += (None if self.scale is None else torch.as_tensor(self.scale, device=self.device),)
+        self.pending.append(self.pool.submit(self._block, X, Y, w, about))
+        while len(self.pending) > self.pool.lag:
+            self._merge(self.pending.popleft().result())
+
+    def _drain(self) -> None:
+        while self.pending:
+            self._merge(self.pending.popleft().result())
+
+    def _start32(self) -> bool:
+        """The shift and scale of the float32 blocks, from the rows so far; False when those rows
+        say the design needs the float64 Gram (or carry no weight yet)."""
+        if self.C is None or self.sw == 0 or _standardized_cond(self.C[: self.p, : self.p]) > GRAM32_COND_LIMIT:
+            self.float32 = False
+            return False
+        std = np.sqrt(np.maximum(np.diag(self.C), 0) / self.sw)
+        self.shift = _coarse(self.mean, std) if self.fit_intercept else np.zeros(self.k, dtype=np.float32)
+        # Columns far from unit scale are scaled by powers of two (exactly), so that squares and sums
+        # of a block stay within float32's range.
+        with np.errstate(divide="ignore"):
+            e = np.where(std > 0, np.round(np.log2(np.where(std > 0, std, 1.0))), 0.0)
+        if (np.abs(e) > 40).any():
+            self.scale = np.exp2(-e).astype(np.float32)
+        return True
+
+    def _merge(self, part: tuple) -> None:
+        m, swc, slwc, peak, moments, low = part
+        self.peak = peak if self.peak is None else np.maximum(self.peak, peak)
+        self.n_rows, self.slw = self.n_rows + m, self.slw + slwc
+        if moments is None:  # no weight in the block
+            return
+        mc, Gc = moments
+        self.low = self.low or low
+        if low and self.fit_intercept:  # the next blocks go about this one's mean: trends stay near their shift
+            self.shift = _coarse(mc, np.sqrt(np.maximum(np.diag(Gc), 0) / swc))
+        if self.C is None:
+            self.C, self.mean = Gc, mc
+        else:
+            tot = self.sw + swc
+            d = mc - self.mean
+            self.C += Gc + (self.sw * swc / tot) * np.outer(d, d)
+            self.mean = self.mean + d * (swc / tot)
+        self.sw += swc
+
+    def _block(self, X, Y, w, about) -> tuple:
+        """On a worker: (rows, Σw, Σlog w, peaks, (mean, co-moments about it) or None, float32)."""
         Xt, Yt = _tensor(X), _tensor(Y)
         m = Xt.shape[0]
-        if m == 0:
-            continue
-        p, k = Xt.shape[1], Xt.shape[1] + Yt.shape[1]
-        if buf is None or buf.shape[0] < m:
-            buf = torch.empty(m, k, dtype=torch.float64, device=device)  # reused: no allocation per chunk
-        Z = buf[:m]
-        Z[:, : Xt.shape[1]].copy_(Xt)
-        Z[:, Xt.shape[1] :].copy_(Yt)
-        if w is None:
+        self.p, self.k = Xt.shape[1], Xt.shape[1] + Yt.shape[1]
+        peak = np.concatenate([_column_peaks(_numpy(X)), _column_peaks(_numpy(Y))])
+        wn = None if w is None else _numpy(w).astype(np.float64, copy=False)
+        if wn is None:
             swc, slwc = float(m), 0.0
-            mc = Z.mean(dim=0) if fit_intercept else torch.zeros(k, dtype=Z.dtype, device=Z.device)
+        else:
+            swc = float(wn.sum())
+            pos = wn > 0
+            slwc = float(np.log(wn).sum()) if pos.all() else -math.inf
+        if swc == 0:
+            return m, swc, slwc, peak, None, False
+        wt = None if wn is None else torch.as_tensor(wn, device=self.device)
+        part = self._gram32(Xt, Yt, wt, swc, *about) if about is not None else None
+        low = part is not None
+        return m, swc, slwc, peak, part if low else self._gram64(Xt, Yt, wt, swc), low
+
+    def _gram64(self, Xt, Yt, wt, swc) -> tuple:
+        """(mean, co-moments about it) of the block, in float64."""
+        m, p, k = Xt.shape[0], self.p, self.k
+        buf = getattr(self.local, "buf64", None)
+        if buf is None or buf.shape[0] < m or buf.shape[1] != k:
+            buf = self.local.buf64 = torch.empty(max(m, BLOCK_ROWS), k, dtype=torch.float64, device=self.device)
+        Z = buf[:m]
+        Z[:, :p].copy_(Xt)
+        Z[:, p:].copy_(Yt)
+        if wt is None:
+            mc = Z.mean(dim=0) if self.fit_intercept else torch.zeros(k, dtype=Z.dtype, device=Z.device)
             Z.sub_(mc)
         else:
-            wt = _tensor(w).to(device=Z.device, dtype=torch.float64)
-            swc = float(wt.sum())
-            pos = wt > 0
-            slwc = float(torch.log(wt[pos]).sum()) if bool(pos.all()) else -math.inf
-            if swc == 0:
-                n_rows, slw = n_rows + m, slw + slwc
-                continue
-            mc = (wt @ Z) / swc if fit_intercept else torch.zeros(k, dtype=Z.dtype, device=Z.device)
+            mc = (wt @ Z) / swc if self.fit_intercept else torch.zeros(k, dtype=Z.dtype, device=Z.device)
             Z.sub_(mc).mul_(wt.sqrt()[:, None])
-        Gc = Z.T @ Z
-        if G is None:
-            G, mean = Gc, mc
-        else:
-            tot = sw + swc
-            d = mc - mean
-            G += Gc + (sw * swc / tot) * torch.outer(d, d)
-            mean = mean + d * (swc / tot)
-        n_rows, sw, slw = n_rows + m, sw + swc, slw + slwc
-    if G is None:
-        return None if k is None else (n_rows, 0.0, slw, np.zeros(k), np.zeros((k, k)), p)
-    return n_rows, sw, slw, mean.cpu().numpy(), G.cpu().numpy(), p
+        return mc.cpu().numpy(), _block_gram(Z)
+
+    def _gram32(self, Xt, Yt, wt, swc, shift_t, shift, scale_t) -> tuple | None:
+        """(mean, co-moments about it) of the block by a float32 Gram about ``shift``; None when it
+        overflows float32 (the block is then summed in float64)."""
+        unit = np.ones(self.k) if scale_t is None else scale_t.double().cpu().numpy()
+        for _ in range(2):  # a second time about the block's own mean when it drifted from the shift
+            Gb, S = self._gram32_about(Xt, Yt, wt, shift_t, scale_t)
+            if not np.isfinite(Gb).all():
+                return None
+            if not self.fit_intercept:  # uncentered co-moments: no shift, and nothing cancels
+                return np.zeros(self.k), Gb / np.outer(unit, unit)
+            C = (Gb - np.outer(S, S) / swc) / np.outer(unit, unit)  # unscaled; PSD up to rounding
+            d = S / swc / unit  # the block's mean less the shift
+            var = np.maximum(np.diag(C), 0) / swc
+            s64 = shift.astype(np.float64)
+            # Drifted beyond what float32 resolves of the shift itself: summed again about its mean.
+            if not ((d * d > DRIFT_LIMIT * var) & (var > (2.0**-20 * s64) ** 2)).any():
+                break
+            shift = _coarse(s64 + d, np.sqrt(var))
+            shift_t = torch.as_tensor(shift, device=self.device)
+        return s64 + d, C
+
+    def _gram32_about(self, Xt, Yt, wt, shift, scale) -> tuple[np.ndarray, np.ndarray]:
+        """The float64 Gram (k × k) of the block less the shift, and its column sums (weighted)."""
+        n, p, k = Xt.shape[0], self.p, self.k
+        buf = getattr(self.local, "buf32", None)
+        if buf is None or buf.shape[1] != k + 1:
+            buf = self.local.buf32 = torch.empty(GRAM_ROWS, k + 1, dtype=torch.float32, device=self.device)
+            self.local.ones = False
+        G = np.zeros((k + 1, k + 1))
+        for a in range(0, n, GRAM_ROWS):  # float32 sums of GRAM_ROWS rows at most, added in float64
+            m = min(GRAM_ROWS, n - a)
+            Z = buf[:m]
+            torch.sub(Xt[a : a + m].to(self.device), shift[:p], out=Z[:, :p])  # exact for float32 X (see _coarse)
+            torch.sub(Yt[a : a + m].to(self.device), shift[p:], out=Z[:, p:k])
+            if scale is not None:
+                Z[:, :k].mul_(scale)
+            if wt is None:
+                if not self.local.ones:
+                    buf[:, k] = 1.0
+                    self.local.ones = True
+            else:
+                root = wt[a : a + m].sqrt().float()
+                Z[:, :k].mul_(root[:, None])
+                Z[:, k] = root
+                self.local.ones = False
+            G += _block_gram(Z)  # its last row: Σ w (z − shift), by the column of √w (or ones)
+        return G[:k, :k], G[k, :k]
+
+    def result(self) -> tuple[tuple | None, np.ndarray | None]:
+        self._drain()
+        if self.C is None:
+            moments = (
+                None
+                if self.k is None
+                else (self.n_rows, 0.0, self.slw, np.zeros(self.k), np.zeros((self.k, self.k)), self.p, False)
+            )
+            return moments, self.peak
+        return (self.n_rows, self.sw, self.slw, self.mean, (self.C + self.C.T) / 2, self.p, self.low), self.peak
+
+
+@dataclass
+class PassSums:
+    """A data pass's sums at given coefficients, over all ranks: the weighted RSS and the train
+    metrics' accumulator state (Σw, Σ w r², Σ w |r|, the targets' mean and centered Σ w (y − ȳ)²).
+
+    Valid only for exactly ``coef`` and ``intercept`` (see :meth:`matches`).
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    rss: np.ndarray
+    metrics: tuple
+
+    def matches(self, sol: ExactSolution) -> bool:
+        return np.array_equal(self.coef, sol.coef) and np.array_equal(self.intercept, sol.intercept)
 
 
 @dataclass
@@ -350,6 +747,9 @@ class ExactSolution:
     constant_columns : list of int
     y_mean : ndarray of shape (n_targets,), optional
         Weighted target means (with an intercept): with ``tss``, the scale of an exact fit's rounding.
+    pass_sums : PassSums, optional
+        What a data pass at exactly these coefficients gave (the refinement's last pass):
+        :func:`residual_pass` returns it instead of reading the data again.
     """
 
     coef: np.ndarray
@@ -370,6 +770,7 @@ class ExactSolution:
     collinear_groups: list[list[int]] = field(default_factory=list)
     constant_columns: list[int] = field(default_factory=list)
     y_mean: np.ndarray | None = None  # weighted target means: the scale of an exact fit's rounding
+    pass_sums: PassSums | None = field(default=None, repr=False, compare=False)
 
     @property
     def df_resid(self) -> float:
@@ -407,6 +808,11 @@ def solve(factor: Factor, n_features: int, *, l2: float = 0.0, rcond: float = RC
     ExactSolution
         ``rss`` is the factor's own (refined later from the data by :func:`residual_pass`).
     """
+    with _serial_kernels(n_features < SERIAL_ALGEBRA_BELOW):
+        return _solve(factor, n_features, l2, rcond)
+
+
+def _solve(factor: Factor, n_features: int, l2: float, rcond: float) -> ExactSolution:
     p = n_features
     R = _square(factor.R)
     sw = factor.sum_w
@@ -580,11 +986,7 @@ def refine(
     if sol.l2 > 0 or sol.aliased.any():
         return sol
     if not extended:
-        g, rsum = _gradient_double(sol, factor.mean[:p], chunks, device)
-        g, rsum = comm.sum(g), comm.sum(rsum)
-        ld = np.float64
-        coef, b0, xm = sol.coef, sol.intercept, factor.mean[:p]
-        return _apply_refinement(sol, factor, g, rsum, coef, b0, xm, ld)
+        return _step(sol, factor, _sweep(sol, chunks, device, comm)).sol
     ld = np.longdouble
     coef, b0 = sol.coef.astype(ld), sol.intercept.astype(ld)
     xm = factor.mean[:p].astype(ld)
@@ -601,36 +1003,249 @@ def refine(
     return _apply_refinement(sol, factor, g, rsum, coef, b0, xm, ld)
 
 
-def _gradient_double(sol: ExactSolution, xm_np: np.ndarray, chunks: ChunkSource, device) -> tuple[np.ndarray, np.ndarray]:
-    """Xcᵀ W r and Σ w r at the current solution, in float64 (torch, on ``device``)."""
-    dd = {"device": device, "dtype": torch.float64}
-    coef, b0 = torch.as_tensor(sol.coef, **dd), torch.as_tensor(sol.intercept, **dd)
-    xm = torch.as_tensor(xm_np, **dd)
-    g = torch.zeros(coef.shape[1], coef.shape[0], **dd)
-    rsum = torch.zeros(coef.shape[0], **dd)
-    block = _Float64Buffer(device)
-    for X, Y, w in chunks():
-        Xd = block(X)  # a copy, centered in place below: never the caller's array
-        r = _tensor(Y).to(**dd) - torch.addmm(b0, Xd, coef.T)
-        if w is not None:
-            r *= _tensor(w).to(**dd)[:, None]
-        g += Xd.sub_(xm).T @ r
-        rsum += r.sum(dim=0)
-    return g.cpu().numpy(), rsum.cpu().numpy()
+def _normal_solve(factor: Factor, std: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """δ with (R11ᵀR11) δ = g, solved in the standardized scale (R11: the factor's feature block)."""
+    p = len(std)
+    Rs = _square(factor.R)[:p, :p] / std
+    t = _solve_upper(Rs, (g / std[:, None]).astype(np.float64), transpose=True)
+    return _solve_upper(Rs, t) / std[:, None]
 
 
 def _apply_refinement(sol, factor, g, rsum, coef, b0, xm, ld) -> ExactSolution:
-    std = sol.x_std
-    p = len(std)
-    Rs = _square(factor.R)[:p, :p] / std
-    # Solve (Rsᵀ Rs) γ = g / std in the standardized scale, then map back.
-    t = _solve_upper(Rs, (g / std[:, None]).astype(np.float64), transpose=True)
-    delta = _solve_upper(Rs, t) / std[:, None]
+    delta = _normal_solve(factor, sol.x_std, g)
     coef_new = (coef + delta.T).astype(np.float64)
     intercept = sol.intercept
     if sol.fit_intercept:  # the weighted residual mean must vanish: fold its drift into b
         intercept = (b0 + rsum / ld(sol.sum_w) - delta.T.astype(ld) @ xm).astype(np.float64)
-    return ExactSolution(**{**sol.__dict__, "coef": coef_new, "intercept": intercept})
+    return ExactSolution(**{**sol.__dict__, "coef": coef_new, "intercept": intercept, "pass_sums": None})
+
+
+@dataclass
+class _Sweep:
+    """The sums of one float64 pass at a solution's coefficients, over all ranks (r = y − ŷ)."""
+
+    shift: np.ndarray  # (p,) the x shift of the pass (the solution's x_mean with an intercept, else 0)
+    P: np.ndarray  # (p, 2q + 1): Σ w (x − shift) r, Σ w (x − shift), Σ w sign(r) (x − shift)
+    tail: np.ndarray  # (2q + 1,): Σ w r, Σ w, Σ w sign(r)
+    cross: np.ndarray  # (q, q): Σ w r rᵀ
+    yy: np.ndarray  # (q,): Σ w y²
+    metrics: MetricsAccumulator  # the targets and residuals, merged over ranks
+
+
+def _sweep(sol: ExactSolution, chunks: ChunkSource, device, comm) -> _Sweep:
+    """One pass over the data in float64, block by block on the pool: residuals at ``sol`` and
+    what refinement, the RSS and the metrics need of them. numpy on the CPU (its BLAS runs these
+    skinny products ~3× faster than torch's), torch on ``device`` otherwise."""
+    q, p = sol.coef.shape
+    shift = sol.x_mean if sol.fit_intercept else np.zeros(p)
+    base = sol.intercept + sol.coef @ shift  # ŷ = base + (x − shift) coefᵀ
+    consts = [shift, base, np.ascontiguousarray(sol.coef.T)]
+    if not _on_cpu(device):
+        consts = [torch.as_tensor(c, dtype=torch.float64, device=device) for c in consts]
+    local = threading.local()
+    sums = [np.zeros((p, 2 * q + 1)), np.zeros(2 * q + 1), np.zeros((q, q)), np.zeros(q)]
+    acc = MetricsAccumulator(q)
+
+    def merge(part):
+        for total, s in zip(sums, part[:4]):
+            total += s
+        acc.merge(part[4])
+
+    with _Pool(device) as pool:
+        pending: deque[Future] = deque()
+        for X, Y, w in chunks():
+            for a in range(0, len(X), BLOCK_ROWS):
+                wb = None if w is None else w[a : a + BLOCK_ROWS]
+                pending.append(pool.submit(_sweep_block, X[a : a + BLOCK_ROWS], Y[a : a + BLOCK_ROWS], wb, consts, local))
+                while len(pending) > pool.lag:
+                    merge(pending.popleft().result())
+        while pending:
+            merge(pending.popleft().result())
+    flat = comm.sum(np.concatenate([s.ravel() for s in sums]))
+    sums = [part.reshape(s.shape) for part, s in zip(np.split(flat, np.cumsum([s.size for s in sums])[:-1]), sums)]
+    acc.merge_ranks(comm)
+    return _Sweep(shift, *sums, acc)
+
+
+SWEEP_ROWS = 2_048  # rows per float64 step of a sweep block: its converted copy (1.6 MB at 100 columns) stays in L2
+
+
+def _sweep_block(X, Y, w, consts, local) -> tuple:
+    """A block's share of :func:`_sweep`'s sums (P, tail, cross, yy) and its metrics; numpy arrays
+    in, numpy ops, or torch tensors (``consts`` on a device) in, torch ops."""
+    shift, base, coef_t = consts
+    if isinstance(shift, np.ndarray):
+        xp, X, Y = np, _numpy(X), _numpy(Y).astype(np.float64)
+        w = None if w is None else _numpy(w).astype(np.float64, copy=False)
+
+        def empty(*shape):
+            return np.empty(shape)
+    else:
+        xp, X, Y = torch, _tensor(X).to(shift.device), _tensor(Y).to(shift)
+        w = None if w is None else _tensor(w).to(shift)
+
+        def empty(*shape):
+            return torch.empty(shape, dtype=shift.dtype, device=shift.device)
+
+    n, p, q = X.shape[0], X.shape[1], coef_t.shape[1]
+    if getattr(local, "x", None) is None:
+        local.x, local.m = empty(SWEEP_ROWS, p), empty(SWEEP_ROWS, 2 * q + 1)  # reused: no allocation per block
+    P, tail, cross, r_all = empty(2 * q + 1, p), empty(2 * q + 1), empty(q, q), empty(n, q)
+    for a in range(0, n, SWEEP_ROWS):
+        m = min(SWEEP_ROWS, n - a)
+        Xd = xp.subtract(X[a : a + m], shift, out=local.x[:m])  # float64, converted on the way: X is never copied whole
+        r = r_all[a : a + m]
+        xp.subtract(Y[a : a + m], base, out=r)
+        r -= Xd @ coef_t
+        M = local.m[:m]
+        if w is None:
+            M[:, :q] = r
+            M[:, q] = 1.0
+            xp.sign(r, out=M[:, q + 1 :])
+        else:
+            ws = w[a : a + m, None]
+            xp.multiply(r, ws, out=M[:, :q])
+            M[:, q : q + 1] = ws
+            xp.multiply(xp.sign(r), ws, out=M[:, q + 1 :])
+        parts = (M.T @ Xd, M.sum(0), r.T @ M[:, :q])  # Mᵀ X runs faster than Xᵀ M for a skinny M
+        if a == 0:
+            P[:], tail[:], cross[:] = parts
+        else:
+            P += parts[0]
+            tail += parts[1]
+            cross += parts[2]
+    if w is None:
+        w = empty(n)
+        w[:] = 1.0
+    yy = (Y * Y).T @ w
+    acc = MetricsAccumulator(q)
+    acc.add(_numpy(Y), _numpy(r_all), _numpy(w))
+    return _numpy(P.T), _numpy(tail), _numpy(cross), _numpy(yy), acc
+
+
+@dataclass
+class _Step:
+    """A refinement step from a sweep at ``at``'s coefficients."""
+
+    at: ExactSolution  # the swept solution, with the data's means, TSS, RSS and metrics (exact)
+    at_cross: np.ndarray  # its Σ w r rᵀ
+    sol: ExactSolution  # corrected; its RSS and metrics follow from the sweep's sums (see _step)
+    cross: np.ndarray  # its Σ w r rᵀ
+    rel: float  # the correction's size: max over targets of ‖δ ⊙ std‖ / max(‖coef ⊙ std‖, std of y)
+
+
+STATS_EXACT_BELOW = 1e-12  # a correction that moves the RSS by less than this fraction keeps first-order statistics exact
+
+
+def _step(sol: ExactSolution, factor: Factor, sw: _Sweep) -> _Step:
+    """Correct ``sol`` by the sweep's gradient, and carry the sweep's sums over to the corrected
+    coefficients.
+
+    With r' = r − u, u = r̄ + (x − x̄)ᵀδ (the step's change of the fit), Σ w r' r'ᵀ = Σ w r rᵀ −
+    Σw r̄ r̄ᵀ − gᵀδ − δᵀg + δᵀGδ holds exactly (g = Σ w (x − x̄) r, G the centered Gram, here RᵀR:
+    its error enters only through δᵀGδ, second order). Σ w |r'| = Σ w |r| − Σ w sign(r) u except
+    for rows where r changes sign, which add at most ~(|u|/|r|)² of it: the step's statistics are
+    kept when the RSS moves by less than ``STATS_EXACT_BELOW`` of itself, else another sweep reads
+    them from the data.
+    """
+    q, p = sol.coef.shape
+    acc = sw.metrics
+    sum_w = sw.tail[q]
+    if sol.fit_intercept:
+        x_mean = sw.shift + sw.P[:, q] / sum_w
+        r_bar = sw.tail[:q] / sum_w
+    else:
+        x_mean, r_bar = np.zeros(p), np.zeros(q)
+    off = x_mean - sw.shift
+    g = sw.P[:, :q] - np.outer(off, sw.tail[:q])  # Σ w (x − x̄) r
+    g_sign = sw.P[:, q + 1 :] - np.outer(off, sw.tail[q + 1 :])  # Σ w sign(r) (x − x̄)
+    tss = acc.m2.copy() if sol.fit_intercept else sw.yy  # as solve(): centered with an intercept
+    y_mean = acc.mean.copy() if sol.fit_intercept else np.zeros(q)
+    rss = np.diag(sw.cross).copy()
+    state = (acc.sw, rss, acc.sae.copy(), acc.mean.copy(), acc.m2.copy())
+    at = ExactSolution(
+        **{
+            **sol.__dict__,
+            "x_mean": x_mean,
+            "y_mean": y_mean,
+            "tss": tss,
+            "rss": rss,
+            "pass_sums": PassSums(sol.coef, sol.intercept, rss, state),
+        }
+    )
+    delta = _normal_solve(factor, sol.x_std, g)  # (p, q)
+    coef = sol.coef + delta.T
+    intercept = sol.intercept + r_bar - delta.T @ x_mean if sol.fit_intercept else sol.intercept
+    Rd = _square(factor.R)[:p, :p] @ delta
+    gd = g.T @ delta
+    cross = sw.cross - sum_w * np.outer(r_bar, r_bar) - gd - gd.T + Rd.T @ Rd
+    rss_new = np.diag(cross).copy()
+    sae = acc.sae - r_bar * sw.tail[q + 1 :] - (delta * g_sign).sum(axis=0)
+    kept = bool(np.all(rss_new > 0) and np.all(np.abs(rss - rss_new) <= STATS_EXACT_BELOW * rss_new))
+    state = (acc.sw, rss_new, sae, acc.mean.copy(), acc.m2.copy())
+    new = ExactSolution(
+        **{
+            **at.__dict__,
+            "coef": coef,
+            "intercept": intercept,
+            "rss": rss_new,
+            "pass_sums": PassSums(coef, intercept, rss_new, state) if kept else None,
+        }
+    )
+    scale = np.maximum(np.linalg.norm(sol.coef * sol.x_std, axis=1), np.sqrt(np.maximum(tss, 0) / sum_w))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(scale > 0, np.linalg.norm(delta.T * sol.x_std, axis=1) / scale, 0.0)
+    return _Step(at, sw.cross, new, cross, float(np.max(rel, initial=0.0)))
+
+
+MAX_SWEEPS = 4  # refinement passes of the Gram path; within GRAM32_COND_LIMIT a float32 Gram needs one
+ROUNDING = 4 * np.finfo(np.float64).eps  # a correction this small (relative) is rounding, not error
+
+
+def _refine_sweeps(sol: ExactSolution, factor: Factor, chunks: ChunkSource, device, comm) -> tuple[ExactSolution, Factor]:
+    """Refine a Gram solution against the data in float64 until the next correction would be
+    rounding; the last pass's sums stand in for the residual pass (``pass_sums``).
+
+    Each pass at b gives δ ≈ the error of b; b + δ is left with about ρ‖δ‖, ρ the contraction per
+    pass: ‖(RᵀR)⁻¹E‖ for E the Gram's error, at most ~ε·κ² (ε = GRAM32_EPS for a float32 Gram,
+    eps for a float64 one) and at least ‖δ‖/‖coef‖ on the first pass (the same E made b's error),
+    the ratio of successive corrections after. Stop when δ is rounding (keep b: its sums are exact)
+    or b + δ is predicted to be within the float64 solve's own error bound (take it, its sums
+    carried over by :func:`_step` when that is exact).
+    """
+    tol = max(REFINE_ABOVE, 4 * error_bound(sol))
+    eps = GRAM32_EPS if factor.method == "gram32" else np.finfo(np.float64).eps
+    prev = None
+    for i in range(MAX_SWEEPS + 1):
+        step = _step(sol, factor, _sweep(sol, chunks, device, comm))
+        rho = max(eps * sol.condition_number**2, step.rel if prev is None else step.rel / prev)
+        prev = step.rel
+        if comm.agree((step.rel <= ROUNDING or rho * step.rel <= tol) and step.sol.pass_sums is not None):
+            sol, cross = step.sol, step.cross  # b + δ, as accurate as a float64 solve gets, its sums carried over
+            break
+        if comm.agree(step.rel <= ROUNDING or i == MAX_SWEEPS):
+            sol, cross = step.at, step.at_cross  # δ is rounding, the sums would not carry over: b, its sums exact
+            break
+        sol, cross = step.sol, step.cross
+    if factor.method == "gram32":
+        factor = _consistent(factor, sol, cross)
+    return sol, factor
+
+
+def _consistent(factor: Factor, sol: ExactSolution, cross: np.ndarray) -> Factor:
+    """The factor rebuilt around the refined solution: R12 = R11 coefᵀ and R22ᵀR22 = Σ w r rᵀ, so that
+    solving it (after merging more rows, say) starts from float64 coefficients and residuals, not
+    from the float32 Gram's; R11 keeps the Gram's ~8 digits."""
+    p = sol.coef.shape[1]
+    R = _square(factor.R)
+    R11 = R[:p, :p]
+    R22 = _psd_root(torch.as_tensor(cross)).numpy()
+    top = np.hstack([R11, R11 @ sol.coef.T])
+    bottom = np.hstack([np.zeros((R22.shape[0], p)), R22])
+    mean = np.concatenate([sol.x_mean, sol.y_mean]) if factor.fit_intercept else factor.mean
+    return Factor(
+        factor.n_rows, factor.sum_w, factor.sum_log_w, mean, np.vstack([top, bottom]), factor.fit_intercept, factor.method
+    )
 
 
 def _numpy(a) -> np.ndarray:
@@ -648,6 +1263,9 @@ def residual_pass(
     comm: Comm = SINGLE,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A data pass: the weighted RSS from the data and, for HC covariances, the sandwich meat.
+
+    When ``sol`` carries the sums of a pass at exactly its coefficients (``pass_sums``: the
+    refinement's last pass), a nonrobust call returns them without reading the data.
 
     Parameters
     ----------
@@ -672,6 +1290,13 @@ def residual_pass(
         Σ uᵢ² zᵢzᵢᵀ in the centered parametrization z = [1, x − mean] (intercept first), with
         the HC2/HC3 leverage corrections applied; None for ``nonrobust``.
     """
+    known = sol.pass_sums
+    if known is not None and cov_type == "nonrobust" and reference is None and known.matches(sol):
+        if metrics is not None:  # the refinement's last pass, over all ranks already
+            done = MetricsAccumulator(len(known.rss))
+            done.sw, done.sse, done.sae, done.mean, done.m2 = known.metrics
+            metrics.merge(done)
+        return known.rss.copy(), None
     p = sol.coef.shape[1]
     q = sol.coef.shape[0]
     dd = {"device": device, "dtype": torch.float64}
@@ -761,6 +1386,11 @@ def statistics(
     list of dict
         One per target; the arrays have length n_features (+ 1 with an intercept).
     """
+    with _serial_kernels(sol.coef.shape[1] < SERIAL_ALGEBRA_BELOW):
+        return _statistics(sol, cov_type, conf_level, meat)
+
+
+def _statistics(sol: ExactSolution, cov_type: str, conf_level: float, meat: np.ndarray | None) -> list[dict]:
     from scipy import special as sp  # scipy.stats costs ~1 s to import; the special functions suffice
 
     if cov_type not in COV_TYPES:
@@ -887,14 +1517,23 @@ def fit_exact(
     refine_steps: int = 1,
     comm: Comm = SINGLE,
     n_targets: int = 0,
+    first: FirstPass | None = None,
 ) -> tuple[ExactSolution, Factor]:
     """Exact least squares over chunks: one factor pass, a stable solve, then refinement if needed.
+
+    The first pass sums the Gram (float32 blocks on large tables, see :func:`first_pass`). A
+    float32 Gram is kept for a full-rank design with κ ≤ ``GRAM32_COND_LIMIT``; a float64 Gram
+    for κ ≤ ``GRAM_COND_LIMIT``, in both cases only where QR itself would need no
+    extended-precision refinement. Gram solutions are then refined against the data in float64
+    (:func:`_refine_sweeps`; ridge and rank-deficient ones excepted), whose last pass also gives
+    the RSS and metrics. Otherwise the factor comes from Householder QR, refined in extended
+    precision when its error bound asks for it.
 
     Parameters
     ----------
     chunks : callable
         Returns a fresh iterator of ``(X, Y, w)`` chunks: X (n, n_features), Y (n, n_targets),
-        w (n,) or None. It is called once more per refinement pass.
+        w (n,) or None. It is called once more per pass.
     n_features : int
     fit_intercept : bool
     l2 : float
@@ -902,12 +1541,15 @@ def fit_exact(
     device : torch.device, optional
         Where the chunk QRs run.
     refine_steps : int
-        Refinement passes, made only when the error bound exceeds ``REFINE_ABOVE``.
+        Extended-precision refinement passes of the QR path, made only when the error bound
+        exceeds ``REFINE_ABOVE``.
     comm : gradreg.distributed.Comm
         ``chunks`` are this rank's share: the factors and sums of all ranks are merged in rank
         order, and every rank returns the same solution.
     n_targets : int
         Needed when a rank may hold no rows.
+    first : FirstPass, optional
+        The first pass, already made (:func:`first_pass`, with the same chunks and settings).
 
     Returns
     -------
@@ -916,22 +1558,53 @@ def fit_exact(
         Of all the rows; merge it with another's to add rows.
     """
     width = n_features + n_targets
-    factor = gram_factor(chunks(), fit_intercept=fit_intercept, device=device, comm=comm, width=width)
+    if first is None:
+        first = first_pass(chunks(), fit_intercept=fit_intercept, device=device, comm=comm, width=width, float32=l2 == 0)
+    factor = _factor_of_moments(first.moments, fit_intercept)
     sol = solve(factor, n_features, l2=l2) if factor is not None else None
+    if factor is not None and factor.method == "gram32" and comm.agree(not _float32_suffices(sol, n_features)):
+        # The design needs more than a float32 Gram's digits: sum it again in float64.
+        factor = gram_factor(chunks(), fit_intercept=fit_intercept, device=device, comm=comm, width=width)
+        sol = solve(factor, n_features, l2=l2) if factor is not None else None
     # The Gram is kept only where QR itself would need no extended-precision refinement: a
     # well-conditioned design whose residuals are not large beside the fit (see error_bound).
     use_qr = sol is None or not (sol.condition_number <= GRAM_COND_LIMIT and error_bound(sol) <= REFINE_ABOVE)
     if comm.agree(use_qr or sol.rank < n_features):
         factor = factor_chunks(chunks(), fit_intercept=fit_intercept, device=device, comm=comm, width=width)
         sol = solve(factor, n_features, l2=l2)
-    if comm.agree(error_bound(sol, factor.method) > REFINE_ABOVE):
-        for _ in range(refine_steps):
-            sol = refine(sol, factor, chunks, extended=factor.method == "qr", device=device, comm=comm)
+    if factor.method == "qr":
+        if comm.agree(error_bound(sol) > REFINE_ABOVE):
+            for _ in range(refine_steps):
+                sol = refine(sol, factor, chunks, extended=True, device=device, comm=comm)
+    elif sol.l2 == 0 and not sol.aliased.any():
+        # Always: the pass that refines is also the residual pass (it corrects the intercept, too,
+        # from the residuals' mean: NIST Norris' from 12.3 to 14.1 digits).
+        with _serial_kernels(n_features < SERIAL_ALGEBRA_BELOW):  # the passes have their pool
+            sol, factor = _refine_sweeps(sol, factor, chunks, device, comm)
     return sol, factor
+
+
+def _float32_suffices(sol: ExactSolution | None, n_features: int) -> bool:
+    """A float32 Gram's solution refines to float64 accuracy, and its statistics keep 6 digits."""
+    return (
+        sol is not None
+        and sol.l2 == 0
+        and sol.rank == n_features
+        and not sol.aliased.any()
+        and sol.condition_number <= GRAM32_COND_LIMIT
+        and error_bound(sol) <= REFINE_ABOVE
+    )
 
 
 REFINE_ABOVE = 1e-14  # the bound omits growth factors of ~n·p, so refine well before it reaches 1e-12
 GRAM_COND_LIMIT = 1e4  # κ of the standardized design up to which the Gram path (error ~ eps·κ²) is used
+# A float32 Gram holds the standardized co-moments to about GRAM32_EPS (measured: ≤ 2.4e-8 on B1's
+# 4k-row products, most entries ~1e-9). Refinement removes that error from the coefficients, by a
+# factor ρ ≈ ε·κ² per pass; the statistics (standard errors from (XᵀX)⁻¹) keep it, amplified to ~ε·κ².
+# κ ≤ 5.7 holds that to 1e-6 (6 digits of every standard error, far below their sampling error on
+# tables this large) and ρ to 1e-6: one pass takes the solution to float64 accuracy.
+GRAM32_EPS = 3e-8
+GRAM32_COND_LIMIT = 5.7
 
 
 def error_bound(sol: ExactSolution, method: str = "qr") -> float:

@@ -117,7 +117,9 @@ class _Affine:
             shift = self.mean.astype(sub)
             d = shift.astype(np.float64) - self.mean
             c = d * self.M if self.M.ndim == 1 else d @ self.M
-            prod = self.work if self.fast else np.dtype(np.float64)
+            # float64 data keep float64 until scaled: 1e-140 centered in float64 and cast to float32
+            # before its 1/scale would underflow to 0 (and descent would see no data at all)
+            prod = self.work if self.fast and dtype == np.float32 else np.dtype(np.float64)
             self.consts[dtype] = (sub, shift, self.M.astype(prod), c.astype(prod))
         return self.consts[dtype]
 
