@@ -1386,6 +1386,10 @@ def statistics(
     list of dict
         One per target; the arrays have length n_features (+ 1 with an intercept).
     """
+    if cov_type not in COV_TYPES:  # before sol is read: the arguments are checked first
+        raise ConfigError(f"{{cov_type}} must be one of {', '.join(COV_TYPES)}; got {{cov_type=}}", cov_type=cov_type)
+    if not 0 < conf_level < 1:
+        raise ConfigError("{conf_level} must be between 0 and 1; got {conf_level=}", conf_level=conf_level)
     with _serial_kernels(sol.coef.shape[1] < SERIAL_ALGEBRA_BELOW):
         return _statistics(sol, cov_type, conf_level, meat)
 
@@ -1393,10 +1397,6 @@ def statistics(
 def _statistics(sol: ExactSolution, cov_type: str, conf_level: float, meat: np.ndarray | None) -> list[dict]:
     from scipy import special as sp  # scipy.stats costs ~1 s to import; the special functions suffice
 
-    if cov_type not in COV_TYPES:
-        raise ConfigError(f"{{cov_type}} must be one of {', '.join(COV_TYPES)}; got {{cov_type=}}", cov_type=cov_type)
-    if not 0 < conf_level < 1:
-        raise ConfigError("{conf_level} must be between 0 and 1; got {conf_level=}", conf_level=conf_level)
     p = sol.coef.shape[1]
     q = sol.coef.shape[0]
     n = sol.n_rows
