@@ -23,7 +23,7 @@ import math
 import platform
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,20 +56,20 @@ class _FirstPass:
         self.lo, self.hi = np.full(p, np.inf), np.full(p, -np.inf)
         self.digest = Fingerprint()
 
-    def __call__(self, chunks: Iterator[tuple]) -> Iterator[tuple]:
-        for X, Y, w in chunks:
-            self.digest.add(X, Y, w)
-            if len(X):
-                self.dtypes = [a.dtype.str for a in (X, Y, w) if a is not None]
-                if self.ranges:  # streamed gradient descent bounds its rows' norms with them
-                    self.lo, self.hi = np.minimum(self.lo, X.min(axis=0)), np.maximum(self.hi, X.max(axis=0))
-                if w is not None:
-                    self.w_max = max(self.w_max, float(w.max()))
-            self.n += len(X)
-            yield X, Y, w
+    def observe(self, X: np.ndarray, Y: np.ndarray, w: np.ndarray | None) -> None:
+        """Take in one block of rows; :func:`~gradreg.solvers.exact.first_pass` calls it with each
+        block, in order, while the block is in cache for its Gram."""
+        self.digest.add(X, Y, w)
+        if len(X):
+            self.dtypes = [a.dtype.str for a in (X, Y, w) if a is not None]
+            if self.ranges:  # streamed gradient descent bounds its rows' norms with them
+                self.lo, self.hi = np.minimum(self.lo, X.min(axis=0)), np.maximum(self.hi, X.max(axis=0))
+            if w is not None:
+                self.w_max = max(self.w_max, float(w.max()))
+        self.n += len(X)
 
     @property
-    def _where(self):
+    def where(self):
         # one process can find the cell that holds a column's largest value; across ranks no one can
         return self.source.largest if self.comm.world == 1 else None
 
@@ -139,9 +139,15 @@ def train(
     # One read for the Gram (float32 blocks refined in float64 later, unless ridge), each column's
     # peak, the counts and the fingerprint; the peaks are checked before anything is solved.
     first = exact.first_pass(
-        seen(split.chunks()), fit_intercept=cfg.fit_intercept, device=device, comm=comm, width=p + q, float32=cfg.l2 == 0
+        split.chunks(),
+        fit_intercept=cfg.fit_intercept,
+        device=device,
+        comm=comm,
+        width=p + q,
+        observe=seen.observe,
+        float32=cfg.l2 == 0,
     )
-    check_magnitudes(first.peak, seen.names, source.source, cfg, seen._where)
+    check_magnitudes(first.peak, seen.names, source.source, cfg, seen.where)
     try:
         opt_sol, factor = exact.fit_exact(
             split.chunks, p, fit_intercept=cfg.fit_intercept, l2=cfg.l2, device=device, comm=comm, n_targets=q, first=first
