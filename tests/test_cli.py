@@ -29,7 +29,7 @@ def test_train_prints_gap_tables_and_writes(cli, tmp_path):
     assert "epoch 50/50  loss " in r.out
     line = next(ln for ln in r.out.splitlines() if ln.startswith("train MSE"))
     assert line.startswith("train MSE 0.909") and "(optimum 0.9094, +0.0" in line
-    assert "note: left out column 'region': it holds no numbers" in r.err
+    assert "note: left out column 'region': it holds no numbers (--categorical region one-hot encodes it)" in r.err
     assert f"wrote {path}" in r.out and path.exists()
 
 

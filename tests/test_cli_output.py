@@ -246,7 +246,7 @@ def test_other_library_warnings_show_once_as_one_line(cli, tmp_path, monkeypatch
     r = cli("train", "crops", "--target", "mangoes", "-o", out)
     assert r.code == 0
     assert r.err.splitlines() == [
-        "note: left out column 'region': it holds no numbers",
+        "note: left out column 'region': it holds no numbers (--categorical region one-hot encodes it)",
         "features: temperature, rainfall, humidity, oranges (4) → targets: mangoes",
         "warning: gradient descent ended 5.00% above the exact optimum's MSE",
         "warning: a warning the model does not keep",

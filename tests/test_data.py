@@ -23,7 +23,7 @@ def crops_rows():
 def test_builtin_crops_matches_the_tutorial():
     ds = load("crops", ["mangoes", "oranges"])
     assert ds.feature_names == ["temperature", "rainfall", "humidity"]
-    assert ds.notices == ["left out column 'region': it holds no numbers"]
+    assert ds.notices == ["left out column 'region': it holds no numbers (--categorical region one-hot encodes it)"]
     np.testing.assert_array_equal(ds.X, CROPS_X)
     np.testing.assert_array_equal(ds.Y, CROPS_Y)
 

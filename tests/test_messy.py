@@ -158,13 +158,16 @@ def test_text_columns(cli, tmp_path):
     src = messy("text.csv")
     r = cli("train", src, "--target", "yield", "--solver", "exact", "-o", tmp_path / "m.safetensors")
     assert r.code == 0
-    assert "note: left out column 'field': it holds no numbers" in r.err
-    assert "note: left out column 'soil': it holds no numbers" in r.err
+    assert "note: left out column 'field': it holds no numbers (--categorical field one-hot encodes it)" in r.err
+    assert "note: left out column 'soil': it holds no numbers (--categorical soil one-hot encodes it)" in r.err
     values = np.loadtxt(src, delimiter=",", skiprows=1, usecols=(2, 3, 4))
     assert_ols(json.loads(cli("inspect", tmp_path / "m.safetensors", "--json").out), values[:, :2], values[:, 2:])
     os.remove(tmp_path / "m.safetensors")
     r = cli("train", src, "--target", "yield", "--features", "soil,rain", "-o", tmp_path / "m.safetensors")
-    assert error(r, tmp_path) == f"{src}, line 2, column 'soil': column 'soil' holds no numbers; got 'clay'"
+    assert (
+        error(r, tmp_path)
+        == f"{src}, line 2, column 'soil': column 'soil' holds no numbers; got 'clay' (--categorical soil one-hot encodes it)"
+    )
 
 
 @pytest.fixture
@@ -214,7 +217,7 @@ def test_thousands_separators_are_not_called_decimal_commas(cli, tmp_path):
     )
     r = cli("train", src, "--target", "y", "--solver", "exact", "-o", tmp_path / "m.safetensors")
     assert error(r, tmp_path, ["thousands.csv"]) == (
-        f"{src}: no numeric feature columns besides the target(s): column 'x': it holds no numbers"
+        f"{src}: no numeric feature columns besides the target(s): column 'x': it holds no numbers (--categorical x one-hot encodes it)"
     )
 
 

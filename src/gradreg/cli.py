@@ -139,7 +139,7 @@ def _nonneg_int(s: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import COV_TYPES, DEVICES, DTYPES, OPTIMIZERS, SCHEDULES, SOLVERS, TrainConfig
+    from .config import COV_TYPES, DEVICES, DTYPES, MAX_LEVELS, OPTIMIZERS, SCHEDULES, SOLVERS, TrainConfig
 
     D = TrainConfig  # each flag's default is the config field's, written once there (a class attribute)
     fmt = argparse.RawDescriptionHelpFormatter
@@ -189,8 +189,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = command("train", "Fit a linear model and write it to a .safetensors file.")
     data_arg(t)
-    t.add_argument("--target", action="append", required=True, help="target column (repeat or comma-separate for several)")
+    t.add_argument("--target", action="append", help="target column (repeat or comma-separate for several)")
     t.add_argument("--features", help="comma-separated feature columns (default: every other numeric column)")
+    t.add_argument(
+        "--formula",
+        help="a Wilkinson formula instead of --target/--features: 'y ~ x1 + np.log(x2) + C(region) + x1:x3' "
+        "(several targets: 'y1 + y2 ~ ...'; no intercept: '... - 1')",
+    )
+    t.add_argument(
+        "--categorical",
+        action="append",
+        metavar="COLS",
+        help="one-hot encode these columns (comma-separated or repeated); the first level is the reference",
+    )
+    t.add_argument(
+        "--reference",
+        action="append",
+        metavar="COL=LEVEL",
+        help="the reference level of a categorical column, dropped when there is an intercept (default: the first, sorted)",
+    )
+    t.add_argument(
+        "--max-levels",
+        type=_int,
+        default=MAX_LEVELS,
+        metavar="N",
+        help="refuse a categorical column with more levels than this (default: %(default)s)",
+    )
     t.add_argument(
         "--exclude",
         action="append",
@@ -317,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     ).complete = FILE
     pr.add_argument("--json", action="store_true", help="write JSON lines (one object per row) instead of CSV")
     data_options(pr, chunks=True)
+    pr.add_argument(
+        "--unknown",
+        choices=("error", "ignore"),
+        default="error",
+        help="a categorical level not seen in training: an error, or all its dummies 0 (default: %(default)s)",
+    )
     for action in pr._actions:
         if action.dest == "drop_missing":  # predict keeps every row, aligned with the input
             action.help = "give a row with a missing feature value an empty prediction instead of failing"
@@ -669,7 +699,30 @@ def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: A
         stream=True if args.stream else None,
         chunk_rows=args.chunk_rows,
         comm=comm or SINGLE,
+        design=_design_request(args),
+        fit_intercept=getattr(args, "fit_intercept", True),
     )
+
+
+def _design_request(args: argparse.Namespace):
+    """--formula, --categorical, --reference and --max-levels as a DesignRequest (None: none given)."""
+    from .io.design import DesignRequest, parse_reference
+
+    formula = getattr(args, "formula", None)
+    categorical = [c.strip() for item in getattr(args, "categorical", None) or [] for c in item.split(",") if c.strip()]
+    if formula is not None and (args.target or args.features or categorical or getattr(args, "exclude", None)):
+        given = [f for f, v in (("--target", args.target), ("--features", args.features), ("--categorical", categorical)) if v]
+        given += ["--exclude"] if getattr(args, "exclude", None) else []
+        raise ConfigError(
+            f"--formula names the targets and features itself; leave out {', '.join(given)} "
+            "(a categorical column in a formula is C(col), or any text column)"
+        )
+    if formula is None and not args.target:
+        raise ConfigError("name the target column(s) with --target, or give --formula 'y ~ x1 + x2'")
+    reference = parse_reference(getattr(args, "reference", None), categorical)
+    if reference and formula is None and not categorical:
+        raise ConfigError("--reference goes with --categorical (or, in a formula, C(col, contr.treatment('level')))")
+    return DesignRequest(formula=formula, categorical=categorical, reference=reference, max_levels=args.max_levels)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -734,7 +787,9 @@ def _check_job(args: argparse.Namespace) -> None:
     if stream is not None:  # files: Parquet footers and the first chunk, as every rank reads them
         from .io import StreamingDataset
 
-        StreamingDataset(stream, args.target, args.features, weight=args.weight, drop_missing=args.drop_missing)
+        StreamingDataset(
+            stream, args.target, args.features, weight=args.weight, drop_missing=args.drop_missing, design=_design_request(args)
+        )
     elif not os.path.exists(args.data) or os.path.getsize(args.data) < 1 << 20:
         _load_dataset(args, args.data, args.target, args.features, args.weight)  # built-in, small or missing: cheap
     _config(args)  # last: it imports torch (seconds), which a wrong column name should not wait for
@@ -919,23 +974,27 @@ def _load_model(path: str):
 PREDICT_CSV_ROWS = 8192  # rows per chunk of CSV that predict reads at most: with 100 features, 6.5 MB fits the cache
 
 
-def _predicted(model, tables, drop_missing: bool):
+def _predicted(model, tables, drop_missing: bool, unknown: str = "error"):
     """(table, predictions, kept) of each chunk; kept is None when every row was predicted.
     --drop-missing keeps the output aligned with the input: a row it drops gets NaN (an empty cell)."""
     import numpy as np
 
     from .io import feature_matrix
 
+    design = model.design
+    if design is not None and unknown != design.unknown:
+        design = design.with_unknown(unknown)
+
     buf = None  # one Fortran-ordered float64 block, refilled chunk after chunk
     for table in tables:
         if buf is None or len(buf) < table.data.num_rows:
             buf = np.empty((table.data.num_rows, len(model.feature_names)), order="F")
-        X, kept = feature_matrix(table, model.feature_names, drop_missing=drop_missing, out=buf)
+        X, kept = feature_matrix(table, model.feature_names, drop_missing=drop_missing, out=buf, design=design)
         if len(X) == len(kept):
-            yield table, model.predict(X), None
+            yield table, model.predict_matrix(X), None
             continue
         Yhat = np.full((len(kept), len(model.target_names)), np.nan)
-        Yhat[kept] = model.predict(X)
+        Yhat[kept] = model.predict_matrix(X)
         yield table, Yhat, kept
 
 
@@ -951,15 +1010,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if stream is None:
         tables = iter([read_table(args.data, delimiter=args.delimiter)])
     else:
-        require_features(stream.files[0].path, stream.columns, model.feature_names)
+        require_features(stream.files[0].path, stream.columns, model.input_names)
         if all(f.kind == "csv" for f in stream.files):
             # CSV is parsed in 1 MiB blocks whatever the chunk; a chunk of 65,536 B1 rows held 52 MB
             # that mimalloc gave back and faulted in again chunk after chunk (0.1 CPU-s per 200 MB)
             stream.chunk_rows = min(stream.chunk_rows, PREDICT_CSV_ROWS)
-        tables = stream.tables(model.feature_names)
+        tables = stream.tables(model.input_names, text=model.design.text_columns() if model.design else ())
     # chunk by chunk: memory stays bounded whatever the input's size; the next chunk is parsed in a
     # background thread (the longest step) while this one is predicted and written
-    chunks = _predicted(model, prefetch(tables), args.drop_missing)
+    chunks = _predicted(model, prefetch(tables), args.drop_missing, args.unknown)
     skipped, where = 0, []
     json_lines = args.json or args.output.lower().endswith(JSON_LINES_SUFFIXES)
     with ColumnWriter(args.output, model.target_names, json_lines=json_lines) as out:
@@ -1062,7 +1121,7 @@ def _data_for_model(args: argparse.Namespace, model):
     from .io import read_table, select
 
     table = read_table(args.data, delimiter=args.delimiter)
-    ds = select(table, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=1)
+    ds = select(table, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=1, design=model.design)
     return ds.X, ds.Y
 
 
@@ -1141,7 +1200,7 @@ def _demo(args: argparse.Namespace, plotter, t0: float) -> int:
         model = train(ds, cfg, on_epoch=printer)
     path = os.path.join(args.out, "crops.safetensors")
     model.save(path)
-    Yhat = model.predict(ds.X)
+    Yhat = model.predict_matrix(ds.X)
     pngs = plotter.draw(
         [
             (

@@ -16,6 +16,7 @@ SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")  # statsmodels' names for the covariance of the estimates
+MAX_LEVELS = 1000  # a categorical column with more levels identifies rows rather than grouping them: refused
 # What only gradient descent reads: the exact solver ignores these (see TrainConfig.unused).
 GD_ONLY = ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "standardize", "early_stopping", "tol", "dtype")
 

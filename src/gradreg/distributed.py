@@ -217,6 +217,28 @@ class Comm:
             total = merge(total, part)
         return total
 
+    def gather_json(self, obj: Any) -> list[Any]:
+        """Every rank's JSON-able ``obj`` (any size on each), in rank order.
+
+        Parameters
+        ----------
+        obj : object
+            Anything :func:`json.dumps` takes.
+
+        Returns
+        -------
+        list
+        """
+        import json
+
+        if self.world == 1:
+            return [obj]
+        data = np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+        size = int(self.max(np.array([len(data)], dtype=np.float64))[0])
+        buf = np.zeros(size + 1)
+        buf[0], buf[1 : 1 + len(data)] = len(data), data  # bytes as float64: every rank sends the same shape
+        return [json.loads(bytes(p[1 : 1 + int(p[0])].astype(np.uint8)).decode()) for p in self.gather(buf)]
+
     def sum_extended(self, a: np.ndarray) -> np.ndarray:
         """Σ over ranks of a numpy longdouble array, without losing its extra digits on the way.
 

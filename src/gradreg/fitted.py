@@ -191,6 +191,50 @@ class FittedModel:
     def n_features(self) -> int:
         return len(self.feature_names)
 
+    @property
+    def design(self):
+        """How the features are made from the input columns (categorical columns, a formula), or
+        None when they are the input columns themselves.
+
+        Returns
+        -------
+        gradreg.io.design.Design or None
+        """
+        raw = self.schema.get("design") if self.schema else None
+        if raw is None:
+            return None
+        cached = self.__dict__.get("_design")
+        if cached is None or cached[0] is not raw:
+            from .io.design import Design
+
+            cached = (raw, Design.from_json(raw))
+            self.__dict__["_design"] = cached
+        return cached[1]
+
+    @property
+    def input_names(self) -> list[str]:
+        """The columns a table to predict from must have: the features, or the design's inputs.
+
+        Returns
+        -------
+        list of str
+        """
+        design = self.design
+        return list(self.feature_names) if design is None else design.inputs
+
+    def read_names(self) -> list[str]:
+        """The columns a table to evaluate the model on must have: the inputs and the targets' columns.
+
+        Returns
+        -------
+        list of str
+        """
+        design = self.design
+        if design is None:
+            return list(self.target_names) + list(self.feature_names)
+        targets = self.target_names if design.sugar else design.target_inputs
+        return list(dict.fromkeys(list(targets) + design.inputs))
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predict from raw features.
 
@@ -212,7 +256,21 @@ class FittedModel:
         DataError
             A missing feature column, or an array of the wrong width.
         """
-        X = self._by_name(X)
+        return self.predict_matrix(self._by_name(X))
+
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
+        """Predict from the feature matrix itself: the columns of ``feature_names``, in order
+        (for a model with a design, the columns it makes, such as ``region[T.north]``).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_targets)
+        """
+        X = np.asarray(X)
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
@@ -237,6 +295,18 @@ class FittedModel:
             names = list(X.columns)  # pandas / polars DataFrame
         if names is None and isinstance(X, dict):
             names = list(X)
+        design = self.design
+        if design is not None:
+            if names is None:
+                raise DataError(
+                    "X: this model makes its features from named columns ("
+                    + design.describe()
+                    + f"); give a DataFrame or table with the columns {', '.join(map(repr, design.inputs))}"
+                )
+            from .io import feature_matrix, read_table
+
+            table = read_table(X, name="X")
+            return feature_matrix(table, self.feature_names, design=design)[0]
         if names is None:
             return np.asarray(X)
         names = [str(n) for n in names]
@@ -412,7 +482,11 @@ class FittedModel:
 
 
 def make_schema(
-    feature_names: list[str], target_names: list[str], dtypes: dict[str, str] | None = None, named: bool = True
+    feature_names: list[str],
+    target_names: list[str],
+    dtypes: dict[str, str] | None = None,
+    named: bool = True,
+    design: Any = None,
 ) -> dict[str, Any]:
     """The input schema a model file carries: names and order, dtypes as read, and whether the
     names are real column names.
@@ -424,17 +498,24 @@ def make_schema(
         Column name → type as read (``"double"``, ``"int64"``, ``"float32"``…); ``"float64"`` if absent.
     named : bool
         False when x0, x1, … stand in for an array's columns.
+    design : gradreg.io.design.Design, optional
+        How the features are made from the input columns (categorical levels, a formula): stored
+        as plain JSON, with the input columns and their types.
 
     Returns
     -------
     dict
     """
     dtypes = dtypes or {}
-    return {
+    out = {
         "features": [{"name": f, "dtype": dtypes.get(f, "float64")} for f in feature_names],
         "targets": [{"name": t, "dtype": dtypes.get(t, "float64")} for t in target_names],
         "named": bool(named),
     }
+    if design is not None:
+        out["inputs"] = [{"name": n, "dtype": dtypes.get(n, "unknown")} for n in design.inputs]
+        out["design"] = design.to_json()
+    return out
 
 
 def _read_schema(raw: Any, features: list[str], targets: list[str], info: dict, path: str) -> dict[str, Any]:
@@ -448,6 +529,12 @@ def _read_schema(raw: Any, features: list[str], targets: list[str], info: dict, 
         raise ModelFileError(f"{path}: model schema lacks feature/target names") from None
     if names != (features, targets):
         raise ModelFileError(f"{path}: the model's schema does not match its feature and target names")
+    if raw.get("design") is not None:
+        from .io.design import Design
+
+        design = Design.from_json(raw["design"], path)  # checked here: a bad formula never reaches predict
+        if design.feature_names != features:
+            raise ModelFileError(f"{path}: the model's design does not match its feature names")
     return raw
 
 

@@ -24,7 +24,7 @@ import platform
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -130,6 +130,9 @@ def train(
     from .solvers import exact
 
     cfg.validate()
+    design = getattr(source, "design", None)
+    if design is not None and design.fit_intercept != cfg.fit_intercept:  # a formula says: '- 1' or not
+        cfg = replace(cfg, fit_intercept=design.fit_intercept)
     if resume and not checkpoint_dir:
         raise ConfigError("{resume} needs {checkpoint_dir} (the folder of the checkpoint)", resume=resume, checkpoint_dir=None)
     device = resolve_device(cfg.device)
@@ -193,6 +196,7 @@ def train(
         warn,
         comm,
         getattr(source, "dtypes", None),
+        design,
     )
     model._factor = factor  # not saved: LinearRegressor.partial_fit can merge more rows into it
     return model
@@ -307,12 +311,16 @@ def evaluate(
     if stream is None:
         tables = iter([read_table(data, delimiter=delimiter)])
     else:
-        tables = stream.tables([c for c in model.target_names + model.feature_names if c in stream.columns])
+        text = model.design.text_columns() if model.design else ()
+        tables = stream.tables([c for c in model.read_names() if c in stream.columns], text=text)
     acc = MetricsAccumulator(len(model.target_names))
     n_rows = 0
-    selected = (select(t, model.target_names, model.feature_names, drop_missing=drop_missing, min_rows=0) for t in tables)
+    design = model.design
+    selected = (
+        select(t, model.target_names, model.feature_names, drop_missing=drop_missing, min_rows=0, design=design) for t in tables
+    )
     for ds in prefetch(selected):  # chunk by chunk, the next one parsed while this one is scored
-        acc.add(ds.Y, ds.Y - model.predict(ds.X))
+        acc.add(ds.Y, ds.Y - model.predict_matrix(ds.X))
         n_rows += len(ds.X)
     if n_rows == 0:
         raise DataError(f"{data}: no data rows to evaluate")
@@ -450,7 +458,19 @@ def _rank_warnings(sol, feature_names: list[str], speak: bool = True) -> list[st
 
 
 def _finish(
-    cfg, device, feature_names, target_names, opt_sol, chunks, res, val_metrics, info, warn, comm: Comm = SINGLE, dtypes=None
+    cfg,
+    device,
+    feature_names,
+    target_names,
+    opt_sol,
+    chunks,
+    res,
+    val_metrics,
+    info,
+    warn,
+    comm: Comm = SINGLE,
+    dtypes=None,
+    design=None,
 ) -> FittedModel:
     """After the solvers: the residual pass, statistics, metrics and the gap, as a FittedModel."""
     from .solvers import exact
@@ -520,7 +540,7 @@ def _finish(
         history=history,
         info=info,
         warnings=warn,
-        schema=make_schema(list(feature_names), list(target_names), dtypes),
+        schema=make_schema(list(feature_names), list(target_names), dtypes, design=design),
     )
 
 

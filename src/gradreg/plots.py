@@ -203,7 +203,7 @@ def model_plots(model, out_dir: str, X: Any = None, Y: Any = None, *, title: str
             loss_curve(model.history, optimum, os.path.join(out_dir, "loss.png"), title=f"training loss{title and ': '}{title}")
         )
     if X is not None and Y is not None:
-        Yhat = model.predict(X)
+        Yhat = model.predict_matrix(X)
         paths.append(
             predicted_vs_actual(Y, Yhat, model.target_names, os.path.join(out_dir, "predicted_vs_actual.png"), title=title)
         )

@@ -63,7 +63,7 @@ def html_report(model, model_path: str, X: Any = None, Y: Any = None, *, data_la
     info, cfg = model.info, model.config
     metrics = dict(model.metrics)
     if X is not None:
-        m = regression_metrics(Y, model.predict(X))
+        m = regression_metrics(Y, model.predict_matrix(X))
         metrics[f"data: {data_label}"] = {k: v.tolist() for k, v in m.items()}
     meta = [
         f"solver <b>{esc(str(cfg.get('solver')))}</b>",

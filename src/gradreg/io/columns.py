@@ -49,6 +49,9 @@ class Dataset:
     where : callable, optional
         ``where(i, name)``: where row ``i``, column ``name`` came from (``data.csv, line 7,
         column 'x'``); set by :func:`select`. None: rows are counted from 1 in ``source``.
+    design : gradreg.io.design.Design, optional
+        How the features (and a formula's targets) were made from the table's columns, when they
+        are not plain numeric columns: categorical columns, a formula.
     """
 
     X: np.ndarray
@@ -60,6 +63,7 @@ class Dataset:
     notices: list[str] = field(default_factory=list)
     dtypes: dict[str, str] | None = None  # column name → its type as read (the model file's schema)
     where: Callable[[int, str], str] | None = field(default=None, repr=False, compare=False)
+    design: Any = field(default=None, repr=False, compare=False)  # gradreg.io.design.Design, when not plain columns
 
     def split(self, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Split:
         """This rank's rows as training and validation chunks (views of the arrays), the validation
@@ -199,6 +203,8 @@ def select(
     drop_missing: bool = False,
     min_rows: int = 2,
     exclude: Sequence[str] | str | None = None,
+    design: Any = None,
+    fit_intercept: bool = True,
 ) -> Dataset:
     """Pick target, feature and weight columns by name and validate them into a :class:`Dataset`.
 
@@ -219,6 +225,13 @@ def select(
     exclude : str or sequence of str, optional
         Columns left out of the default features (such as a second target-like column); not
         with ``features``, which names the features itself.
+    design : gradreg.io.design.DesignRequest or gradreg.io.design.Design, optional
+        Categorical columns and formulas: a request is learned from this table (its levels, the
+        state of its transforms); a learned design is applied as it is. Categorical columns by
+        type (a DataFrame's text and category columns, Arrow dictionary columns) make a design
+        even without one.
+    fit_intercept : bool
+        Whether the model has an intercept (a categorical column then drops its reference level).
 
     Returns
     -------
@@ -230,6 +243,8 @@ def select(
     DataError
         Naming the file, line and column of the first bad cell, the rule, and the value.
     """
+    from .design import Design, DesignRequest
+
     names = [str(n) for n in table.data.column_names]
     seen: dict[str, int] = {}
     for i, n in enumerate(names):
@@ -238,6 +253,15 @@ def select(
                 f"{table.source}: duplicate column name {n!r} (columns {seen[n] + 1} and {i + 1}); names must be unique"
             )
         seen[n] = i
+    if isinstance(design, Design) and not design.sugar:
+        return _designed(
+            table, seen, list(design.target_names) or _split_names(target) or [], design, weight, drop_missing, min_rows
+        )
+    request = design if isinstance(design, DesignRequest) else DesignRequest()
+    if request.formula is not None:
+        return _from_formula(table, seen, target, request, weight, drop_missing, min_rows, fit_intercept)
+    if isinstance(design, Design):  # --categorical, learned: the columns it names
+        return _designed(table, seen, _split_names(target) or [], design, weight, drop_missing, min_rows)
     targets = _split_names(target) or []
     if not targets:
         raise ConfigError("{target}: name at least one target column", target=target)
@@ -256,7 +280,13 @@ def select(
             + delimiter_hint(names, table.delimiter),
             exclude=exclude,
         )
-    asked = targets + (chosen_features or []) + ([weight] if weight else [])
+    categorical = list(request.categorical)
+    for n in categorical:
+        if n in targets or n == weight:
+            raise ConfigError(f"{{categorical}}: column {n!r} is a target or the weight, not a feature", categorical=categorical)
+    if chosen_features is not None:
+        chosen_features += [n for n in categorical if n not in chosen_features]  # --categorical names features too
+    asked = targets + (chosen_features or []) + categorical + ([weight] if weight else [])
     for n in asked:
         if n not in seen:
             hint = delimiter_hint(names, table.delimiter) if table.path is not None else ""
@@ -275,6 +305,11 @@ def select(
     def required(n: str, features: bool = False) -> np.ndarray:
         return _required_column(table, n, seen[n], features=features)
 
+    from .design import column_levels, is_categorical_type
+
+    def typed_categorical(n: str) -> bool:
+        return is_categorical_type(table.data.schema.field(seen[n]).type, table.text_categorical)
+
     Y = [required(n) for n in targets]
     if chosen_features is None:
         chosen_features, X = [], []
@@ -284,15 +319,38 @@ def select(
             if n == "":  # pandas' to_csv writes its index under an empty name: never a feature by default
                 notices.append(f"left out column {seen[n] + 1}: it has no name in the header (an index written by to_csv?)")
                 continue
+            if n in categorical:
+                chosen_features.append(n)
+                continue
+            if typed_categorical(n):
+                count = len(column_levels(table.data.column(seen[n])))
+                if count > request.max_levels:
+                    notices.append(
+                        f"left out column {n!r}: its {count:,} levels are more than {request.max_levels:,} (--max-levels)"
+                    )
+                    continue
+                categorical.append(n)
+                chosen_features.append(n)
+                continue
             arr = _numeric_column(table, n, seen[n])
             if arr is None:
                 kind = _temporal(table, seen[n])
-                notices.append(f"left out column {n!r}: it holds {kind + ', not numbers' if kind else 'no numbers'}")
+                hint = "" if kind else f" (--categorical {n} one-hot encodes it)"
+                notices.append(f"left out column {n!r}: it holds {kind + ', not numbers' if kind else 'no numbers'}{hint}")
                 continue
             chosen_features.append(n)
             X.append(arr)
     else:
-        X = [required(n, features=True) for n in chosen_features]
+        categorical += [n for n in chosen_features if n not in categorical and typed_categorical(n)]
+        X = None if categorical else [required(n, features=True) for n in chosen_features]
+    if categorical and chosen_features:
+        sugar = DesignRequest(
+            categorical=categorical, reference=request.reference, max_levels=request.max_levels, unknown=request.unknown
+        )
+        formula = Design.formula_of(sugar, targets, chosen_features, fit_intercept)
+        levels = {c: column_levels(table.data.column(seen[c])) for c in categorical}
+        learned = Design.learn(sugar, formula, table.data, levels, where=table.where, source=table.source, sugar=True)
+        return _designed(table, seen, targets, learned, weight, drop_missing, min_rows, notices)
     if not chosen_features:
         # say what became of the other columns: the notes that would have said it are not shown
         why = [n[len("left out ") :] for n in notices if n.startswith("left out column")]
@@ -336,6 +394,146 @@ def select(
     )
 
 
+def _from_formula(
+    table: Table,
+    seen: dict[str, int],
+    target: Any,
+    request: Any,
+    weight: str | None,
+    drop_missing: bool,
+    min_rows: int,
+    fit_intercept: bool,
+) -> Dataset:
+    """select() for a formula: learn it from this table (every row of it), then apply it."""
+    from .design import Design, column_levels
+
+    formula = str(request.formula)
+    has_lhs = "~" in formula
+    targets = _split_names(target) or []
+    if has_lhs and targets:
+        raise ConfigError(
+            "{formula} names the targets left of '~'; give either it or {target}, not both", formula=formula, target=target
+        )
+    if not has_lhs and not targets:
+        raise ConfigError("{formula} has no target: write it as 'y ~ x1 + x2', or give {target}", formula=formula, target=target)
+    if not has_lhs:
+        formula = " + ".join(f"`{t}`" for t in targets) + " ~ " + formula
+    for n in targets + ([weight] if weight else []):
+        if n not in seen:
+            raise DataError(
+                f"{table.source}: no column named {n!r}; columns are {', '.join(seen)}"
+                + delimiter_hint(list(seen), table.delimiter)
+            )
+    cats = Design.categorical_inputs(request, formula, table.data.schema, text=True)
+    levels = {c: column_levels(table.data.column(seen[c])) for c in cats}
+    learned = Design.learn(request, formula, table.data, levels, where=table.where, source=table.source, sugar=False)
+    if not has_lhs:
+        learned.sugar = True  # the targets are the columns given
+    if learned.fit_intercept != fit_intercept and not fit_intercept:
+        raise ConfigError(
+            f"formula {formula!r} has an intercept; write '- 1' in it instead of {{fit_intercept}}", fit_intercept=False
+        )
+    return _designed(table, seen, targets if not has_lhs else list(learned.target_names), learned, weight, drop_missing, min_rows)
+
+
+def _missing_cells(table: Table, seen: dict[str, int], reads: Sequence[str], drop_missing: bool) -> np.ndarray:
+    """Rows with a missing cell (null, or NaN) in any of ``reads``: an error naming the first one,
+    unless ``drop_missing``."""
+    import pyarrow as pa
+
+    data = table.data
+    n_rows = data.num_rows
+    missing = np.zeros(n_rows, dtype=bool)
+    first: tuple[int, str] | None = None
+    for n in dict.fromkeys(reads):
+        col = data.column(seen[n])
+        if not col.null_count and not pa.types.is_floating(col.type):
+            continue
+        bad = np.zeros(n_rows, dtype=bool)
+        if col.null_count:
+            bad |= ~np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        if pa.types.is_floating(col.type):
+            bad |= np.isnan(_to_numpy(col))
+        if bad.any():
+            row = int(np.argmax(bad))
+            if first is None or row < first[0]:
+                first = (row, n)
+            missing |= bad
+    if first is not None and not drop_missing:
+        raise DataError(f"{table.where(first[0], first[1])}: missing value; drop such rows with --drop-missing")
+    return missing
+
+
+def _designed(
+    table: Table,
+    seen: dict[str, int],
+    targets: list[str],
+    design: Any,
+    weight: str | None,
+    drop_missing: bool,
+    min_rows: int,
+    notices: list[str] | None = None,
+) -> Dataset:
+    """select() through a learned design: missing cells in the columns it reads, then its matrices."""
+    import pyarrow as pa
+
+    notices = list(table.notices) if notices is None else notices
+    data = table.data
+    formula_targets = not design.sugar and bool(design.target_names)
+    reads = design.inputs + (design.target_inputs if formula_targets else targets) + ([weight] if weight else [])
+    absent = [n for n in dict.fromkeys(reads) if n not in seen]
+    if absent:
+        raise DataError(
+            f"{table.source}: no column named {absent[0]!r}; columns are {', '.join(seen)}"
+            + delimiter_hint(list(seen), table.delimiter)
+        )
+    missing = _missing_cells(table, seen, reads, drop_missing)
+    Y = None if formula_targets else np.column_stack([_required_column(table, n, seen[n]) for n in targets])
+    w = np.array(_required_column(table, weight, seen[weight])) if weight else None  # writable: torch reads it
+    if missing.any():
+        dropped = np.flatnonzero(missing)
+        shown = ", ".join(table.where(int(r)).rsplit(", ", 1)[-1] for r in dropped[:5]) + (", …" if len(dropped) > 5 else "")
+        notices.append(f"dropped {len(dropped)} row(s) with missing values ({shown})")
+    keep = ~missing
+    kept_rows = None if keep.all() else np.flatnonzero(keep)
+    where = _row_finder(table, kept_rows)
+    if kept_rows is not None:
+        data = data.filter(pa.array(keep))
+        Y = None if Y is None else Y[keep]
+        w = None if w is None else w[keep]
+    if w is not None:
+        neg = np.flatnonzero(w < 0)
+        if neg.size:
+            raise DataError(f"{where(int(neg[0]), weight)}: weights must be >= 0; got {w[neg[0]]}")
+        if not np.isfinite(w).all():
+            i = int(np.argmax(~np.isfinite(w)))
+            raise DataError(f"{where(i, weight)}: values must be finite; got {w[i]}")
+    if Y is not None and not np.isfinite(Y).all():
+        i, j = np.argwhere(~np.isfinite(Y))[0]
+        raise DataError(f"{where(int(i), targets[j])}: values must be finite; got {Y[i, j]}")
+    X = design.features(data, where)
+    if formula_targets:
+        Y = design.targets(data, where)
+    if X.shape[0] < min_rows:
+        raise DataError(f"{table.source}: need at least {min_rows} data rows; got {X.shape[0]}")
+    if w is not None and len(w) and not (w > 0).any():
+        raise DataError(f"{table.where(None, weight)}: all weights are zero; at least one must be > 0")
+    schema = data.schema
+    read = [n for n in dict.fromkeys(design.inputs + design.target_inputs + targets) if n in seen]
+    return Dataset(
+        X,
+        Y,
+        list(design.feature_names),
+        list(design.target_names) if formula_targets else targets,
+        w,
+        table.source,
+        notices,
+        {n: str(schema.field(n).type) for n in read},
+        where=where,
+        design=design,
+    )
+
+
 def _row_finder(table: Table, kept: np.ndarray | None) -> Callable[[int, str], str]:
     """Dataset.where for rows selected from ``table`` (``kept``: their rows in it, None for all).
 
@@ -359,6 +557,8 @@ def _required_column(table: Table, name: str, index: int, *, features: bool = Fa
         if kind:
             raise DataError(f"{table.where(row, name)}: expected a number, got {value!r}: {temporal_hint(kind, features)}")
         hint = value_hint(value, features)
+        if features and not hint:
+            hint = f" (--categorical {name} one-hot encodes it)"
         raise DataError(f"{table.where(row, name)}: column {name!r} holds no numbers; got {value!r}{hint}")
     return arr
 
@@ -422,6 +622,8 @@ def load(
     drop_missing: bool = False,
     delimiter: str | None = None,
     exclude: Sequence[str] | str | None = None,
+    design: Any = None,
+    fit_intercept: bool = True,
 ) -> Dataset:
     """Read ``source`` and select columns: :func:`~gradreg.io.read_table`, then :func:`select`.
 
@@ -437,17 +639,30 @@ def load(
         As for :func:`select` and :func:`~gradreg.io.read_table`.
     exclude : str or sequence of str, optional
         As for :func:`select`.
+    design : gradreg.io.design.DesignRequest, optional
+        As for :func:`select`.
+    fit_intercept : bool
+        As for :func:`select`.
 
     Returns
     -------
     Dataset
     """
     table = read_table(source, delimiter=delimiter)
-    return select(table, target, features, weight=weight, drop_missing=drop_missing, exclude=exclude)
+    return select(
+        table,
+        target,
+        features,
+        weight=weight,
+        drop_missing=drop_missing,
+        exclude=exclude,
+        design=design,
+        fit_intercept=fit_intercept,
+    )
 
 
 def feature_matrix(
-    table: Table, features: Sequence[str], *, drop_missing: bool = False, out: np.ndarray | None = None
+    table: Table, features: Sequence[str], *, drop_missing: bool = False, out: np.ndarray | None = None, design: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The feature columns for prediction, by name, in the model's order.
 
@@ -461,6 +676,9 @@ def feature_matrix(
     out : ndarray of shape (>= n_rows, n_features), optional
         A float64 buffer in Fortran order, filled instead of a new array when it is large enough
         (chunk after chunk: no fresh pages to fault in for each).
+    design : gradreg.io.design.Design, optional
+        The model's design: the features are made from its input columns (categorical columns,
+        a formula) instead of read by name.
 
     Returns
     -------
@@ -472,6 +690,13 @@ def feature_matrix(
     import pyarrow as pa
 
     names = [str(n) for n in table.data.column_names]
+    if design is not None:
+        require_features(table.source, names, design.inputs)
+        seen = {n: i for i, n in enumerate(names)}
+        keep = ~_missing_cells(table, seen, design.inputs, drop_missing)
+        kept = None if keep.all() else np.flatnonzero(keep)
+        data = table.data if kept is None else table.data.filter(pa.array(keep))
+        return design.features(data, _row_finder(table, kept)), keep
     require_features(table.source, names, features)
     n = table.data.num_rows
     fits = out is not None and out.dtype == np.float64 and out.shape[0] >= n and out.shape[1] == len(features)

@@ -60,6 +60,8 @@ class Table:
     byte_start : int, optional
         For a byte range of a CSV file (one rank's share): where the range starts; ``row_offset``
         then counts from there.
+    text_categorical : bool
+        Text columns are categorical by default (a DataFrame's string and category columns).
     """
 
     data: Any
@@ -69,6 +71,7 @@ class Table:
     notices: list[str] = field(default_factory=list)
     row_offset: int = 0
     byte_start: int | None = None
+    text_categorical: bool = False  # a DataFrame's string columns are categories; a CSV's text is not, unless asked
 
     def where(self, row: int | None = None, column: str | None = None) -> str:
         """Where a cell is, as a user sees it: ``data.csv, line 7, column 'rainfall'``.
@@ -344,7 +347,7 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
             table = pa.Table.from_pandas(source, preserve_index=False)
         except (pa.ArrowException, TypeError, ValueError):
             table = pa.table({c: source.iloc[:, i].astype(object).to_numpy() for i, c in enumerate(cols)})
-        return Table(table.rename_columns(cols), name or "<DataFrame>")
+        return Table(table.rename_columns(cols), name or "<DataFrame>", text_categorical=True)
     if not isinstance(source, (str, os.PathLike)):
         raise DataError(f"data: expected a file path, built-in name, DataFrame or dict; got {type(source).__name__}")
     delimiter = parse_delimiter(delimiter)

@@ -251,7 +251,7 @@ class Stream:
             cuts.append(size)
         return list(zip(cuts[:-1], cuts[1:]))
 
-    def tables(self, columns: Sequence[str], units: Sequence[tuple] | None = None) -> Iterator[Table]:
+    def tables(self, columns: Sequence[str], units: Sequence[tuple] | None = None, text: Sequence[str] = ()) -> Iterator[Table]:
         """Chunks of the named columns, each a Table of at most ``chunk_rows`` rows.
 
         Parameters
@@ -261,6 +261,8 @@ class Stream:
             Which parts to read, in this order: ``(file, row group)`` for Parquet, ``(file, None)``
             for a whole CSV file, ``(file, (start, end))`` for a byte range of one (see
             :meth:`byte_ranges`). Default: everything in file order.
+        text : sequence of str
+            CSV columns read as text (categorical levels), not numbers.
 
         Yields
         ------
@@ -273,7 +275,7 @@ class Stream:
             if f.kind == "parquet":
                 yield from self._parquet(f, columns, group)
             else:
-                yield from self._csv(f, columns, group)
+                yield from self._csv(f, columns, group, text)
 
     def _parquet(self, f: _File, columns: Sequence[str], group: int | None) -> Iterator[Table]:
         import pyarrow as pa
@@ -298,7 +300,9 @@ class Stream:
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{f.path}: not a readable Parquet file: {str(e).splitlines()[0]}") from None
 
-    def _csv(self, f: _File, columns: Sequence[str], byte_range: tuple[int, int] | None = None) -> Iterator[Table]:
+    def _csv(
+        self, f: _File, columns: Sequence[str], byte_range: tuple[int, int] | None = None, text: Sequence[str] = ()
+    ) -> Iterator[Table]:
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
@@ -315,7 +319,7 @@ class Stream:
                 parse_options=pcsv.ParseOptions(delimiter=delimiter),
                 convert_options=pcsv.ConvertOptions(
                     include_columns=raw,
-                    column_types={c: pa.float64() for c in raw},
+                    column_types={r: pa.string() if c in text else pa.float64() for c, r in zip(columns, raw)},
                     strings_can_be_null=True,
                 ),
             )
@@ -441,17 +445,57 @@ class StreamingDataset:
         drop_missing: bool = False,
         units: Sequence[tuple] | None = None,
         exclude: Sequence[str] | str | None = None,
+        design: Any = None,
+        fit_intercept: bool = True,
+        comm: Comm = SINGLE,
     ) -> None:
         self.stream, self.weight, self.drop_missing = stream, weight, drop_missing
         self.shard = None if units is None else list(units)
         first = next(self._first_tables(), None)
         if first is None:
             raise DataError(f"{stream.spec}: no data rows")
-        probe = select(first, target, features, weight=weight, drop_missing=drop_missing, min_rows=0, exclude=exclude)
+        kw = {"weight": weight, "drop_missing": drop_missing, "min_rows": 0, "fit_intercept": fit_intercept}
+        probe = select(first, target, features, exclude=exclude, design=design, **kw)
+        self.design = probe.design
+        if self.design is not None:  # the levels of every chunk on every rank, then the design fixed to them
+            self.design = self._learn(self.design, design, first, comm)
+            probe = select(first, target, features, exclude=exclude, design=self.design, **kw)
         self.feature_names, self.target_names = probe.feature_names, probe.target_names
         self.notices = probe.notices
         self.source = stream.spec
-        self.columns = self.target_names + self.feature_names + ([weight] if weight else [])
+        if self.design is None:
+            self.columns = self.target_names + self.feature_names + ([weight] if weight else [])
+        else:
+            reads = self.design.inputs + (self.design.target_inputs if not self.design.sugar else self.target_names)
+            self.columns = list(dict.fromkeys(reads + ([weight] if weight else [])))
+
+    def _learn(self, draft: Any, request: Any, first: Table, comm: Comm) -> Any:
+        """``draft`` (learned from the first chunk) fixed to the levels of all chunks of all ranks."""
+        from .design import Design, DesignRequest, column_levels, merge_levels
+
+        request = request if isinstance(request, DesignRequest) else DesignRequest()
+        columns = list(draft.levels)
+        levels: dict[str, list] = {c: [] for c in columns}
+        if columns:
+            for table in self.stream.tables(columns, self.shard, draft.text_columns()):
+                for c in columns:
+                    levels[c] = merge_levels(levels[c], column_levels(table.data.column(c)))
+        for part in comm.gather_json(levels):  # a level may be on one rank only
+            levels = {c: merge_levels(levels[c], part[c]) for c in columns}
+        if draft.sugar:
+            request = DesignRequest(
+                categorical=columns, reference=request.reference, max_levels=request.max_levels, unknown=request.unknown
+            )
+        return Design.learn(
+            request,
+            draft.formula,
+            first.data,
+            levels,
+            where=first.where,
+            source=first.source,
+            sugar=draft.sugar,
+            stateful_ok=False,
+        )
 
     def split(self, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Split:
         """This rank's rows as training and validation chunks: a seeded mask per chunk, keyed by
@@ -581,9 +625,16 @@ class StreamingDataset:
 
     def _validated(self, units: Sequence[tuple] | None = None) -> Iterator[tuple]:
         """(key, Dataset) of each chunk; the Dataset knows where its rows are in the files."""
-        for table in self.stream.tables(self.columns, self.shard if units is None else units):
+        text = () if self.design is None else self.design.text_columns()
+        for table in self.stream.tables(self.columns, self.shard if units is None else units, text):
             ds = select(
-                table, self.target_names, self.feature_names, weight=self.weight, drop_missing=self.drop_missing, min_rows=0
+                table,
+                self.target_names,
+                self.feature_names,
+                weight=self.weight,
+                drop_missing=self.drop_missing,
+                min_rows=0,
+                design=self.design,
             )
             yield (table.source, table.row_offset) + (() if table.byte_start is None else (table.byte_start,)), ds
 
@@ -627,7 +678,9 @@ class StreamingDataset:
             k = int(np.searchsorted(starts, i, side="right")) - 1  # the chunk holding row i
             return finders[k](i - int(starts[k]), column)
 
-        return Dataset(X, Y, self.feature_names, self.target_names, w, self.source, list(self.notices), where=where)
+        return Dataset(
+            X, Y, self.feature_names, self.target_names, w, self.source, list(self.notices), where=where, design=self.design
+        )
 
 
 def stream_of(data: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None) -> Stream | None:
@@ -666,6 +719,8 @@ def open_source(
     stream: bool | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     comm: Comm = SINGLE,
+    design: Any = None,
+    fit_intercept: bool = True,
 ) -> Dataset | StreamingDataset:
     """The training rows of ``data`` as a source for :func:`gradreg.pipeline.train`: in memory when
     they fit (the fast path), else streamed chunk by chunk.
@@ -692,6 +747,10 @@ def open_source(
     chunk_rows : int
         Rows per streamed chunk.
     comm : gradreg.distributed.Comm
+    design : gradreg.io.design.DesignRequest, optional
+        Categorical columns and formulas (see :func:`gradreg.io.select`); streamed, their levels
+        come from one pass over every chunk of every rank.
+    fit_intercept : bool
 
     Returns
     -------
@@ -704,7 +763,17 @@ def open_source(
         raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
 
     def whole() -> Dataset:
-        return load(data, target, features, weight=weight, drop_missing=drop_missing, delimiter=delimiter, exclude=exclude)
+        return load(
+            data,
+            target,
+            features,
+            weight=weight,
+            drop_missing=drop_missing,
+            delimiter=delimiter,
+            exclude=exclude,
+            design=design,
+            fit_intercept=fit_intercept,
+        )
 
     files = stream_of(data, chunk_rows=chunk_rows, delimiter=delimiter)
     if files is None:
@@ -713,9 +782,22 @@ def open_source(
             return ds
         lo, hi = len(ds.X) * rank // world, len(ds.X) * (rank + 1) // world
         w = None if ds.sample_weight is None else ds.sample_weight[lo:hi]
-        return Dataset(ds.X[lo:hi], ds.Y[lo:hi], ds.feature_names, ds.target_names, w, ds.source, ds.notices)
+        return Dataset(
+            ds.X[lo:hi], ds.Y[lo:hi], ds.feature_names, ds.target_names, w, ds.source, ds.notices, ds.dtypes, design=ds.design
+        )
     units = None if world == 1 else shard(files, world, rank)
-    sds = StreamingDataset(files, target, features, weight=weight, drop_missing=drop_missing, units=units, exclude=exclude)
+    sds = StreamingDataset(
+        files,
+        target,
+        features,
+        weight=weight,
+        drop_missing=drop_missing,
+        units=units,
+        exclude=exclude,
+        design=design,
+        fit_intercept=fit_intercept,
+        comm=comm,
+    )
     if stream or (stream is None and files.estimated_bytes(len(sds.columns)) / world > IN_MEMORY_BYTES):
         return sds
     if world == 1 and len(files.files) == 1:  # one file that fits: read it whole, as always
