@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from .config import TrainConfig
+from .config import MAX_LEVELS, TrainConfig
 from .errors import DataError, warn_user
 from .fitted import FittedModel
 from .io import Dataset, as_2d_float, require_numeric_columns
@@ -83,6 +83,21 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Covariance used for standard errors, as in statsmodels.
     conf_level : float, default=0.95
         Confidence level of the coefficient intervals.
+    formula : str, optional
+        A Wilkinson formula, ``"y ~ x1 + np.log(x2) + C(region) + x1:x3"`` (formulaic's syntax;
+        several targets ``"y1 + y2 ~ ..."``, no intercept ``"... - 1"``): :meth:`fit` then takes a
+        DataFrame (``fit(df)``), and :meth:`predict` applies the same transforms, levels and
+        state to new rows.
+    categorical : str or list of str, optional
+        Columns of a DataFrame to one-hot encode (a DataFrame's ``category`` and string columns
+        are categorical anyway); the first level, sorted, is the reference, dropped when there is
+        an intercept. Terms are named as statsmodels names them: ``region[T.north]``.
+    reference : str or dict, optional
+        The reference level: ``{"region": "south"}``, or a level when there is one categorical column.
+    unknown : {"error", "ignore"}, default="error"
+        At prediction, a level not seen in fit is an error, or gets all-zero dummies.
+    max_levels : int, default=1000
+        A categorical column with more levels is refused.
 
     Attributes
     ----------
@@ -135,6 +150,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         dtype: str = TrainConfig.dtype,
         cov_type: str = TrainConfig.cov_type,
         conf_level: float = TrainConfig.conf_level,
+        formula: str | None = None,
+        categorical: str | list[str] | None = None,
+        reference: str | dict[str, str] | None = None,
+        unknown: str = "error",
+        max_levels: int = MAX_LEVELS,
     ) -> None:
         self.solver = solver
         self.epochs = epochs
@@ -153,6 +173,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.dtype = dtype
         self.cov_type = cov_type
         self.conf_level = conf_level
+        self.formula = formula
+        self.categorical = categorical
+        self.reference = reference
+        self.unknown = unknown
+        self.max_levels = max_levels
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -161,7 +186,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         return tags
 
     def _config(self) -> TrainConfig:
-        cfg = TrainConfig(**self.get_params()).validate()
+        cfg = TrainConfig(**{k: v for k, v in self.get_params().items() if k not in DESIGN_PARAMS}).validate()
         unused = cfg.unused()
         if unused:
             # A warning, not an error, as scikit-learn does for parameters the chosen solver ignores:
@@ -228,6 +253,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         if target is not None or features is not None or weight is not None or stream is not None:
             raise TypeError("target, features, weight and stream go with a path; with arrays, pass y and sample_weight")
         cfg = self._config()
+        request = self._design_request()
+        if request.wanted or _has_categories(X):
+            return self._fit_table(X, y, sample_weight, cfg, request)
+        if y is None:
+            raise TypeError("fit(X, y): y is required (or give formula='y ~ ...' and a DataFrame that holds y)")
         Xa, Ya, w, y_1d, names, target_names = self._arrays(X, y, sample_weight, reset=True, min_samples=2)
         if w is not None and not (w > 0).any():
             raise DataError("sample_weight: all weights are zero; at least one must be > 0")
@@ -236,21 +266,75 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.__dict__.pop("_state", None)  # fit starts afresh; partial_fit continues from here
         return self
 
+    def _design_request(self):
+        from .io.design import DesignRequest, parse_reference
+
+        categorical = [self.categorical] if isinstance(self.categorical, str) else list(self.categorical or [])
+        categorical = [c.strip() for item in categorical for c in str(item).split(",") if c.strip()]
+        return DesignRequest(
+            formula=self.formula,
+            categorical=categorical,
+            reference=parse_reference(self.reference, categorical),
+            max_levels=self.max_levels,
+            unknown=self.unknown,
+        )
+
+    def _fit_table(self, X: Any, y: Any, sample_weight: Any, cfg: TrainConfig, request: Any) -> LinearRegressor:
+        """:meth:`fit` on a DataFrame through a design: categorical columns, a formula."""
+        from .io import read_table, select
+
+        if not hasattr(X, "columns"):
+            raise TypeError("formula= and categorical= read columns by name: give X as a DataFrame (or a dict of columns)")
+        frame = X.copy()
+        targets = None
+        if y is not None:
+            y = _numpy(y)
+            y_arr = np.asarray(y)
+            targets = _target_names(y) or (["y"] if y_arr.ndim == 1 else [f"y{t}" for t in range(y_arr.shape[1])])
+            clash = [t for t in targets if t in frame.columns]
+            if clash:
+                raise ValueError(f"y's column {clash[0]!r} is also a column of X; rename one of them")
+            cols = y_arr.reshape(len(y_arr), -1)
+            for j, t in enumerate(targets):
+                frame[t] = cols[:, j]
+        ds = select(read_table(frame, name="X"), targets, None, design=request, fit_intercept=cfg.fit_intercept)
+        if sample_weight is not None:
+            w = _check_sample_weight(sample_weight, ds.X, dtype=np.float64, ensure_non_negative=True)
+            if not (w > 0).any():
+                raise DataError("sample_weight: all weights are zero; at least one must be > 0")
+            ds.sample_weight = w
+        model = train(ds, cfg)
+        inputs = ds.design.inputs if ds.design is not None else ds.feature_names
+        self.feature_names_in_ = np.asarray(inputs, dtype=object)
+        self.n_features_in_ = len(inputs)
+        y_1d = (y is not None and np.asarray(y).ndim == 1) or (y is None and len(ds.target_names) == 1)
+        self._set_fitted(model, y_1d)
+        self.__dict__.pop("_state", None)
+        return self
+
     def _fit_path(self, path: str, target: Any, features: Any, weight: str | None, stream: bool | None) -> LinearRegressor:
         """:meth:`fit` on files: the library's source (in memory or streamed), on every rank of a
         torchrun job when this process is one."""
         from . import distributed
         from .io import open_source
 
-        if target is None or (not isinstance(target, str) and not all(isinstance(t, str) for t in target)):
+        request = self._design_request()
+        if request.formula is None and (
+            target is None or (not isinstance(target, str) and not all(isinstance(t, str) for t in target))
+        ):
             raise TypeError(f"fit({path!r}): name the target column(s): target='y' or target=['y1', 'y2']; got {target!r}")
         cfg = self._config()
         comm = distributed.init(device=cfg.device)  # SINGLE unless torchrun started this process
-        source = open_source(path, target, features, weight=weight, stream=stream, comm=comm)
+        source = open_source(
+            path, target, features, weight=weight, stream=stream, comm=comm, design=request, fit_intercept=cfg.fit_intercept
+        )
         model = train(source, cfg, comm)
-        self.feature_names_in_ = np.asarray(source.feature_names, dtype=object)
-        self.n_features_in_ = len(source.feature_names)
-        self._set_fitted(model, isinstance(target, str) and len(source.target_names) == 1)
+        design = getattr(source, "design", None)
+        inputs = design.inputs if design is not None else source.feature_names
+        self.feature_names_in_ = np.asarray(inputs, dtype=object)
+        self.n_features_in_ = len(inputs)
+        one = isinstance(target, str) or (target is None and len(source.target_names) == 1)
+        self._set_fitted(model, one and len(source.target_names) == 1)
         self.__dict__.pop("_state", None)
         return self
 
@@ -299,6 +383,8 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self : LinearRegressor
         """
         cfg = self._config()
+        if self._design_request().wanted or _has_categories(X) or (hasattr(self, "model_") and self.model_.design is not None):
+            raise ValueError("partial_fit takes numeric columns; a formula or categorical columns need fit (or streamed files)")
         first = not hasattr(self, "model_")
         if not first and self.model_.config.get("solver") != cfg.solver:
             raise ValueError(
@@ -347,6 +433,12 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         ndarray of shape (n_samples,) when ``y`` was 1-D in fit, else (n_samples, n_targets)
         """
         check_is_fitted(self)
+        design = self.model_.design
+        if design is not None:  # the columns the design reads, by name: a DataFrame or dict
+            if self.unknown != design.unknown:
+                self.model_.schema["design"] = design.with_unknown(self.unknown).to_json()
+            out = self.model_.predict(X)
+            return out[:, 0] if self._y_1d else out
         require_numeric_columns(X, "X")
         X = validate_data(self, _numpy(X), reset=False, dtype=[np.float64, np.float32], ensure_all_finite=False)
         out = self.model_.predict(as_2d_float(X, "X", getattr(self, "feature_names_in_", None)))
@@ -394,6 +486,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         return {"text/plain": repr(self), "text/html": self._repr_html_()}
 
 
+DESIGN_PARAMS = ("formula", "categorical", "reference", "unknown", "max_levels")  # not TrainConfig's: how X is read
+
+
 def _numpy(a: Any) -> Any:
     """A torch tensor (any device) as a numpy array; everything else unchanged."""
     if hasattr(a, "detach") and hasattr(a, "cpu") and hasattr(a, "numpy"):
@@ -408,6 +503,15 @@ def _dtypes(X: Any, names: list[str]) -> dict[str, str]:
         return {str(k): str(v) for k, v in dtypes.items()}
     dtype = getattr(X, "dtype", None)
     return {n: str(dtype).replace("torch.", "") for n in names} if dtype is not None else {}
+
+
+def _has_categories(X: Any) -> bool:
+    """Whether a DataFrame has columns that are categories (pandas ``category``, text): those
+    make a design (one-hot dummies) instead of failing as non-numbers."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(dtypes, "items") or not hasattr(X, "columns"):
+        return False
+    return any(str(d) == "category" or str(d) in ("str", "string", "object") for _, d in dtypes.items())
 
 
 def _target_names(y: Any) -> list[str] | None:
@@ -435,9 +539,18 @@ def load(path: str) -> LinearRegressor:
     """
     model = FittedModel.load(path)
     params = {k: v for k, v in model.config.items() if k in LinearRegressor._get_param_names()}
+    design = model.design
+    if design is not None:
+        params.update(
+            formula=None if design.sugar else design.formula,
+            categorical=list(design.levels) if design.sugar else None,
+            unknown=design.unknown,
+        )
     est = LinearRegressor(**params)
-    est.n_features_in_ = model.n_features
-    if model.schema.get("named", True):  # from the file's schema: CLI models always have column names
+    est.n_features_in_ = model.n_features if design is None else len(design.inputs)
+    if design is not None:
+        est.feature_names_in_ = np.asarray(design.inputs, dtype=object)
+    elif model.schema.get("named", True):  # from the file's schema: CLI models always have column names
         # set before _set_fitted, which records it: predict then matches DataFrame columns by
         # name and refuses others, exactly as the estimator that was saved did
         est.feature_names_in_ = np.asarray(model.feature_names, dtype=object)

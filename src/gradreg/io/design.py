@@ -564,7 +564,7 @@ class Design:
                         shown = ", ".join(map(repr, known[:20])) + (", …" if len(known) > 20 else "")
                         raise DataError(
                             f"{where(i, n)}: level {v!r} of categorical column {n!r} was not seen in training; "
-                            f"the model knows {shown} (predict it with all its dummies 0: --unknown ignore)"
+                            f"the model knows {shown} (predict it with all its dummies 0: --unknown ignore, or unknown='ignore' in Python)"
                         )
                 data[n] = pd.Categorical(values, categories=known)
             else:
@@ -662,6 +662,7 @@ class Design:
             "target_names": list(self.target_names),
             "fit_intercept": bool(self.fit_intercept),
             "sugar": bool(self.sugar),
+            "unknown": self.unknown,
         }
 
     @classmethod
@@ -703,6 +704,7 @@ class Design:
                 list(d["target_names"]),
                 bool(d["fit_intercept"]),
                 sugar=bool(d.get("sugar", False)),
+                unknown="ignore" if d.get("unknown") == "ignore" else "error",
             )
         except ConfigError as e:
             raise ModelFileError(f"{source}: the model's formula is not allowed: {e}") from None
@@ -722,9 +724,7 @@ class Design:
         Design
         """
         DesignRequest(unknown=unknown)  # validates
-        out = Design.from_json(self.to_json())
-        out.unknown = unknown
-        return out
+        return Design.from_json({**self.to_json(), "unknown": unknown})
 
     def describe(self) -> str:
         """One line for a summary: the formula and the categorical columns with their level counts.
