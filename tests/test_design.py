@@ -1,0 +1,361 @@
+"""Categorical columns and formulas: numbers against statsmodels' formula API, in memory,
+streamed and on 2 ranks, from the CLI and from Python; unseen levels; model files that must not
+run code."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+
+import gradreg
+from gradreg import LinearRegressor
+from gradreg.errors import ConfigError, DataError, ModelFileError
+from gradreg.fitted import FittedModel
+
+MESSY = Path(__file__).parent / "data" / "messy"
+GRUNFELD = MESSY / "grunfeld.csv"  # statsmodels.datasets.grunfeld: 10 firms (text) x 20 years
+
+
+@pytest.fixture(scope="module")
+def grunfeld() -> pd.DataFrame:
+    return pd.read_csv(GRUNFELD)
+
+
+def _sm_name(name: str) -> str:
+    """gradreg's --categorical term as statsmodels' formula names it: firm[T.IBM] is C(firm)[T.IBM]."""
+    return name if name.startswith(("C(", "np.")) or "[" not in name else "C(" + name.replace("[", ")[", 1)
+
+
+def _close(actual, desired, rtol: float = 1e-8) -> None:
+    """Equal to rtol, relative to the largest value (a prediction near 0 has no relative digits)."""
+    desired = np.asarray(desired)
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * np.abs(desired).max())
+
+
+def _check(model: FittedModel, res, target: str, rtol: float = 1e-8, rename=None) -> None:
+    """Coefficients, standard errors and the intercept equal statsmodels' to rtol."""
+    names = [(rename or {}).get(n, _sm_name(n)) for n in model.feature_names]
+    t = model.target_names.index(target)
+    np.testing.assert_allclose(model.coef[t], res.params[names].to_numpy(), rtol=rtol, atol=1e-10)
+    stats = model.stats[target]
+    k = 1 if "Intercept" in res.params.index else 0
+    if k:
+        np.testing.assert_allclose(model.intercept[t], res.params["Intercept"], rtol=rtol)
+        np.testing.assert_allclose(stats["std_err"][0], res.bse["Intercept"], rtol=rtol)
+    np.testing.assert_allclose(stats["std_err"][k:], res.bse[names].to_numpy(), rtol=rtol)
+
+
+def _train(cli, *args) -> FittedModel:
+    r = cli("train", *map(str, args), "--solver", "exact", "-q")
+    assert r.code == 0, r.err
+    out = args[args.index("-o") + 1]
+    return FittedModel.load(str(out))
+
+
+# -- categorical columns ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_categorical_cli_matches_statsmodels_weighted_hc3(cli, tmp_path, grunfeld, stream):
+    out = tmp_path / "m.safetensors"
+    data = grunfeld.assign(w=np.linspace(0.5, 2.0, len(grunfeld)))
+    path = tmp_path / "g.csv"
+    data.to_csv(path, index=False)
+    extra = ["--stream", "--chunk-rows", "7"] if stream else []
+    model = _train(
+        cli, path, "--target", "invest", "--features", "value,capital", "--categorical", "firm",
+        "--weight", "w", "--cov", "HC3", "-o", out, *extra,
+    )  # fmt: skip
+    assert model.feature_names[:3] == ["value", "capital", "firm[T.Atlantic Refining]"]  # 'American Steel' is the reference
+    res = smf.wls("invest ~ value + capital + C(firm)", data, weights=data.w).fit(cov_type="HC3")
+    _check(model, res, "invest")
+    assert model.info.get("streamed", False) is stream
+
+
+def test_categorical_reference_and_no_intercept(cli, tmp_path, grunfeld):
+    out = tmp_path / "m.safetensors"
+    model = _train(
+        cli, GRUNFELD, "--target", "invest", "--features", "value", "--categorical", "firm", "--reference", "IBM", "-o", out
+    )
+    res = smf.ols("invest ~ value + C(firm, Treatment(reference='IBM'))", grunfeld).fit()
+    assert "firm[T.IBM]" not in model.feature_names and "firm[T.American Steel]" in model.feature_names
+    sm = {n.split("[")[-1]: v for n, v in res.params.items()}
+    np.testing.assert_allclose(model.coef[0][1:], [sm[n.split("[")[-1]] for n in model.feature_names[1:]], rtol=1e-8)
+    # without an intercept every level has its own dummy, as statsmodels' '- 1' gives
+    out2 = tmp_path / "m2.safetensors"
+    model = _train(
+        cli, GRUNFELD, "--target", "invest", "--features", "value", "--categorical", "firm", "--no-intercept", "-o", out2
+    )
+    res = smf.ols("invest ~ value + C(firm) - 1", grunfeld).fit()
+    assert "firm[IBM]" in model.feature_names
+    _check(model, res, "invest")
+
+
+def test_predict_applies_the_levels_and_refuses_unseen_ones(cli, tmp_path, grunfeld):
+    out = tmp_path / "m.safetensors"
+    model = _train(cli, GRUNFELD, "--target", "invest", "--features", "value,capital", "--categorical", "firm", "-o", out)
+    res = smf.ols("invest ~ value + capital + C(firm)", grunfeld).fit()
+    r = cli("predict", out, GRUNFELD)
+    assert r.code == 0, r.err
+    got = np.loadtxt(r.out.splitlines()[1:])
+    _close(got, res.fittedvalues, 1e-9)
+    new = tmp_path / "new.csv"
+    grunfeld.head(3).assign(firm=["IBM", "Acme", "IBM"]).to_csv(new, index=False)
+    r = cli("predict", out, new)
+    assert r.code != 0
+    assert r.err.startswith(f"Error: {new}, line 3, column 'firm': level 'Acme' of categorical column 'firm' was not seen")
+    assert "'American Steel', 'Atlantic Refining'" in r.err and "--unknown ignore" in r.err
+    assert not r.out
+    r = cli("predict", out, new, "--unknown", "ignore")
+    assert r.code == 0, r.err
+    got = np.loadtxt(r.out.splitlines()[1:])
+    row = grunfeld.iloc[1]
+    reference = model.intercept[0] + model.coef[0][0] * row.value + model.coef[0][1] * row.capital  # every dummy 0
+    np.testing.assert_allclose(got[1], reference, rtol=1e-12)
+    np.testing.assert_allclose(got[[0, 2]], model.predict(grunfeld.head(3).assign(firm="IBM"))[[0, 2], 0], rtol=1e-12)
+
+
+def test_too_many_levels_is_refused_with_the_count(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "ids.csv"
+    pd.DataFrame({"id": [f"c{i}" for i in range(60)], "x": rng.normal(size=60), "y": rng.normal(size=60)}).to_csv(
+        path, index=False
+    )
+    r = cli("train", path, "--target", "y", "--categorical", "id", "--max-levels", "50", "--solver", "exact")
+    assert r.code != 0
+    assert "column 'id': 60 levels, more than 50 (--max-levels)" in r.err
+
+
+def test_text_column_is_left_out_with_a_hint_unless_categorical(cli, tmp_path):
+    out = tmp_path / "m.safetensors"
+    r = cli(
+        "train",
+        MESSY / "shops.csv",
+        "--target",
+        "sales",
+        "--features",
+        "size m2",
+        "--drop-missing",
+        "--solver",
+        "exact",
+        "-o",
+        out,
+    )
+    assert r.code == 0, r.err
+    r = cli("train", MESSY / "shops.csv", "--target", "sales", "--features", "city", "--solver", "exact", "-o", out)
+    assert r.code != 0 and "(--categorical city one-hot encodes it)" in r.err
+    r = cli(
+        "train",
+        MESSY / "shops.csv",
+        "--target",
+        "sales",
+        "--exclude",
+        "shop,opened",
+        "--drop-missing",
+        "--solver",
+        "exact",
+        "-o",
+        out,
+    )
+    assert "note: left out column 'city': it holds no numbers (--categorical city one-hot encodes it)" in r.err
+    # the missing sales cell is named, then dropped on request
+    r = cli("train", MESSY / "shops.csv", "--target", "sales", "--features", "size m2", "--categorical", "city", "-o", out)
+    assert r.code != 0 and "shops.csv, line 7, column 'sales': missing value" in r.err
+    model = _train(
+        cli,
+        MESSY / "shops.csv",
+        "--target",
+        "sales",
+        "--features",
+        "size m2",
+        "--categorical",
+        "city",
+        "--drop-missing",
+        "-o",
+        out,
+    )
+    df = pd.read_csv(MESSY / "shops.csv").dropna()
+    _check(model, smf.ols("sales ~ Q('size m2') + C(city)", df).fit(), "sales", rename={"size m2": "Q('size m2')"})
+
+
+# -- formulas -----------------------------------------------------------------------------------
+
+FORMULAS = [
+    "invest ~ np.log(value) + capital + C(firm) + value:capital",
+    "invest ~ value * capital + np.sqrt(capital) + C(year)",
+    "invest ~ np.log(value) + C(firm) - 1",
+]
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_formula_cli_matches_statsmodels(cli, tmp_path, grunfeld, formula):
+    out = tmp_path / "m.safetensors"
+    model = _train(cli, GRUNFELD, "--formula", formula, "-o", out)
+    res = smf.ols(formula, grunfeld).fit()
+    _check(model, res, "invest")
+    assert model.config["fit_intercept"] is ("- 1" not in formula)
+    r = cli("predict", out, GRUNFELD)
+    _close(np.loadtxt(r.out.splitlines()[1:]), res.fittedvalues)
+    r = cli("evaluate", out, GRUNFELD, "--json")
+    assert r.code == 0, r.err
+    np.testing.assert_allclose(json.loads(r.out)["metrics"]["mse"][0], res.ssr / len(grunfeld), rtol=1e-8)
+
+
+def test_formula_streamed_equals_in_memory(cli, tmp_path):
+    formula = FORMULAS[0]
+    a = _train(cli, GRUNFELD, "--formula", formula, "-o", tmp_path / "a.safetensors")
+    b = _train(cli, GRUNFELD, "--formula", formula, "--stream", "--chunk-rows", "7", "-o", tmp_path / "b.safetensors")
+    assert a.feature_names == b.feature_names
+    np.testing.assert_allclose(b.coef, a.coef, rtol=1e-10)
+    r = cli("predict", tmp_path / "b.safetensors", GRUNFELD, "--chunk-rows", "9")
+    assert r.code == 0, r.err
+
+
+def test_formula_two_targets_and_a_transformed_target(tmp_path, grunfeld):
+    df = grunfeld.assign(logi=np.log(grunfeld.invest))
+    est = LinearRegressor(solver="exact", formula="np.log(invest) + capital ~ value + C(firm)").fit(df)
+    assert est.model_.target_names == ["np.log(invest)", "capital"]
+    _check(est.model_, smf.ols("np.log(invest) ~ value + C(firm)", df).fit(), "np.log(invest)")
+    _check(est.model_, smf.ols("capital ~ value + C(firm)", df).fit(), "capital")
+    assert est.predict(df).shape == (len(df), 2)
+
+
+def test_python_formula_weights_save_load(tmp_path, grunfeld):
+    w = np.linspace(1.0, 3.0, len(grunfeld))
+    formula = "invest ~ np.log(value) + capital + C(firm) + value:capital"
+    est = LinearRegressor(solver="exact", formula=formula, cov_type="HC3").fit(grunfeld, sample_weight=w)
+    res = smf.wls(formula, grunfeld, weights=w).fit(cov_type="HC3")
+    _check(est.model_, res, "invest")
+    path = str(tmp_path / "m.safetensors")
+    est.save(path)
+    back = gradreg.load(path)
+    assert back.formula == formula and list(back.feature_names_in_) == ["value", "capital", "firm"]
+    _close(back.predict(grunfeld.sample(frac=1, random_state=0)), res.fittedvalues.sample(frac=1, random_state=0))
+    with pytest.raises(DataError, match="give a DataFrame or table with the columns 'value', 'capital', 'firm'"):
+        back.model_.predict(np.zeros((2, 3)))
+
+
+def test_stateful_transform_in_memory_and_refused_streamed(cli, tmp_path, grunfeld):
+    formula = "invest ~ center(value) + scale(capital)"
+    est = LinearRegressor(solver="exact", formula=formula).fit(grunfeld)
+    # formulaic's scale() divides by the sample standard deviation (ddof 1), patsy's standardize() by ddof 0
+    res = smf.ols("invest ~ center(value) + I((capital - capital.mean()) / capital.std())", grunfeld).fit()
+    np.testing.assert_allclose(est.coef_, res.params.iloc[1:], rtol=1e-9)
+    new = grunfeld.head(4)
+    _close(est.predict(new), res.fittedvalues[:4])  # with the state learned in fit, not new's own mean  # the state learned in fit, not from new
+    r = cli("train", GRUNFELD, "--formula", formula, "--stream", "--solver", "exact", "-o", tmp_path / "m.safetensors")
+    assert r.code != 0 and "learn from the whole table" in r.err
+
+
+def test_dataframe_category_and_string_columns_are_categorical(grunfeld):
+    X = grunfeld[["value", "capital", "firm"]].assign(firm=grunfeld.firm.astype("category"))
+    est = LinearRegressor(solver="exact").fit(X, grunfeld.invest)
+    _check(est.model_, smf.ols("invest ~ value + capital + C(firm)", grunfeld).fit(), "invest")
+    est2 = LinearRegressor(solver="exact").fit(grunfeld[["value", "capital", "firm"]], grunfeld.invest)
+    np.testing.assert_allclose(est2.coef_, est.coef_, rtol=1e-12)
+    assert est.predict(X.head(3)).shape == (3,)
+
+
+def test_parquet_dictionary_column_is_categorical(cli, tmp_path, grunfeld):
+    path = tmp_path / "g.parquet"
+    grunfeld.assign(firm=grunfeld.firm.astype("category")).to_parquet(path)
+    out = tmp_path / "m.safetensors"
+    model = _train(cli, path, "--target", "invest", "--exclude", "year", "-o", out)
+    _check(model, smf.ols("invest ~ value + capital + C(firm)", grunfeld).fit(), "invest")
+    model = _train(cli, path, "--target", "invest", "--exclude", "year", "--stream", "--chunk-rows", "7", "-o", out)
+    _check(model, smf.ols("invest ~ value + capital + C(firm)", grunfeld).fit(), "invest")
+
+
+# -- errors and safety --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "formula, message",
+    [
+        ("invest ~ __import__('os').system('true')", "invalid syntax"),  # formulaic's grammar stops it first
+        ("invest ~ {__import__('os').system('true')}", "__import__('os').system() is not a function a formula may call"),
+        ("invest ~ I(value.__class__)", "value.__class__ is not allowed"),
+        ("invest ~ np.load('x')", "np.load() is not a function a formula may call"),
+        ("invest ~ value.__class__", "the formula reads column 'value.__class__', which the data lack"),
+        ("invest ~ C(np.log(value))", "C() takes a column name"),
+        ("invest ~ nosuch", "the formula reads column 'nosuch', which the data lack"),
+        ("invest ~ ", "makes no feature columns"),
+    ],
+)
+def test_bad_formulas_are_one_line_errors(cli, formula, message):
+    r = cli("train", GRUNFELD, "--formula", formula, "--solver", "exact")
+    assert r.code != 0
+    assert message in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_formula_and_target_together_are_refused(cli):
+    r = cli("train", GRUNFELD, "--formula", "invest ~ value", "--target", "invest")
+    assert r.code != 0 and "--formula names the targets and features itself; leave out --target" in r.err
+    r = cli("train", GRUNFELD, "--features", "value")
+    assert r.code != 0 and "--target" in r.err and "--formula" in r.err
+
+
+def _rewrite_design(path: Path, change) -> None:
+    """Edit the JSON header of a safetensors model file in place (what an attacker could do)."""
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    meta = json.loads(header["__metadata__"]["gradreg"])
+    change(meta["schema"]["design"])
+    header["__metadata__"]["gradreg"] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+
+
+def test_a_model_file_with_a_hostile_formula_is_refused_at_load(cli, tmp_path):
+    out = tmp_path / "m.safetensors"
+    _train(cli, GRUNFELD, "--formula", "invest ~ value + C(firm)", "-o", out)
+    marker = tmp_path / "pwned"
+    _rewrite_design(out, lambda d: d.update(formula=f"invest ~ value + {{__import__('os').system('touch {marker}')}}"))
+    with pytest.raises(ModelFileError, match="not allowed"):
+        FittedModel.load(str(out))
+    r = cli("predict", out, GRUNFELD)
+    assert r.code != 0 and "not a function a formula may call" in r.err
+    assert not marker.exists()
+
+
+def test_formula_config_errors_are_configerrors():
+    from gradreg.io.design import DesignRequest
+
+    with pytest.raises(ConfigError):
+        DesignRequest(unknown="maybe")
+    with pytest.raises(ConfigError):
+        DesignRequest(max_levels=1)
+
+
+def test_warnings_free_fit(grunfeld):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LinearRegressor(solver="exact", formula="invest ~ value + C(firm)").fit(grunfeld)
+
+
+# -- two ranks ----------------------------------------------------------------------------------
+
+
+def test_two_ranks_learn_every_level_and_match_one_process(tmp_path, grunfeld):
+    # sorted by firm: rank 0 and rank 1 see different firms, so the levels must be merged
+    path = tmp_path / "g.csv"
+    grunfeld.sort_values("firm").to_csv(path, index=False)
+    out = tmp_path / "m.safetensors"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env.pop("WORLD_SIZE", None)
+    args = ["train", str(path), "--formula", FORMULAS[0], "--solver", "exact", "--nproc", "2", "-q", "-o", str(out)]
+    r = subprocess.run([sys.executable, "-m", "gradreg", *args], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    model = FittedModel.load(str(out))
+    assert model.info["world_size"] == 2
+    _check(model, smf.ols(FORMULAS[0], grunfeld).fit(), "invest")
