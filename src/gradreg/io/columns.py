@@ -49,6 +49,11 @@ class Dataset:
     where : callable, optional
         ``where(i, name)``: where row ``i``, column ``name`` came from (``data.csv, line 7,
         column 'x'``); set by :func:`select`. None: rows are counted from 1 in ``source``.
+    groups : list of ndarray, optional
+        One array of n_rows group values (int64, float64 or text) per group column, for the
+        cluster-robust covariance; not features.
+    group_names : list of str, optional
+        The group columns' names.
     """
 
     X: np.ndarray
@@ -60,6 +65,8 @@ class Dataset:
     notices: list[str] = field(default_factory=list)
     dtypes: dict[str, str] | None = None  # column name → its type as read (the model file's schema)
     where: Callable[[int, str], str] | None = field(default=None, repr=False, compare=False)
+    groups: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
+    group_names: list[str] | None = None
 
     def split(self, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Split:
         """This rank's rows as training and validation chunks (views of the arrays), the validation
@@ -199,6 +206,7 @@ def select(
     drop_missing: bool = False,
     min_rows: int = 2,
     exclude: Sequence[str] | str | None = None,
+    groups: Sequence[str] | str | None = None,
 ) -> Dataset:
     """Pick target, feature and weight columns by name and validate them into a :class:`Dataset`.
 
@@ -219,6 +227,9 @@ def select(
     exclude : str or sequence of str, optional
         Columns left out of the default features (such as a second target-like column); not
         with ``features``, which names the features itself.
+    groups : str or sequence of str, optional
+        One or two columns naming each row's cluster (text or numbers; see
+        :func:`group_column`), read into ``Dataset.groups`` and left out of the default features.
 
     Returns
     -------
@@ -256,7 +267,8 @@ def select(
             + delimiter_hint(names, table.delimiter),
             exclude=exclude,
         )
-    asked = targets + (chosen_features or []) + ([weight] if weight else [])
+    group_cols = _split_names(groups) or []
+    asked = targets + (chosen_features or []) + ([weight] if weight else []) + group_cols
     for n in asked:
         if n not in seen:
             hint = delimiter_hint(names, table.delimiter) if table.path is not None else ""
@@ -279,7 +291,7 @@ def select(
     if chosen_features is None:
         chosen_features, X = [], []
         for n in names:
-            if n in targets or n == weight or n in excluded:
+            if n in targets or n == weight or n in excluded or n in group_cols:
                 continue
             if n == "":  # pandas' to_csv writes its index under an empty name: never a feature by default
                 notices.append(f"left out column {seen[n] + 1}: it has no name in the header (an index written by to_csv?)")
@@ -305,6 +317,9 @@ def select(
     Xa = np.column_stack(X) if X else np.empty((n_rows, 0))
     Ya = np.column_stack(Y)
     columns = [(chosen_features, Xa), (targets, Ya)] + ([([weight], w[:, None])] if w is not None else [])
+    G = [group_column(table, n, seen[n]) for n in group_cols]
+    if G:  # a missing group value is a missing value like any other (NaN marks it here)
+        columns.append((group_cols, np.column_stack([np.where(missing, np.nan, 0.0) for _, missing in G])))
 
     keep = _rows_to_keep(table, columns, drop_missing)
     if not keep.all():
@@ -315,9 +330,11 @@ def select(
         neg = np.flatnonzero(w < 0)
         if neg.size:
             raise DataError(f"{table.where(int(neg[0]), weight)}: weights must be >= 0; got {w[neg[0]]}")
+    group_values = [g for g, _ in G] or None
     if not keep.all():
         Xa, Ya = Xa[keep], Ya[keep]
         w = w[keep] if w is not None else None
+        group_values = None if group_values is None else [g[keep] for g in group_values]
     if Xa.shape[0] < min_rows:
         raise DataError(f"{table.source}: need at least {min_rows} data rows; got {Xa.shape[0]}")
     if w is not None and not (w > 0).any():
@@ -333,7 +350,56 @@ def select(
         notices,
         {n: str(schema.field(seen[n]).type) for n in list(chosen_features) + targets},
         where=_row_finder(table, None if keep.all() else np.flatnonzero(keep)),
+        groups=group_values,
+        group_names=group_cols or None,
     )
+
+
+def group_column(table: Table, name: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """A cluster column's values and which are missing.
+
+    Integers (and text that reads wholly as integers) become int64, other numbers (and text that
+    reads wholly as numbers) float64, anything else text: so ``"7"`` in a CSV file is the group
+    7 whether the column was read whole (as integers) or streamed (as text).
+
+    Parameters
+    ----------
+    table : Table
+    name : str
+    index : int
+
+    Returns
+    -------
+    values : ndarray of shape (n_rows,)
+        int64, float64 or object (str); missing cells hold 0, NaN or "".
+    missing : ndarray of bool, shape (n_rows,)
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = table.data.column(index)
+    missing = np.zeros(len(col), dtype=bool)
+    if col.null_count:
+        missing = _to_numpy(pc.cast(pc.is_null(col), pa.float64())) > 0
+    typ = col.type
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        stripped = pc.utf8_trim_whitespace(col)
+        for target in (pa.int64(), pa.float64()):
+            try:
+                col = pc.cast(stripped, target)
+                typ = target
+                break
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+    if pa.types.is_integer(typ) or pa.types.is_boolean(typ):
+        ints = pc.fill_null(pc.cast(col, pa.int64()), 0)
+        parts = [c.to_numpy(zero_copy_only=False) for c in ints.chunks]
+        return (np.concatenate(parts) if parts else np.zeros(0)).astype(np.int64), missing
+    if pa.types.is_floating(typ) or pa.types.is_decimal(typ):
+        values = _to_numpy(pc.cast(col, pa.float64()))
+        return values, missing | np.isnan(values)
+    text = pc.cast(col, pa.string()).to_pylist()
+    return np.array(["" if v is None else v for v in text], dtype=object), missing
 
 
 def _row_finder(table: Table, kept: np.ndarray | None) -> Callable[[int, str], str]:

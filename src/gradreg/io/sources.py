@@ -35,6 +35,7 @@ from .formats import (
     delimiter_hint,
     parse_delimiter,
     ragged_message,
+    read_table,
     refuse_binary,
     strip_header,
     strip_names,
@@ -251,7 +252,7 @@ class Stream:
             cuts.append(size)
         return list(zip(cuts[:-1], cuts[1:]))
 
-    def tables(self, columns: Sequence[str], units: Sequence[tuple] | None = None) -> Iterator[Table]:
+    def tables(self, columns: Sequence[str], units: Sequence[tuple] | None = None, text: Sequence[str] = ()) -> Iterator[Table]:
         """Chunks of the named columns, each a Table of at most ``chunk_rows`` rows.
 
         Parameters
@@ -261,6 +262,8 @@ class Stream:
             Which parts to read, in this order: ``(file, row group)`` for Parquet, ``(file, None)``
             for a whole CSV file, ``(file, (start, end))`` for a byte range of one (see
             :meth:`byte_ranges`). Default: everything in file order.
+        text : sequence of str
+            Columns of ``columns`` that a CSV file gives as text, not as numbers (group columns).
 
         Yields
         ------
@@ -273,7 +276,7 @@ class Stream:
             if f.kind == "parquet":
                 yield from self._parquet(f, columns, group)
             else:
-                yield from self._csv(f, columns, group)
+                yield from self._csv(f, columns, group, text)
 
     def _parquet(self, f: _File, columns: Sequence[str], group: int | None) -> Iterator[Table]:
         import pyarrow as pa
@@ -298,7 +301,9 @@ class Stream:
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{f.path}: not a readable Parquet file: {str(e).splitlines()[0]}") from None
 
-    def _csv(self, f: _File, columns: Sequence[str], byte_range: tuple[int, int] | None = None) -> Iterator[Table]:
+    def _csv(
+        self, f: _File, columns: Sequence[str], byte_range: tuple[int, int] | None = None, text: Sequence[str] = ()
+    ) -> Iterator[Table]:
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
@@ -315,7 +320,7 @@ class Stream:
                 parse_options=pcsv.ParseOptions(delimiter=delimiter),
                 convert_options=pcsv.ConvertOptions(
                     include_columns=raw,
-                    column_types={c: pa.float64() for c in raw},
+                    column_types={r: pa.string() if c in text else pa.float64() for c, r in zip(columns, raw)},
                     strings_can_be_null=True,
                 ),
             )
@@ -429,6 +434,8 @@ class StreamingDataset:
         Only these parts of the stream (one rank's shard, see :func:`gradreg.distributed.shard`).
     exclude : str or sequence of str, optional
         Columns left out of the default features (see :func:`gradreg.io.select`).
+    groups : str or sequence of str, optional
+        Cluster columns, read beside the features (see :func:`gradreg.io.select`).
     """
 
     def __init__(
@@ -441,17 +448,31 @@ class StreamingDataset:
         drop_missing: bool = False,
         units: Sequence[tuple] | None = None,
         exclude: Sequence[str] | str | None = None,
+        groups: Sequence[str] | str | None = None,
     ) -> None:
         self.stream, self.weight, self.drop_missing = stream, weight, drop_missing
+        names = (groups.split(",") if isinstance(groups, str) else groups) if groups else []
+        self.group_names = [g.strip() for g in names if g.strip()] or None
         self.shard = None if units is None else list(units)
         first = next(self._first_tables(), None)
         if first is None:
             raise DataError(f"{stream.spec}: no data rows")
-        probe = select(first, target, features, weight=weight, drop_missing=drop_missing, min_rows=0, exclude=exclude)
+        probe = select(
+            first,
+            target,
+            features,
+            weight=weight,
+            drop_missing=drop_missing,
+            min_rows=0,
+            exclude=exclude,
+            groups=self.group_names,
+        )
         self.feature_names, self.target_names = probe.feature_names, probe.target_names
         self.notices = probe.notices
         self.source = stream.spec
         self.columns = self.target_names + self.feature_names + ([weight] if weight else [])
+        self.columns += [g for g in self.group_names or [] if g not in self.columns]
+        self._text = [g for g in self.group_names or [] if g not in self.feature_names + self.target_names]  # read as text
 
     def split(self, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Split:
         """This rank's rows as training and validation chunks: a seeded mask per chunk, keyed by
@@ -472,17 +493,18 @@ class StreamingDataset:
         frac = val_fraction
         held_out = {"n": 0}
 
-        def rows(units=None, part="train", count=False):
-            for key, (X, Y, w) in self.keyed_chunks(units):
+        def rows(units=None, part="train", count=False, grouped=False):
+            for key, (X, Y, w, *g) in self.keyed_chunks(units, grouped=grouped):
                 if frac > 0:
                     mask = np.random.default_rng([seed, zlib.crc32(key[0].encode()), *key[1:]]).random(len(X)) < frac
                     if count:
                         held_out["n"] += int(mask.sum())
                     keep = mask if part == "val" else ~mask
                     X, Y, w = X[keep], Y[keep], None if w is None else w[keep]
+                    g = [[a[keep] for a in g[0]]] if g else g
                 elif part == "val":
                     continue
-                yield X, Y, w
+                yield (X, Y, w, *g)
 
         units = self.units()
         calls = [0]
@@ -501,6 +523,7 @@ class StreamingDataset:
             val_chunks=(lambda: rows(part="val")) if frac > 0 else None,
             n_val=lambda: held_out["n"],
             streamed=True,
+            grouped_chunks=(lambda: rows(grouped=True)) if self.group_names else None,
         )
 
     def _first_tables(self) -> Iterator[Table]:
@@ -564,12 +587,14 @@ class StreamingDataset:
         for _, arrays in self.keyed_chunks(units):
             yield arrays
 
-    def keyed_chunks(self, units: Sequence[tuple[int, int | None]] | None = None) -> Iterator[tuple]:
+    def keyed_chunks(self, units: Sequence[tuple[int, int | None]] | None = None, grouped: bool = False) -> Iterator[tuple]:
         """Like :meth:`chunks`, each with a key that names it in every pass: (file, first row).
 
         Parameters
         ----------
         units : sequence of (file, row group), optional
+        grouped : bool
+            Add the chunk's group columns' values (a list of arrays) as a fourth array.
 
         Yields
         ------
@@ -577,13 +602,19 @@ class StreamingDataset:
         """
 
         for key, ds in prefetch(self._validated(units)):
-            yield key, (ds.X, ds.Y, ds.sample_weight)
+            yield key, (ds.X, ds.Y, ds.sample_weight) + ((ds.groups,) if grouped else ())
 
     def _validated(self, units: Sequence[tuple] | None = None) -> Iterator[tuple]:
         """(key, Dataset) of each chunk; the Dataset knows where its rows are in the files."""
-        for table in self.stream.tables(self.columns, self.shard if units is None else units):
+        for table in self.stream.tables(self.columns, self.shard if units is None else units, text=self._text):
             ds = select(
-                table, self.target_names, self.feature_names, weight=self.weight, drop_missing=self.drop_missing, min_rows=0
+                table,
+                self.target_names,
+                self.feature_names,
+                weight=self.weight,
+                drop_missing=self.drop_missing,
+                min_rows=0,
+                groups=self.group_names,
             )
             yield (table.source, table.row_offset) + (() if table.byte_start is None else (table.byte_start,)), ds
 
@@ -627,7 +658,23 @@ class StreamingDataset:
             k = int(np.searchsorted(starts, i, side="right")) - 1  # the chunk holding row i
             return finders[k](i - int(starts[k]), column)
 
-        return Dataset(X, Y, self.feature_names, self.target_names, w, self.source, list(self.notices), where=where)
+        groups = None
+        if self.group_names:
+            groups = [
+                np.concatenate([p.groups[i] for p in parts]) if parts else np.zeros(0) for i in range(len(self.group_names))
+            ]
+        return Dataset(
+            X,
+            Y,
+            self.feature_names,
+            self.target_names,
+            w,
+            self.source,
+            list(self.notices),
+            where=where,
+            groups=groups,
+            group_names=self.group_names,
+        )
 
 
 def stream_of(data: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None) -> Stream | None:
@@ -666,6 +713,7 @@ def open_source(
     stream: bool | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     comm: Comm = SINGLE,
+    groups: Sequence[str] | str | None = None,
 ) -> Dataset | StreamingDataset:
     """The training rows of ``data`` as a source for :func:`gradreg.pipeline.train`: in memory when
     they fit (the fast path), else streamed chunk by chunk.
@@ -692,6 +740,8 @@ def open_source(
     chunk_rows : int
         Rows per streamed chunk.
     comm : gradreg.distributed.Comm
+    groups : str or sequence of str, optional
+        Cluster column(s), read beside the features (see :func:`gradreg.io.select`).
 
     Returns
     -------
@@ -704,6 +754,9 @@ def open_source(
         raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
 
     def whole() -> Dataset:
+        if groups:
+            table = read_table(data, delimiter=delimiter)
+            return select(table, target, features, weight=weight, drop_missing=drop_missing, exclude=exclude, groups=groups)
         return load(data, target, features, weight=weight, drop_missing=drop_missing, delimiter=delimiter, exclude=exclude)
 
     files = stream_of(data, chunk_rows=chunk_rows, delimiter=delimiter)
@@ -713,9 +766,22 @@ def open_source(
             return ds
         lo, hi = len(ds.X) * rank // world, len(ds.X) * (rank + 1) // world
         w = None if ds.sample_weight is None else ds.sample_weight[lo:hi]
-        return Dataset(ds.X[lo:hi], ds.Y[lo:hi], ds.feature_names, ds.target_names, w, ds.source, ds.notices)
+        g = None if ds.groups is None else [a[lo:hi] for a in ds.groups]
+        return Dataset(
+            ds.X[lo:hi],
+            ds.Y[lo:hi],
+            ds.feature_names,
+            ds.target_names,
+            w,
+            ds.source,
+            ds.notices,
+            groups=g,
+            group_names=ds.group_names,
+        )
     units = None if world == 1 else shard(files, world, rank)
-    sds = StreamingDataset(files, target, features, weight=weight, drop_missing=drop_missing, units=units, exclude=exclude)
+    sds = StreamingDataset(
+        files, target, features, weight=weight, drop_missing=drop_missing, units=units, exclude=exclude, groups=groups
+    )
     if stream or (stream is None and files.estimated_bytes(len(sds.columns)) / world > IN_MEMORY_BYTES):
         return sds
     if world == 1 and len(files.files) == 1:  # one file that fits: read it whole, as always
