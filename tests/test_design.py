@@ -250,7 +250,9 @@ def test_stateful_transform_in_memory_and_refused_streamed(cli, tmp_path, grunfe
     res = smf.ols("invest ~ center(value) + I((capital - capital.mean()) / capital.std())", grunfeld).fit()
     np.testing.assert_allclose(est.coef_, res.params.iloc[1:], rtol=1e-9)
     new = grunfeld.head(4)
-    _close(est.predict(new), res.fittedvalues[:4])  # with the state learned in fit, not new's own mean  # the state learned in fit, not from new
+    _close(
+        est.predict(new), res.fittedvalues[:4]
+    )  # with the state learned in fit, not new's own mean  # the state learned in fit, not from new
     r = cli("train", GRUNFELD, "--formula", formula, "--stream", "--solver", "exact", "-o", tmp_path / "m.safetensors")
     assert r.code != 0 and "learn from the whole table" in r.err
 

@@ -62,6 +62,8 @@ FLAGS = {
     "dtype": "--dtype",
     "cov_type": "--cov",
     "conf_level": "--conf-level",
+    "groups": "--groups",
+    "maxlags": "--maxlags",
     "target": "--target",
     "features": "--features",
     "exclude": "--exclude",
@@ -295,7 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="cov_type",
         choices=COV_TYPES,
         default=D.cov_type,
-        help="covariance for standard errors",
+        help="covariance for standard errors: cluster needs --groups, HAC (Newey-West) needs --maxlags",
+    )
+    t.add_argument(
+        "--groups",
+        metavar="COL[,COL2]",
+        help="with --cov cluster: the column naming each row's cluster (text or numbers; two for two-way "
+        "clustering); it is not a feature",
+    )
+    t.add_argument(
+        "--maxlags", type=_int, metavar="L", help="with --cov HAC: lags of the Newey-West covariance, rows in file order"
     )
     t.add_argument(
         "--conf-level", type=float, default=D.conf_level, help="confidence level of the intervals (default: %(default)s)"
@@ -694,6 +705,7 @@ def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: A
         features,
         weight=weight,
         exclude=getattr(args, "exclude", None),
+        groups=getattr(args, "groups", None),
         drop_missing=args.drop_missing,
         delimiter=args.delimiter,
         stream=True if args.stream else None,

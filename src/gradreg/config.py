@@ -15,7 +15,7 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
-COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")  # statsmodels' names for the covariance of the estimates
+COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3", "cluster", "HAC")  # statsmodels' names for the covariance of the estimates
 MAX_LEVELS = 1000  # a categorical column with more levels identifies rows rather than grouping them: refused
 # What only gradient descent reads: the exact solver ignores these (see TrainConfig.unused).
 GD_ONLY = ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "standardize", "early_stopping", "tol", "dtype")
@@ -63,8 +63,15 @@ class TrainConfig:
         "auto" is CUDA when available, else the CPU.
     dtype : {"float32", "float64"}
         Precision of gradient descent; the exact solver always uses float64.
-    cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3"}
-        Covariance of the standard errors.
+    cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3", "cluster", "HAC"}
+        Covariance of the standard errors: classical, heteroskedasticity-robust (HC*),
+        cluster-robust by ``groups`` (Stata's ``vce(cluster)``), or Newey–West over ``maxlags``
+        lags of the rows in the order read (``HAC``).
+    groups : list of str or None
+        The column(s) whose values name each row's cluster, for ``cov_type="cluster"``: one
+        column, or two for two-way clustering. Not features.
+    maxlags : int or None
+        Lags of the Newey–West (Bartlett) covariance, for ``cov_type="HAC"`` (required there).
     conf_level : float
         Level of the coefficients' confidence intervals, in (0, 1).
     """
@@ -86,6 +93,8 @@ class TrainConfig:
     dtype: str = "float32"
     cov_type: str = "nonrobust"
     conf_level: float = 0.95
+    groups: list[str] | None = None  # cluster columns (cov_type="cluster"); read beside X, never features
+    maxlags: int | None = None  # Newey–West lags (cov_type="HAC"); no default: the choice is the user's
 
     def validate(self) -> TrainConfig:
         """Check every field.
@@ -130,7 +139,38 @@ class TrainConfig:
             raise ConfigError("{conf_level} must be between 0 and 1; got {conf_level=}", conf_level=self.conf_level)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError("{seed} must be an integer >= 0; got {seed=}", seed=self.seed)
+        self._validate_dependence()
         return self
+
+    def _validate_dependence(self) -> None:
+        """The settings of the cluster and HAC covariances (see :mod:`gradreg.solvers.dependence`)."""
+        if self.groups is not None:
+            if isinstance(self.groups, str):
+                self.groups = [g.strip() for g in self.groups.split(",") if g.strip()]
+            if not (isinstance(self.groups, (list, tuple)) and all(isinstance(g, str) and g for g in self.groups)):
+                raise ConfigError("{groups} must name one or two columns; got {groups=}", groups=self.groups)
+            self.groups = list(self.groups)
+            if not 1 <= len(self.groups) <= 2 or len(set(self.groups)) != len(self.groups):
+                raise ConfigError("{groups} must name one or two different columns; got {groups=}", groups=self.groups)
+        if self.maxlags is not None and (isinstance(self.maxlags, bool) or not isinstance(self.maxlags, int) or self.maxlags < 0):
+            raise ConfigError("{maxlags} must be an integer >= 0; got {maxlags=}", maxlags=self.maxlags)
+        if self.cov_type == "cluster" and not self.groups:
+            raise ConfigError(
+                "{cov_type=} needs {groups}: the column(s) that name each row's cluster", cov_type=self.cov_type, groups=None
+            )
+        if self.groups and self.cov_type != "cluster":
+            raise ConfigError("{groups} is for {cov_type} cluster; got {cov_type=}", groups=self.groups, cov_type=self.cov_type)
+        if self.cov_type == "HAC" and self.maxlags is None:
+            raise ConfigError("{cov_type=} needs {maxlags}: the number of lags (e.g. 4)", cov_type=self.cov_type, maxlags=None)
+        if self.maxlags is not None and self.cov_type != "HAC":
+            raise ConfigError("{maxlags} is for {cov_type} HAC; got {cov_type=}", maxlags=self.maxlags, cov_type=self.cov_type)
+        if self.cov_type == "HAC" and self.val_fraction > 0:
+            raise ConfigError(
+                "{cov_type=} needs the rows in their order, which {val_fraction} breaks (a random split); "
+                "got {val_fraction=}: hold out the last rows in a file of their own instead",
+                cov_type=self.cov_type,
+                val_fraction=self.val_fraction,
+            )
 
     def unused(self) -> list[str]:
         """The fields set away from their defaults that the chosen solver does not read.

@@ -94,6 +94,9 @@ def summary_text(model, target: int) -> str:
     lines.append(
         f"{'Residual std. error:':<20}{fmt(s['sigma']):>18}   {'Cond. no. (scaled):':<20}{fmt(model.info.get('condition_number')):>16}"
     )
+    if s.get("cov_detail"):
+        df = f"; t and F with {s['df_inference']:.0f} df" if s.get("df_inference") is not None else ""
+        lines.append(f"{'Covariance:':<20}{s['cov_detail']}{df}")
     if cfg.get("l2", 0):
         lines.append(f"{'Ridge l2:':<20}{fmt(cfg['l2']):>18}   (standard errors are not defined for ridge)")
     lines.append("=" * width)

@@ -79,8 +79,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
     device : {"auto", "cpu", "cuda"}, default="auto"
     dtype : {"float32", "float64"}, default="float32"
         Precision of gradient descent; the exact solver always works in float64.
-    cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3"}, default="nonrobust"
-        Covariance used for standard errors, as in statsmodels.
+    cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3", "cluster", "HAC"}, default="nonrobust"
+        Covariance used for standard errors, as in statsmodels: "cluster" needs ``groups`` in
+        :meth:`fit` (Stata's ``vce(cluster)``), "HAC" (Newey–West) needs ``maxlags``.
+    maxlags : int or None, default=None
+        Lags of the HAC covariance (rows in the order given).
     conf_level : float, default=0.95
         Confidence level of the coefficient intervals.
     formula : str, optional
@@ -155,6 +158,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         reference: str | dict[str, str] | None = None,
         unknown: str = "error",
         max_levels: int = MAX_LEVELS,
+        maxlags: int | None = TrainConfig.maxlags,
     ) -> None:
         self.solver = solver
         self.epochs = epochs
@@ -178,6 +182,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.reference = reference
         self.unknown = unknown
         self.max_levels = max_levels
+        self.maxlags = maxlags
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -185,8 +190,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         tags.target_tags.single_output = True
         return tags
 
-    def _config(self) -> TrainConfig:
-        cfg = TrainConfig(**{k: v for k, v in self.get_params().items() if k not in DESIGN_PARAMS}).validate()
+    def _config(self, groups: list[str] | None = None) -> TrainConfig:
+        params = {k: v for k, v in self.get_params().items() if k not in DESIGN_PARAMS}
+        cfg = TrainConfig(**params, groups=groups).validate()
         unused = cfg.unused()
         if unused:
             # A warning, not an error, as scikit-learn does for parameters the chosen solver ignores:
@@ -208,6 +214,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         features: str | list[str] | None = None,
         weight: str | None = None,
         stream: bool | None = None,
+        groups: Any = None,
     ) -> LinearRegressor:
         """Fit the model, on arrays or on files.
 
@@ -234,6 +241,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         stream : bool, optional
             With a path: True streams whatever the size, False reads the rows whole, None decides
             by size.
+        groups : array-like of shape (n_samples,) or (n_samples, 2), or str, optional
+            For ``cov_type="cluster"``: each row's cluster (numbers or text; two columns for
+            two-way clustering), or with a path the group column name(s) (``"firm"`` or
+            ``"firm,year"``), which are then not features.
 
         Returns
         -------
@@ -249,19 +260,27 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             Constant or collinear columns, or fewer rows than coefficients.
         """
         if isinstance(X, (str, os.PathLike)):
-            return self._fit_path(os.fspath(X), target if target is not None else y, features, weight, stream)
+            return self._fit_path(os.fspath(X), target if target is not None else y, features, weight, stream, groups)
         if target is not None or features is not None or weight is not None or stream is not None:
             raise TypeError("target, features, weight and stream go with a path; with arrays, pass y and sample_weight")
-        cfg = self._config()
+        group_values = _group_arrays(groups)
+        cfg = self._config(None if group_values is None else [f"groups[{i}]" for i in range(len(group_values))])
         request = self._design_request()
         if request.wanted or _has_categories(X):
-            return self._fit_table(X, y, sample_weight, cfg, request)
+            return self._fit_table(X, y, sample_weight, cfg, request, group_values)
         if y is None:
             raise TypeError("fit(X, y): y is required (or give formula='y ~ ...' and a DataFrame that holds y)")
         Xa, Ya, w, y_1d, names, target_names = self._arrays(X, y, sample_weight, reset=True, min_samples=2)
         if w is not None and not (w > 0).any():
             raise DataError("sample_weight: all weights are zero; at least one must be > 0")
-        ds = Dataset(Xa, Ya, names, target_names, w, "<array>", dtypes=_dtypes(X, names))
+        if group_values is not None:
+            for i, g in enumerate(group_values):
+                if len(g) != len(Xa):
+                    raise DataError(f"groups: {len(g)} value(s) for {len(Xa)} row(s) of X")
+                bad = np.flatnonzero([v is None or (isinstance(v, float) and v != v) for v in g.tolist()])
+                if bad.size:
+                    raise DataError(f"groups, row {bad[0] + 1}, column {i}: missing group value; got {g[bad[0]]!r}")
+        ds = Dataset(Xa, Ya, names, target_names, w, "<array>", dtypes=_dtypes(X, names), groups=group_values)
         self._set_fitted(train(ds, cfg), y_1d)
         self.__dict__.pop("_state", None)  # fit starts afresh; partial_fit continues from here
         return self
@@ -279,7 +298,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             unknown=self.unknown,
         )
 
-    def _fit_table(self, X: Any, y: Any, sample_weight: Any, cfg: TrainConfig, request: Any) -> LinearRegressor:
+    def _fit_table(
+        self, X: Any, y: Any, sample_weight: Any, cfg: TrainConfig, request: Any, group_values: Any = None
+    ) -> LinearRegressor:
         """:meth:`fit` on a DataFrame through a design: categorical columns, a formula."""
         from .io import read_table, select
 
@@ -303,6 +324,11 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             if not (w > 0).any():
                 raise DataError("sample_weight: all weights are zero; at least one must be > 0")
             ds.sample_weight = w
+        if group_values is not None:
+            for g in group_values:
+                if len(g) != len(ds.X):
+                    raise DataError(f"groups: {len(g)} value(s) for {len(ds.X)} row(s) of X")
+            ds.groups = group_values
         model = train(ds, cfg)
         inputs = ds.design.inputs if ds.design is not None else ds.feature_names
         self.feature_names_in_ = np.asarray(inputs, dtype=object)
@@ -312,7 +338,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.__dict__.pop("_state", None)
         return self
 
-    def _fit_path(self, path: str, target: Any, features: Any, weight: str | None, stream: bool | None) -> LinearRegressor:
+    def _fit_path(
+        self, path: str, target: Any, features: Any, weight: str | None, stream: bool | None, groups: Any = None
+    ) -> LinearRegressor:
         """:meth:`fit` on files: the library's source (in memory or streamed), on every rank of a
         torchrun job when this process is one."""
         from . import distributed
@@ -323,10 +351,20 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             target is None or (not isinstance(target, str) and not all(isinstance(t, str) for t in target))
         ):
             raise TypeError(f"fit({path!r}): name the target column(s): target='y' or target=['y1', 'y2']; got {target!r}")
-        cfg = self._config()
+        if groups is not None and not (isinstance(groups, str) or all(isinstance(g, str) for g in groups)):
+            raise TypeError(f"fit({path!r}): with a path, groups names the group column(s): groups='firm'; got {groups!r}")
+        cfg = self._config(None if groups is None else ([groups] if isinstance(groups, str) else list(groups)))
         comm = distributed.init(device=cfg.device)  # SINGLE unless torchrun started this process
         source = open_source(
-            path, target, features, weight=weight, stream=stream, comm=comm, design=request, fit_intercept=cfg.fit_intercept
+            path,
+            target,
+            features,
+            weight=weight,
+            stream=stream,
+            comm=comm,
+            design=request,
+            fit_intercept=cfg.fit_intercept,
+            groups=cfg.groups,
         )
         model = train(source, cfg, comm)
         design = getattr(source, "design", None)
@@ -382,6 +420,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         -------
         self : LinearRegressor
         """
+        if self.solver == "exact" and self.cov_type in ("cluster", "HAC"):
+            raise ValueError(
+                f"partial_fit: cov_type={self.cov_type!r} needs a pass over every row; use fit, or cov_type='nonrobust'"
+            )
         cfg = self._config()
         if self._design_request().wanted or _has_categories(X) or (hasattr(self, "model_") and self.model_.design is not None):
             raise ValueError("partial_fit takes numeric columns; a formula or categorical columns need fit (or streamed files)")
@@ -556,3 +598,19 @@ def load(path: str) -> LinearRegressor:
         est.feature_names_in_ = np.asarray(model.feature_names, dtype=object)
     est._set_fitted(model, len(model.target_names) == 1 and model.info.get("y_1d", False))
     return est
+
+
+def _group_arrays(groups: Any) -> list[np.ndarray] | None:
+    """``fit``'s groups as one array per group column (numbers or text), or None."""
+    if groups is None:
+        return None
+    if hasattr(groups, "detach"):
+        groups = groups.detach().cpu().numpy()
+    if hasattr(groups, "columns"):  # a DataFrame: one array per column
+        return [np.asarray(groups[c]) for c in groups.columns]
+    arr = np.asarray(groups)
+    if arr.ndim == 1:
+        return [arr]
+    if arr.ndim == 2 and arr.shape[1] in (1, 2):
+        return [arr[:, j] for j in range(arr.shape[1])]
+    raise DataError(f"groups: expected shape (n_samples,) or (n_samples, 2); got {arr.shape}")

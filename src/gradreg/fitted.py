@@ -378,7 +378,14 @@ class FittedModel:
             "config": self.config,
             "metrics": self.metrics,
             "optimum": dict(self.optimum),
-            "stats": [{k: _infinite_as_text(s[k]) for k in STAT_SCALARS + ("cov_type", "conf_level") if k in s} for s in stats],
+            "stats": [
+                {
+                    k: _infinite_as_text(s[k])
+                    for k in STAT_SCALARS + ("cov_type", "conf_level", "cov_detail", "df_inference")
+                    if k in s
+                }
+                for s in stats
+            ],
             "history": self.history,
             "info": self.info,
             "warnings": self.warnings,

@@ -137,6 +137,12 @@ def train(
         raise ConfigError("{resume} needs {checkpoint_dir} (the folder of the checkpoint)", resume=resume, checkpoint_dir=None)
     device = resolve_device(cfg.device)
     split = source.split(cfg.val_fraction, cfg.seed, comm)
+    if cfg.cov_type == "cluster" and split.grouped_chunks is None:
+        raise ConfigError(
+            "{cov_type=} needs the rows' groups: {groups} (a column) with files, groups= (an array) with arrays",
+            cov_type=cfg.cov_type,
+            groups=cfg.groups,
+        )
     p, q = len(source.feature_names), len(source.target_names)
     seen = _FirstPass(source, cfg, comm, ranges=cfg.solver == "gd" and split.resident is None)
     # One read for the Gram (float32 blocks refined in float64 later, unless ridge), each column's
@@ -189,7 +195,7 @@ def train(
         source.feature_names,
         source.target_names,
         opt_sol,
-        split.chunks,
+        split.grouped_chunks if cfg.cov_type == "cluster" else split.chunks,
         res,
         val_metrics,
         info,
@@ -505,9 +511,25 @@ def _finish(
     acc = MetricsAccumulator(q)
     # gradient descent: the optimum's own RSS, from the data as well, in the same pass
     reference = opt_sol if sol is not opt_sol else None
-    rss, meat = exact.residual_pass(sol, chunks, cfg.cov_type, device=device, metrics=acc, reference=reference, comm=comm)
+    from .solvers.dependence import scores_for
+
+    p = len(feature_names)
+    scores = scores_for(cfg.cov_type, q, p + 1, n_ways=len(cfg.groups or []), maxlags=cfg.maxlags)
+    rss, meat = exact.residual_pass(
+        sol, chunks, cfg.cov_type, device=device, metrics=acc, reference=reference, comm=comm, scores=scores
+    )
     sol.rss = rss
-    stats = exact.statistics(sol, cov_type=cfg.cov_type, conf_level=cfg.conf_level, meat=meat)
+    detail = _cov_detail(cfg, scores)
+    if detail is not None:
+        info["cov"] = detail
+    stats = exact.statistics(
+        sol,
+        cov_type=cfg.cov_type,
+        conf_level=cfg.conf_level,
+        meat=meat,
+        df_inference=None if scores is None else scores.df_inference,
+        cov_detail=None if detail is None else detail["text"],
+    )
     metrics = {"train": {k: v.tolist() for k, v in acc.result().items()}}
     val = val_metrics(coef, intercept)
     if val is not None:
@@ -542,6 +564,20 @@ def _finish(
         warnings=warn,
         schema=make_schema(list(feature_names), list(target_names), dtypes, design=design),
     )
+
+
+def _cov_detail(cfg: TrainConfig, scores) -> dict[str, Any] | None:
+    """The cluster or HAC covariance's settings for the model's info and summary, with its text
+    (``"cluster (firm, 10 groups)"``, ``"HAC (Newey-West, 4 lags)"``); None for the others."""
+    if cfg.cov_type == "cluster":
+        groups = list(cfg.groups or [])
+        counts = list(scores.n_groups)
+        text = "; ".join(f"{g}, {n} groups" for g, n in zip(groups, counts))
+        return {"type": "cluster", "groups": groups, "n_groups": counts, "text": f"cluster ({text})"}
+    if cfg.cov_type == "HAC":
+        lags = f"{cfg.maxlags} lag{'s' if cfg.maxlags != 1 else ''}"
+        return {"type": "HAC", "maxlags": cfg.maxlags, "text": f"HAC (Newey-West, {lags})"}
+    return None
 
 
 def _mean_square(sol) -> float:

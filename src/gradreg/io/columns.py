@@ -52,6 +52,11 @@ class Dataset:
     design : gradreg.io.design.Design, optional
         How the features (and a formula's targets) were made from the table's columns, when they
         are not plain numeric columns: categorical columns, a formula.
+    groups : list of ndarray, optional
+        One array of n_rows group values (int64, float64 or text) per group column, for the
+        cluster-robust covariance; not features.
+    group_names : list of str, optional
+        The group columns' names.
     """
 
     X: np.ndarray
@@ -64,6 +69,8 @@ class Dataset:
     dtypes: dict[str, str] | None = None  # column name → its type as read (the model file's schema)
     where: Callable[[int, str], str] | None = field(default=None, repr=False, compare=False)
     design: Any = field(default=None, repr=False, compare=False)  # gradreg.io.design.Design, when not plain columns
+    groups: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
+    group_names: list[str] | None = None
 
     def split(self, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Split:
         """This rank's rows as training and validation chunks (views of the arrays), the validation
@@ -205,6 +212,7 @@ def select(
     exclude: Sequence[str] | str | None = None,
     design: Any = None,
     fit_intercept: bool = True,
+    groups: Sequence[str] | str | None = None,
 ) -> Dataset:
     """Pick target, feature and weight columns by name and validate them into a :class:`Dataset`.
 
@@ -232,6 +240,9 @@ def select(
         even without one.
     fit_intercept : bool
         Whether the model has an intercept (a categorical column then drops its reference level).
+    groups : str or sequence of str, optional
+        One or two columns naming each row's cluster (text or numbers; see
+        :func:`group_column`), read into ``Dataset.groups`` and left out of the default features.
 
     Returns
     -------
@@ -253,15 +264,16 @@ def select(
                 f"{table.source}: duplicate column name {n!r} (columns {seen[n] + 1} and {i + 1}); names must be unique"
             )
         seen[n] = i
+    group_cols = _split_names(groups) or []
     if isinstance(design, Design) and not design.sugar:
         return _designed(
             table, seen, list(design.target_names) or _split_names(target) or [], design, weight, drop_missing, min_rows
         )
     request = design if isinstance(design, DesignRequest) else DesignRequest()
     if request.formula is not None:
-        return _from_formula(table, seen, target, request, weight, drop_missing, min_rows, fit_intercept)
+        return _from_formula(table, seen, target, request, weight, drop_missing, min_rows, fit_intercept, group_cols)
     if isinstance(design, Design):  # --categorical, learned: the columns it names
-        return _designed(table, seen, _split_names(target) or [], design, weight, drop_missing, min_rows)
+        return _designed(table, seen, _split_names(target) or [], design, weight, drop_missing, min_rows, group_cols=group_cols)
     targets = _split_names(target) or []
     if not targets:
         raise ConfigError("{target}: name at least one target column", target=target)
@@ -282,11 +294,13 @@ def select(
         )
     categorical = list(request.categorical)
     for n in categorical:
-        if n in targets or n == weight:
-            raise ConfigError(f"{{categorical}}: column {n!r} is a target or the weight, not a feature", categorical=categorical)
+        if n in targets or n == weight or n in group_cols:
+            raise ConfigError(
+                f"{{categorical}}: column {n!r} is a target, the weight or a group column, not a feature", categorical=categorical
+            )
     if chosen_features is not None:
         chosen_features += [n for n in categorical if n not in chosen_features]  # --categorical names features too
-    asked = targets + (chosen_features or []) + categorical + ([weight] if weight else [])
+    asked = targets + (chosen_features or []) + categorical + ([weight] if weight else []) + group_cols
     for n in asked:
         if n not in seen:
             hint = delimiter_hint(names, table.delimiter) if table.path is not None else ""
@@ -314,7 +328,7 @@ def select(
     if chosen_features is None:
         chosen_features, X = [], []
         for n in names:
-            if n in targets or n == weight or n in excluded:
+            if n in targets or n == weight or n in excluded or n in group_cols:
                 continue
             if n == "":  # pandas' to_csv writes its index under an empty name: never a feature by default
                 notices.append(f"left out column {seen[n] + 1}: it has no name in the header (an index written by to_csv?)")
@@ -350,7 +364,7 @@ def select(
         formula = Design.formula_of(sugar, targets, chosen_features, fit_intercept)
         levels = {c: column_levels(table.data.column(seen[c])) for c in categorical}
         learned = Design.learn(sugar, formula, table.data, levels, where=table.where, source=table.source, sugar=True)
-        return _designed(table, seen, targets, learned, weight, drop_missing, min_rows, notices)
+        return _designed(table, seen, targets, learned, weight, drop_missing, min_rows, notices, group_cols)
     if not chosen_features:
         # say what became of the other columns: the notes that would have said it are not shown
         why = [n[len("left out ") :] for n in notices if n.startswith("left out column")]
@@ -363,6 +377,9 @@ def select(
     Xa = np.column_stack(X) if X else np.empty((n_rows, 0))
     Ya = np.column_stack(Y)
     columns = [(chosen_features, Xa), (targets, Ya)] + ([([weight], w[:, None])] if w is not None else [])
+    G = [group_column(table, n, seen[n]) for n in group_cols]
+    if G:  # a missing group value is a missing value like any other (NaN marks it here)
+        columns.append((group_cols, np.column_stack([np.where(missing, np.nan, 0.0) for _, missing in G])))
 
     keep = _rows_to_keep(table, columns, drop_missing)
     if not keep.all():
@@ -373,9 +390,11 @@ def select(
         neg = np.flatnonzero(w < 0)
         if neg.size:
             raise DataError(f"{table.where(int(neg[0]), weight)}: weights must be >= 0; got {w[neg[0]]}")
+    group_values = [g for g, _ in G] or None
     if not keep.all():
         Xa, Ya = Xa[keep], Ya[keep]
         w = w[keep] if w is not None else None
+        group_values = None if group_values is None else [g[keep] for g in group_values]
     if Xa.shape[0] < min_rows:
         raise DataError(f"{table.source}: need at least {min_rows} data rows; got {Xa.shape[0]}")
     if w is not None and not (w > 0).any():
@@ -391,6 +410,8 @@ def select(
         notices,
         {n: str(schema.field(seen[n]).type) for n in list(chosen_features) + targets},
         where=_row_finder(table, None if keep.all() else np.flatnonzero(keep)),
+        groups=group_values,
+        group_names=group_cols or None,
     )
 
 
@@ -403,6 +424,7 @@ def _from_formula(
     drop_missing: bool,
     min_rows: int,
     fit_intercept: bool,
+    group_cols: list[str],
 ) -> Dataset:
     """select() for a formula: learn it from this table (every row of it), then apply it."""
     from .design import Design, column_levels
@@ -433,7 +455,8 @@ def _from_formula(
         raise ConfigError(
             f"formula {formula!r} has an intercept; write '- 1' in it instead of {{fit_intercept}}", fit_intercept=False
         )
-    return _designed(table, seen, targets if not has_lhs else list(learned.target_names), learned, weight, drop_missing, min_rows)
+    targets = targets if not has_lhs else list(learned.target_names)
+    return _designed(table, seen, targets, learned, weight, drop_missing, min_rows, group_cols=group_cols)
 
 
 def _missing_cells(table: Table, seen: dict[str, int], reads: Sequence[str], drop_missing: bool) -> np.ndarray:
@@ -473,6 +496,7 @@ def _designed(
     drop_missing: bool,
     min_rows: int,
     notices: list[str] | None = None,
+    group_cols: Sequence[str] = (),
 ) -> Dataset:
     """select() through a learned design: missing cells in the columns it reads, then its matrices."""
     import pyarrow as pa
@@ -480,7 +504,9 @@ def _designed(
     notices = list(table.notices) if notices is None else notices
     data = table.data
     formula_targets = not design.sugar and bool(design.target_names)
-    reads = design.inputs + (design.target_inputs if formula_targets else targets) + ([weight] if weight else [])
+    reads = (
+        design.inputs + (design.target_inputs if formula_targets else targets) + ([weight] if weight else []) + list(group_cols)
+    )
     absent = [n for n in dict.fromkeys(reads) if n not in seen]
     if absent:
         raise DataError(
@@ -488,6 +514,13 @@ def _designed(
             + delimiter_hint(list(seen), table.delimiter)
         )
     missing = _missing_cells(table, seen, reads, drop_missing)
+    G = [group_column(table, n, seen[n]) for n in group_cols]
+    for n, (_, absent_values) in zip(group_cols, G):
+        if absent_values.any() and not drop_missing:
+            row = int(np.argmax(absent_values))
+            raise DataError(f"{table.where(row, n)}: missing value; drop such rows with --drop-missing")
+        missing = missing | absent_values
+    group_values = [g for g, _ in G] or None
     Y = None if formula_targets else np.column_stack([_required_column(table, n, seen[n]) for n in targets])
     w = np.array(_required_column(table, weight, seen[weight])) if weight else None  # writable: torch reads it
     if missing.any():
@@ -501,6 +534,7 @@ def _designed(
         data = data.filter(pa.array(keep))
         Y = None if Y is None else Y[keep]
         w = None if w is None else w[keep]
+        group_values = None if group_values is None else [g[keep] for g in group_values]
     if w is not None:
         neg = np.flatnonzero(w < 0)
         if neg.size:
@@ -531,7 +565,56 @@ def _designed(
         {n: str(schema.field(n).type) for n in read},
         where=where,
         design=design,
+        groups=group_values,
+        group_names=list(group_cols) or None,
     )
+
+
+def group_column(table: Table, name: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """A cluster column's values and which are missing.
+
+    Integers (and text that reads wholly as integers) become int64, other numbers (and text that
+    reads wholly as numbers) float64, anything else text: so ``"7"`` in a CSV file is the group
+    7 whether the column was read whole (as integers) or streamed (as text).
+
+    Parameters
+    ----------
+    table : Table
+    name : str
+    index : int
+
+    Returns
+    -------
+    values : ndarray of shape (n_rows,)
+        int64, float64 or object (str); missing cells hold 0, NaN or "".
+    missing : ndarray of bool, shape (n_rows,)
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = table.data.column(index)
+    missing = np.zeros(len(col), dtype=bool)
+    if col.null_count:
+        missing = _to_numpy(pc.cast(pc.is_null(col), pa.float64())) > 0
+    typ = col.type
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        stripped = pc.utf8_trim_whitespace(col)
+        for target in (pa.int64(), pa.float64()):
+            try:
+                col = pc.cast(stripped, target)
+                typ = target
+                break
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+    if pa.types.is_integer(typ) or pa.types.is_boolean(typ):
+        ints = pc.fill_null(pc.cast(col, pa.int64()), 0)
+        parts = [c.to_numpy(zero_copy_only=False) for c in ints.chunks]
+        return (np.concatenate(parts) if parts else np.zeros(0)).astype(np.int64), missing
+    if pa.types.is_floating(typ) or pa.types.is_decimal(typ):
+        values = _to_numpy(pc.cast(col, pa.float64()))
+        return values, missing | np.isnan(values)
+    text = pc.cast(col, pa.string()).to_pylist()
+    return np.array(["" if v is None else v for v in text], dtype=object), missing
 
 
 def _row_finder(table: Table, kept: np.ndarray | None) -> Callable[[int, str], str]:
@@ -624,6 +707,7 @@ def load(
     exclude: Sequence[str] | str | None = None,
     design: Any = None,
     fit_intercept: bool = True,
+    groups: Sequence[str] | str | None = None,
 ) -> Dataset:
     """Read ``source`` and select columns: :func:`~gradreg.io.read_table`, then :func:`select`.
 
@@ -643,6 +727,8 @@ def load(
         As for :func:`select`.
     fit_intercept : bool
         As for :func:`select`.
+    groups : str or sequence of str, optional
+        As for :func:`select`.
 
     Returns
     -------
@@ -658,6 +744,7 @@ def load(
         exclude=exclude,
         design=design,
         fit_intercept=fit_intercept,
+        groups=groups,
     )
 
 

@@ -36,6 +36,9 @@ class Split:
         reading the chunks again every epoch.
     streamed : bool
         Whether the rows are read from files chunk by chunk (recorded in the model's info).
+    grouped_chunks : callable or None
+        Like ``chunks``, each chunk with a fourth item: the list of its group columns' values (for
+        the cluster-robust covariance); None when the source has no group columns.
     """
 
     chunks: Callable[[], Iterator[tuple]]
@@ -44,6 +47,7 @@ class Split:
     n_val: Callable[[], int]
     resident: tuple | None = None
     streamed: bool = False
+    grouped_chunks: Callable[[], Iterator[tuple]] | None = None
 
 
 def split_arrays(ds, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Split:
@@ -76,13 +80,21 @@ def split_arrays(ds, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Spl
     else:  # no copies of (possibly very large) arrays
         X, Y, w = ds.X, ds.Y, w_all
     Xv, Yv, wv = ds.X[va], ds.Y[va], None if w_all is None else w_all[va]
+    groups = getattr(ds, "groups", None)
+    if groups is not None and len(tr) < n_here:
+        groups = [g[tr] for g in groups]
 
     def blocks(A, B, c):
         for start in range(0, len(A), CHUNK_ROWS):  # views, processed in cache-sized float64 blocks
             stop = start + CHUNK_ROWS
             yield A[start:stop], B[start:stop], None if c is None else c[start:stop]
 
+    def grouped():
+        for start, (A, B, c) in zip(range(0, len(X), CHUNK_ROWS), blocks(X, Y, w)):
+            yield A, B, c, [g[start : start + CHUNK_ROWS] for g in groups]
+
     return Split(
+        grouped_chunks=grouped if groups is not None else None,
         chunks=lambda: blocks(X, Y, w),
         epoch_chunks=lambda epoch: blocks(X, Y, w),
         val_chunks=(lambda: blocks(Xv, Yv, wv)) if val_fraction > 0 else None,

@@ -262,7 +262,7 @@ class Stream:
             for a whole CSV file, ``(file, (start, end))`` for a byte range of one (see
             :meth:`byte_ranges`). Default: everything in file order.
         text : sequence of str
-            CSV columns read as text (categorical levels), not numbers.
+            CSV columns read as text (categorical levels, group columns), not numbers.
 
         Yields
         ------
@@ -433,6 +433,8 @@ class StreamingDataset:
         Only these parts of the stream (one rank's shard, see :func:`gradreg.distributed.shard`).
     exclude : str or sequence of str, optional
         Columns left out of the default features (see :func:`gradreg.io.select`).
+    groups : str or sequence of str, optional
+        Cluster columns, read beside the features (see :func:`gradreg.io.select`).
     """
 
     def __init__(
@@ -448,13 +450,17 @@ class StreamingDataset:
         design: Any = None,
         fit_intercept: bool = True,
         comm: Comm = SINGLE,
+        groups: Sequence[str] | str | None = None,
     ) -> None:
         self.stream, self.weight, self.drop_missing = stream, weight, drop_missing
+        names = (groups.split(",") if isinstance(groups, str) else groups) if groups else []
+        self.group_names = [g.strip() for g in names if g.strip()] or None
         self.shard = None if units is None else list(units)
         first = next(self._first_tables(), None)
         if first is None:
             raise DataError(f"{stream.spec}: no data rows")
         kw = {"weight": weight, "drop_missing": drop_missing, "min_rows": 0, "fit_intercept": fit_intercept}
+        kw["groups"] = self.group_names
         probe = select(first, target, features, exclude=exclude, design=design, **kw)
         self.design = probe.design
         if self.design is not None:  # the levels of every chunk on every rank, then the design fixed to them
@@ -468,6 +474,11 @@ class StreamingDataset:
         else:
             reads = self.design.inputs + (self.design.target_inputs if not self.design.sugar else self.target_names)
             self.columns = list(dict.fromkeys(reads + ([weight] if weight else [])))
+        self.columns += [g for g in self.group_names or [] if g not in self.columns]
+        read = self.columns if self.design is None else self.design.inputs + self.target_names
+        self._text = [g for g in self.group_names or [] if g not in read]  # group columns: read as text
+        if self.design is not None:
+            self._text += [c for c in self.design.text_columns() if c not in self._text]
 
     def _learn(self, draft: Any, request: Any, first: Table, comm: Comm) -> Any:
         """``draft`` (learned from the first chunk) fixed to the levels of all chunks of all ranks."""
@@ -516,17 +527,18 @@ class StreamingDataset:
         frac = val_fraction
         held_out = {"n": 0}
 
-        def rows(units=None, part="train", count=False):
-            for key, (X, Y, w) in self.keyed_chunks(units):
+        def rows(units=None, part="train", count=False, grouped=False):
+            for key, (X, Y, w, *g) in self.keyed_chunks(units, grouped=grouped):
                 if frac > 0:
                     mask = np.random.default_rng([seed, zlib.crc32(key[0].encode()), *key[1:]]).random(len(X)) < frac
                     if count:
                         held_out["n"] += int(mask.sum())
                     keep = mask if part == "val" else ~mask
                     X, Y, w = X[keep], Y[keep], None if w is None else w[keep]
+                    g = [[a[keep] for a in g[0]]] if g else g
                 elif part == "val":
                     continue
-                yield X, Y, w
+                yield (X, Y, w, *g)
 
         units = self.units()
         calls = [0]
@@ -545,6 +557,7 @@ class StreamingDataset:
             val_chunks=(lambda: rows(part="val")) if frac > 0 else None,
             n_val=lambda: held_out["n"],
             streamed=True,
+            grouped_chunks=(lambda: rows(grouped=True)) if self.group_names else None,
         )
 
     def _first_tables(self) -> Iterator[Table]:
@@ -608,12 +621,14 @@ class StreamingDataset:
         for _, arrays in self.keyed_chunks(units):
             yield arrays
 
-    def keyed_chunks(self, units: Sequence[tuple[int, int | None]] | None = None) -> Iterator[tuple]:
+    def keyed_chunks(self, units: Sequence[tuple[int, int | None]] | None = None, grouped: bool = False) -> Iterator[tuple]:
         """Like :meth:`chunks`, each with a key that names it in every pass: (file, first row).
 
         Parameters
         ----------
         units : sequence of (file, row group), optional
+        grouped : bool
+            Add the chunk's group columns' values (a list of arrays) as a fourth array.
 
         Yields
         ------
@@ -621,12 +636,11 @@ class StreamingDataset:
         """
 
         for key, ds in prefetch(self._validated(units)):
-            yield key, (ds.X, ds.Y, ds.sample_weight)
+            yield key, (ds.X, ds.Y, ds.sample_weight) + ((ds.groups,) if grouped else ())
 
     def _validated(self, units: Sequence[tuple] | None = None) -> Iterator[tuple]:
         """(key, Dataset) of each chunk; the Dataset knows where its rows are in the files."""
-        text = () if self.design is None else self.design.text_columns()
-        for table in self.stream.tables(self.columns, self.shard if units is None else units, text):
+        for table in self.stream.tables(self.columns, self.shard if units is None else units, text=self._text):
             ds = select(
                 table,
                 self.target_names,
@@ -635,6 +649,7 @@ class StreamingDataset:
                 drop_missing=self.drop_missing,
                 min_rows=0,
                 design=self.design,
+                groups=self.group_names,
             )
             yield (table.source, table.row_offset) + (() if table.byte_start is None else (table.byte_start,)), ds
 
@@ -678,8 +693,23 @@ class StreamingDataset:
             k = int(np.searchsorted(starts, i, side="right")) - 1  # the chunk holding row i
             return finders[k](i - int(starts[k]), column)
 
+        groups = None
+        if self.group_names:
+            groups = [
+                np.concatenate([p.groups[i] for p in parts]) if parts else np.zeros(0) for i in range(len(self.group_names))
+            ]
         return Dataset(
-            X, Y, self.feature_names, self.target_names, w, self.source, list(self.notices), where=where, design=self.design
+            X,
+            Y,
+            self.feature_names,
+            self.target_names,
+            w,
+            self.source,
+            list(self.notices),
+            where=where,
+            groups=groups,
+            group_names=self.group_names,
+            design=self.design,
         )
 
 
@@ -721,6 +751,7 @@ def open_source(
     comm: Comm = SINGLE,
     design: Any = None,
     fit_intercept: bool = True,
+    groups: Sequence[str] | str | None = None,
 ) -> Dataset | StreamingDataset:
     """The training rows of ``data`` as a source for :func:`gradreg.pipeline.train`: in memory when
     they fit (the fast path), else streamed chunk by chunk.
@@ -751,6 +782,8 @@ def open_source(
         Categorical columns and formulas (see :func:`gradreg.io.select`); streamed, their levels
         come from one pass over every chunk of every rank.
     fit_intercept : bool
+    groups : str or sequence of str, optional
+        Cluster column(s), read beside the features (see :func:`gradreg.io.select`).
 
     Returns
     -------
@@ -773,6 +806,7 @@ def open_source(
             exclude=exclude,
             design=design,
             fit_intercept=fit_intercept,
+            groups=groups,
         )
 
     files = stream_of(data, chunk_rows=chunk_rows, delimiter=delimiter)
@@ -782,8 +816,19 @@ def open_source(
             return ds
         lo, hi = len(ds.X) * rank // world, len(ds.X) * (rank + 1) // world
         w = None if ds.sample_weight is None else ds.sample_weight[lo:hi]
+        g = None if ds.groups is None else [a[lo:hi] for a in ds.groups]
         return Dataset(
-            ds.X[lo:hi], ds.Y[lo:hi], ds.feature_names, ds.target_names, w, ds.source, ds.notices, ds.dtypes, design=ds.design
+            ds.X[lo:hi],
+            ds.Y[lo:hi],
+            ds.feature_names,
+            ds.target_names,
+            w,
+            ds.source,
+            ds.notices,
+            ds.dtypes,
+            groups=g,
+            group_names=ds.group_names,
+            design=ds.design,
         )
     units = None if world == 1 else shard(files, world, rank)
     sds = StreamingDataset(
@@ -794,6 +839,7 @@ def open_source(
         drop_missing=drop_missing,
         units=units,
         exclude=exclude,
+        groups=groups,
         design=design,
         fit_intercept=fit_intercept,
         comm=comm,

@@ -1261,6 +1261,7 @@ def residual_pass(
     metrics=None,
     reference: ExactSolution | None = None,
     comm: Comm = SINGLE,
+    scores=None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A data pass: the weighted RSS from the data and, for HC covariances, the sandwich meat.
 
@@ -1282,13 +1283,18 @@ def residual_pass(
         computed in the same pass and stored in its ``rss``.
     comm : gradreg.distributed.Comm
         Sum over every rank's chunks (and merge ``metrics`` in rank order).
+    scores : ClusterScores or HacScores, optional
+        For ``cov_type`` "cluster" or "HAC" (see :mod:`gradreg.solvers.dependence`): it takes
+        every chunk's score rows wᵢ rᵢ zᵢ (and, for clusters, the chunk's group values, the
+        fourth item of each chunk) and gives the meat.
 
     Returns
     -------
     rss : ndarray of shape (n_targets,)
     meat : ndarray of shape (n_targets, 1 + n_features, 1 + n_features) or None
         Σ uᵢ² zᵢzᵢᵀ in the centered parametrization z = [1, x − mean] (intercept first), with
-        the HC2/HC3 leverage corrections applied; None for ``nonrobust``.
+        the HC2/HC3 leverage corrections applied; the cluster or Newey–West meat of ``scores``
+        (cluster: with its small-sample correction); None for ``nonrobust``.
     """
     known = sol.pass_sums
     if known is not None and cov_type == "nonrobust" and reference is None and known.matches(sol):
@@ -1311,12 +1317,15 @@ def residual_pass(
     robust = cov_type != "nonrobust"
     k = p + 1
     meat = torch.zeros(q, k, k, **dd) if robust else None
-    if robust:
+    if cov_type in ("cluster", "HAC") and scores is None:
+        raise ValueError(f"cov_type={cov_type!r} needs the residual pass's scores accumulator")
+    dependent = scores is not None and cov_type in ("cluster", "HAC")
+    if robust and not dependent:
         A = np.nan_to_num(sol.cov_unscaled)  # (XcᵀWXc)⁺ on identified columns
         A_t = torch.as_tensor(A, **dd)
         power = {"HC0": 0, "HC1": 0, "HC2": 1, "HC3": 2}[cov_type]
     block = _Float64Buffer(device)
-    for X, Y, w in chunks():
+    for X, Y, w, *extra in chunks():
         Xd = block(X)
         Yd = _tensor(Y).to(**dd)
         r = Yd - torch.addmm(b0, Xd, coef.T)
@@ -1332,6 +1341,10 @@ def residual_pass(
             U = torch.cat(
                 [torch.ones(Xd.shape[0], 1, **dd) if sol.fit_intercept else torch.zeros(Xd.shape[0], 1, **dd), Xc], dim=1
             )
+            if dependent:  # score rows wᵢ rᵢ zᵢ, target after target
+                S = (U[:, None, :] * (wt[:, None] * r)[:, :, None]).reshape(U.shape[0], -1)
+                scores.add(S.cpu().numpy(), extra[0] if extra else None)
+                continue
             lev = wt * (((Xc @ A_t) * Xc).sum(dim=1) + (1.0 / sol.sum_w if sol.fit_intercept else 0.0))
             scale = (wt[:, None] * r) ** 2  # (n, q): w² r²
             if power:
@@ -1342,7 +1355,10 @@ def residual_pass(
     meat_np = None if meat is None else meat.cpu().numpy()
     ref_np = None if reference is None else ref_rss.cpu().numpy()
     rss_np = comm.sum(rss_np)
-    meat_np = None if meat_np is None else comm.sum(meat_np)
+    if dependent:
+        meat_np = scores.meat(comm, sol.n_rows, p + int(sol.fit_intercept))  # n_rows: of every rank
+    else:
+        meat_np = None if meat_np is None else comm.sum(meat_np)
     ref_np = None if ref_np is None else comm.sum(ref_np)
     if metrics is not None:
         metrics.merge_ranks(comm)
@@ -1357,6 +1373,8 @@ def statistics(
     cov_type: str = "nonrobust",
     conf_level: float = 0.95,
     meat: np.ndarray | None = None,
+    df_inference: float | None = None,
+    cov_detail: str | None = None,
 ) -> list[dict]:
     """Inference statistics per target, in statsmodels' conventions (OLS/WLS, t distribution).
 
@@ -1375,11 +1393,18 @@ def statistics(
     ----------
     sol : ExactSolution
         With ``rss`` from the data (:func:`residual_pass`).
-    cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3"}
+    cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3", "cluster", "HAC"}
     conf_level : float
         Level of the confidence intervals, in (0, 1).
     meat : ndarray of shape (n_targets, 1 + n_features, 1 + n_features), optional
-        From :func:`residual_pass`; required for the HC covariances.
+        From :func:`residual_pass`; required for the robust covariances (cluster: already
+        corrected for small samples).
+    df_inference : float, optional
+        Denominator degrees of freedom of the t and F tests when not ``df_resid``: G − 1 for
+        clusters, as Stata and statsmodels (``df_resid_inference``) use. Stored as
+        ``df_inference``.
+    cov_detail : str, optional
+        The covariance in words, stored as ``cov_detail`` (``"cluster (firm, 10 groups)"``).
 
     Returns
     -------
@@ -1391,10 +1416,18 @@ def statistics(
     if not 0 < conf_level < 1:
         raise ConfigError("{conf_level} must be between 0 and 1; got {conf_level=}", conf_level=conf_level)
     with _serial_kernels(sol.coef.shape[1] < SERIAL_ALGEBRA_BELOW):
-        return _statistics(sol, cov_type, conf_level, meat)
+        out = _statistics(sol, cov_type, conf_level, meat, df_inference)
+    for s in out:
+        if df_inference is not None:
+            s["df_inference"] = float(df_inference)
+        if cov_detail is not None:
+            s["cov_detail"] = cov_detail
+    return out
 
 
-def _statistics(sol: ExactSolution, cov_type: str, conf_level: float, meat: np.ndarray | None) -> list[dict]:
+def _statistics(
+    sol: ExactSolution, cov_type: str, conf_level: float, meat: np.ndarray | None, df_inference: float | None = None
+) -> list[dict]:
     from scipy import special as sp  # scipy.stats costs ~1 s to import; the special functions suffice
 
     p = sol.coef.shape[1]
@@ -1402,6 +1435,7 @@ def _statistics(sol: ExactSolution, cov_type: str, conf_level: float, meat: np.n
     n = sol.n_rows
     k_const = int(sol.fit_intercept)
     df_resid = sol.df_resid
+    df_test = df_resid if df_inference is None else df_inference  # t and F denominators
     df_model = sol.rank
     ridge = sol.l2 > 0
     nan = float("nan")
@@ -1440,8 +1474,8 @@ def _statistics(sol: ExactSolution, cov_type: str, conf_level: float, meat: np.n
         se = np.sqrt(np.diag(cov))
         with np.errstate(divide="ignore", invalid="ignore"):
             tval = est / se  # an exact fit: ±inf (NaN for a coefficient of exactly 0)
-        pval = 2 * sp.stdtr(df_resid, -np.abs(tval)) if df_resid > 0 else np.full_like(se, nan)
-        crit = sp.stdtrit(df_resid, 0.5 + conf_level / 2) if df_resid > 0 else nan
+        pval = 2 * sp.stdtr(df_test, -np.abs(tval)) if df_test > 0 else np.full_like(se, nan)
+        crit = sp.stdtrit(df_test, 0.5 + conf_level / 2) if df_test > 0 else nan
         r2 = 1 - rss / tss if tss > 0 else nan
         r2_adj = 1 - (n - k_const) / df_resid * (1 - r2) if df_resid > 0 else nan
         if ridge or df_model == 0 or df_resid <= 0:
@@ -1456,7 +1490,7 @@ def _statistics(sol: ExactSolution, cov_type: str, conf_level: float, meat: np.n
             b = est[idx]
             sub = cov[np.ix_(idx, idx)]
             f = float(b @ np.linalg.solve(sub, b)) / len(idx)
-            f_p = float(sp.fdtrc(len(idx), df_resid, f))
+            f_p = float(sp.fdtrc(len(idx), df_test, f)) if df_test > 0 else nan
         if rss > 0:
             llf = -n / 2 * (math.log(2 * math.pi) + math.log(rss / n) + 1) + sol.sum_log_w / 2
         else:
