@@ -475,7 +475,7 @@ class StreamingDataset:
             reads = self.design.inputs + (self.design.target_inputs if not self.design.sugar else self.target_names)
             self.columns = list(dict.fromkeys(reads + ([weight] if weight else [])))
         self.columns += [g for g in self.group_names or [] if g not in self.columns]
-        read = self.columns if self.design is None else self.design.inputs + self.target_names
+        read = self.target_names + (self.feature_names if self.design is None else self.design.inputs)
         self._text = [g for g in self.group_names or [] if g not in read]  # group columns: read as text
         if self.design is not None:
             self._text += [c for c in self.design.text_columns() if c not in self._text]
