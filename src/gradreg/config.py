@@ -16,6 +16,7 @@ SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")  # statsmodels' names for the covariance of the estimates
+INTERVALS = ("confidence", "prediction")  # for the mean response, and for a new observation (statsmodels' mean_ci, obs_ci)
 # What only gradient descent reads: the exact solver ignores these (see TrainConfig.unused).
 GD_ONLY = ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "standardize", "early_stopping", "tol", "dtype")
 

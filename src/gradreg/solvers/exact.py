@@ -1419,6 +1419,7 @@ def _statistics(sol: ExactSolution, cov_type: str, conf_level: float, meat: np.n
         est = np.concatenate([[sol.intercept[t]], sol.coef[t]]) if sol.fit_intercept else sol.coef[t].copy()
         if ridge:
             cov = np.full((p + 1, p + 1), nan)
+            cov_c = None  # a penalized fit has no covariance: no intervals either
         else:
             bread = np.zeros((p + 1, p + 1))
             bread[0, 0] = 1.0 / sol.sum_w if sol.fit_intercept else 0.0
@@ -1483,9 +1484,29 @@ def _statistics(sol: ExactSolution, cov_type: str, conf_level: float, meat: np.n
                 "nobs": float(n),
                 "cov_type": cov_type,
                 "conf_level": conf_level,
+                # for prediction intervals (FittedModel moves them out of the dict): see _centered
+                **_centered(sol, cov_c),
             }
         )
     return out
+
+
+def _centered(sol: ExactSolution, cov_c: np.ndarray | None) -> dict:
+    """The covariance of the estimates in the centered parametrization [a, β] (ŷ = a + (x − center)ᵀβ),
+    as the statistics computed it, with the aliased columns' rows and columns 0 (left out of every
+    quadratic form), and the center; the intercept's row and column are dropped without one.
+
+    Centered, the variance of a prediction is zᵀ C z with z = [1, x − center]: no cancellation
+    between the intercept's variance and the slopes' on ill-conditioned (polynomial) designs."""
+    if cov_c is None:
+        return {"cov_centered": None, "cov_center": None}
+    c = cov_c.copy()
+    bad = np.concatenate([[False], sol.aliased])
+    c[bad, :] = 0.0
+    c[:, bad] = 0.0
+    k0 = 0 if sol.fit_intercept else 1
+    center = sol.x_mean.copy() if sol.fit_intercept else np.zeros(sol.coef.shape[1])
+    return {"cov_centered": c[k0:, k0:], "cov_center": center}
 
 
 def exact_fits(sol: ExactSolution) -> np.ndarray:
