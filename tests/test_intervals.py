@@ -312,7 +312,7 @@ def test_cli_option_errors(cli, tmp_path):
         and r.err == "Error: --level goes with --interval confidence|prediction; got --level 0.9 alone\n"
     )
     r = cli("predict", model, "crops", "--interval", "confidence", "--level", "95")
-    assert r.code == 2 and r.out == "" and r.err == "Error: --level must be between 0 and 1; got --level 95.0\n"
+    assert r.code == 2 and r.out == "" and r.err == "Error: --level must be between 0 and 1; got --level 95\n"
     r = cli("predict", model, "crops", "--interval", "mean")
     assert r.code == 2 and "invalid choice: 'mean'" in r.err
     ridge = tmp_path / "r.safetensors"

@@ -75,8 +75,6 @@ FLAGS = {
     "resume": "--resume",
     "backend": "--backend",
     "timeout": "--timeout",
-    "interval": "--interval",
-    "level": "--level",
 }
 # train flags that are not TrainConfig fields and that only gradient descent reads, with their
 # defaults (the parser's, and what --solver exact accepts)
@@ -976,9 +974,9 @@ def _interval_options(args: argparse.Namespace) -> tuple[str | None, float]:
     if args.level is None:
         return args.interval, 0.95
     if args.interval is None:
-        raise ConfigError("{level} goes with --interval confidence|prediction; got {level=} alone", level=args.level)
+        raise ConfigError(f"--level goes with --interval confidence|prediction; got --level {args.level:g} alone")
     if not 0 < args.level < 1:
-        raise ConfigError("{level} must be between 0 and 1; got {level=}", level=args.level)
+        raise ConfigError(f"--level must be between 0 and 1; got --level {args.level:g}")
     return args.interval, args.level
 
 
