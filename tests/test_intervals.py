@@ -204,6 +204,14 @@ def test_refusals_are_one_clear_line(tmp_path):
         ridge.predict_interval(X)
     with pytest.raises(ConfigError, match="ridge"):
         LinearRegressor(solver="exact", l2=0.1).fit(X, Y[:, 0]).predict(X, return_std=True)
+    with pytest.raises(ConfigError, match="this model has no statistics"):
+        LinearRegressor(epochs=2).partial_fit(X, Y[:, 0]).predict(X, return_std=True)
+    exact = LinearRegressor(solver="exact").partial_fit(X[:15], Y[:15, 0]).partial_fit(X[15:], Y[15:, 0])
+    np.testing.assert_allclose(
+        exact.predict(X, return_std=True)[1],
+        LinearRegressor(solver="exact").fit(X, Y[:, 0]).predict(X, return_std=True)[1],
+        rtol=1e-10,
+    )
 
 
 def write_model_without(path, tmp_path, drop=(), edit=None):
@@ -227,7 +235,7 @@ def test_old_and_hostile_model_files(tmp_path, cli):
     old = write_model_without(path, tmp_path, drop=("stats.cov", "stats.cov_center"))
     model = FittedModel.load(str(old))  # an old file still predicts
     assert model.predict(np.ones((1, 3))).shape == (1, 2)
-    with pytest.raises(ModelFileError, match="no covariance of its estimates.*retrain it with gradreg"):
+    with pytest.raises(ModelFileError, match="this model file has no covariance of its estimates.*retrain it with gradreg"):
         model.predict_interval(np.ones((1, 3)))
     r = cli("predict", old, "crops", "--interval", "confidence")
     assert r.code == 2 and r.out == "" and r.err.count("\n") == 1 and "no covariance" in r.err

@@ -289,10 +289,10 @@ class FittedModel:
         ------
         ConfigError
             An unknown ``interval``, a ``level`` outside (0, 1), a ridge model (``l2`` > 0: a
-            penalized fit has no covariance), or bad ``weights``.
+            penalized fit has no covariance), bad ``weights``, or a model without statistics
+            (gradient descent's ``partial_fit``).
         ModelFileError
-            The model has no covariance of its estimates (a file written before gradreg stored it,
-            or a model without statistics).
+            The model has no covariance of its estimates (a file written before gradreg stored it).
         DataError
             As :meth:`predict`.
         """
@@ -335,11 +335,15 @@ class FittedModel:
                 "({l2=}), which has none: retrain it without the penalty for intervals",
                 l2=l2,
             )
-        if self.cov is None or self.cov_center is None or not self.stats:
+        if not self.stats:
+            raise ConfigError(
+                "this model has no statistics, which intervals need (gradient descent's partial_fit keeps "
+                "none, nor does a fit with no residual degrees of freedom): fit it with fit() on the whole data"
+            )
+        if self.cov is None or self.cov_center is None:
             raise ModelFileError(
-                "this model has no covariance of its estimates, which intervals need (model files written "
-                f"before gradreg stored it lack it, and so do models without statistics); retrain it with "
-                f"gradreg {__version__}"
+                "this model file has no covariance of its estimates, which intervals need (files written "
+                f"before gradreg stored it lack it); retrain it with gradreg {__version__}"
             )
 
     def _check_width(self, X: np.ndarray) -> None:
