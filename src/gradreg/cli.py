@@ -28,7 +28,8 @@ EXAMPLES = {
     "  gradreg train data.csv --target y --epochs 100 --val-fraction 0.2 --early-stopping 5 --json\n"
     "  gradreg train data/ --target y --nproc 4 --checkpoint-dir ckpt --max-restarts 2",
     "predict": "examples:\n  gradreg predict crops.safetensors crops > predictions.csv\n"
-    "  gradreg predict model.safetensors new.parquet -o predictions.parquet",
+    "  gradreg predict model.safetensors new.parquet -o predictions.parquet\n"
+    "  gradreg predict model.safetensors new.csv --interval prediction --level 0.9 -o predictions.csv",
     "evaluate": "examples:\n  gradreg evaluate crops.safetensors crops\n  gradreg evaluate model.safetensors test.csv --json",
     "inspect": "examples:\n  gradreg inspect crops.safetensors\n  gradreg inspect crops.safetensors --json",
     "plot": "examples:\n  gradreg plot crops.safetensors crops -o plots/\n"
@@ -141,7 +142,7 @@ def _nonneg_int(s: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import COV_TYPES, DEVICES, DTYPES, MAX_LEVELS, OPTIMIZERS, SCHEDULES, SOLVERS, TrainConfig
+    from .config import COV_TYPES, DEVICES, DTYPES, INTERVALS, MAX_LEVELS, OPTIMIZERS, SCHEDULES, SOLVERS, TrainConfig
 
     D = TrainConfig  # each flag's default is the config field's, written once there (a class attribute)
     fmt = argparse.RawDescriptionHelpFormatter
@@ -351,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default="-", help="a .csv, .parquet/.pq or .jsonl/.ndjson file (by suffix); '-' is stdout (default)"
     ).complete = FILE
     pr.add_argument("--json", action="store_true", help="write JSON lines (one object per row) instead of CSV")
+    pr.add_argument(
+        "--interval",
+        choices=INTERVALS,
+        help="also write TARGET_lower and TARGET_upper: a confidence interval for the mean, or a prediction "
+        "interval for a new observation (statsmodels' mean_ci / obs_ci; not for ridge models)",
+    )
+    pr.add_argument("--level", type=_float, metavar="LEVEL", help="the intervals' level, in (0, 1) (default: 0.95)")
     data_options(pr, chunks=True)
     pr.add_argument(
         "--unknown",
@@ -986,9 +994,10 @@ def _load_model(path: str):
 PREDICT_CSV_ROWS = 8192  # rows per chunk of CSV that predict reads at most: with 100 features, 6.5 MB fits the cache
 
 
-def _predicted(model, tables, drop_missing: bool, unknown: str = "error"):
+def _predicted(model, tables, drop_missing: bool, unknown: str = "error", interval: str | None = None, level: float = 0.95):
     """(table, predictions, kept) of each chunk; kept is None when every row was predicted.
-    --drop-missing keeps the output aligned with the input: a row it drops gets NaN (an empty cell)."""
+    --drop-missing keeps the output aligned with the input: a row it drops gets NaN (an empty cell).
+    With an interval, each target's prediction is followed by its lower and upper bound."""
     import numpy as np
 
     from .io import feature_matrix
@@ -997,6 +1006,9 @@ def _predicted(model, tables, drop_missing: bool, unknown: str = "error"):
     if design is not None and unknown != design.unknown:
         design = design.with_unknown(unknown)
 
+    width = len(model.target_names) * (1 if interval is None else 3)
+    if interval is not None:
+        model = _IntervalPredictor(model, interval, level)
     buf = None  # one Fortran-ordered float64 block, refilled chunk after chunk
     for table in tables:
         if buf is None or len(buf) < table.data.num_rows:
@@ -1005,9 +1017,38 @@ def _predicted(model, tables, drop_missing: bool, unknown: str = "error"):
         if len(X) == len(kept):
             yield table, model.predict_matrix(X), None
             continue
-        Yhat = np.full((len(kept), len(model.target_names)), np.nan)
+        Yhat = np.full((len(kept), width), np.nan)
         Yhat[kept] = model.predict_matrix(X)
         yield table, Yhat, kept
+
+
+class _IntervalPredictor:
+    """A model whose predict gives, per target, the prediction, its lower and its upper bound."""
+
+    def __init__(self, model, interval: str, level: float) -> None:
+        self.model, self.interval, self.level = model, interval, level
+        self.feature_names, self.target_names = model.feature_names, model.target_names
+
+    def predict_matrix(self, X):
+        import numpy as np
+
+        return np.stack(self.model.interval_matrix(X, self.interval, self.level), axis=2).reshape(len(X), -1)
+
+
+def _prediction_names(targets: Sequence[str], interval: str | None) -> list[str]:
+    """The output columns: each target, followed by its bounds with an interval."""
+    return [n for t in targets for n in ([t] if interval is None else [t, f"{t}_lower", f"{t}_upper"])]
+
+
+def _interval_options(args: argparse.Namespace) -> tuple[str | None, float]:
+    """--interval and --level, checked: a level needs an interval, and lies in (0, 1)."""
+    if args.level is None:
+        return args.interval, 0.95
+    if args.interval is None:
+        raise ConfigError(f"--level goes with --interval confidence|prediction; got --level {args.level:g} alone")
+    if not 0 < args.level < 1:
+        raise ConfigError(f"--level must be between 0 and 1; got --level {args.level:g}")
+    return args.interval, args.level
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -1017,7 +1058,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     suffixes = JSON_LINES_SUFFIXES if args.json else PREDICTION_SUFFIXES
     _check_output(args.output, suffixes, "JSON lines (--json)" if args.json else "predictions", stdout=True)
+    interval, level = _interval_options(args)
     model = _load_model(args.model)
+    if interval is not None:
+        model._require_covariance()  # before any output: a ridge model or an old file says so at once
     stream = _stream(args, args.data)
     if stream is None:
         tables = iter([read_table(args.data, delimiter=args.delimiter)])
@@ -1030,10 +1074,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         tables = stream.tables(model.input_names, text=model.design.text_columns() if model.design else ())
     # chunk by chunk: memory stays bounded whatever the input's size; the next chunk is parsed in a
     # background thread (the longest step) while this one is predicted and written
-    chunks = _predicted(model, prefetch(tables), args.drop_missing, args.unknown)
+    chunks = _predicted(model, prefetch(tables), args.drop_missing, args.unknown, interval, level)
     skipped, where = 0, []
     json_lines = args.json or args.output.lower().endswith(JSON_LINES_SUFFIXES)
-    with ColumnWriter(args.output, model.target_names, json_lines=json_lines) as out:
+    with ColumnWriter(args.output, _prediction_names(model.target_names, interval), json_lines=json_lines) as out:
         for table, Yhat, kept in chunks:
             out.write(Yhat)
             if kept is not None:

@@ -17,6 +17,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3", "cluster", "HAC")  # statsmodels' names for the covariance of the estimates
 MAX_LEVELS = 1000  # a categorical column with more levels identifies rows rather than grouping them: refused
+INTERVALS = ("confidence", "prediction")  # for the mean response, and for a new observation (statsmodels' mean_ci, obs_ci)
 # What only gradient descent reads: the exact solver ignores these (see TrainConfig.unused).
 GD_ONLY = ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "standardize", "early_stopping", "tol", "dtype")
 

@@ -462,29 +462,70 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.best_epoch_ = int(model.info.get("best_epoch", 0))
         self.stop_reason_ = model.info.get("stop_reason")
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Predict.
 
         Parameters
         ----------
         X : array-like, DataFrame or torch.Tensor of shape (n_samples, n_features)
             Columns in the order (and, for a DataFrame, with the names) seen in :meth:`fit`.
+        return_std : bool
+            Also return the standard deviation of a new observation's prediction error,
+            √(σ² + x̃ᵀ Cov x̃): the noise σ² included, as scikit-learn's
+            ``BayesianRidge.predict(return_std=True)``; Cov is the covariance of the estimates
+            as the statistics computed it (``cov_type``). Not for a ridge fit (``l2`` > 0).
+            For intervals, see :meth:`predict_interval`.
 
         Returns
         -------
-        ndarray of shape (n_samples,) when ``y`` was 1-D in fit, else (n_samples, n_targets)
+        y : ndarray of shape (n_samples,) when ``y`` was 1-D in fit, else (n_samples, n_targets)
+        std : ndarray of the same shape
+            Only with ``return_std=True``.
         """
+        X = self._features(X)
+        out = self.model_.predict_matrix(X)
+        if not return_std:
+            return out[:, 0] if self._y_1d else out
+        std = self.model_.std_matrix(X)
+        return (out[:, 0], std[:, 0]) if self._y_1d else (out, std)
+
+    def predict_interval(
+        self, X: Any, interval: str = "confidence", level: float = 0.95
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predictions with a confidence interval for the mean response or a prediction interval
+        for a new observation: statsmodels' ``get_prediction(X).summary_frame()`` ``mean_ci`` and
+        ``obs_ci`` (see :meth:`gradreg.fitted.FittedModel.predict_interval`).
+
+        Parameters
+        ----------
+        X : array-like, DataFrame or torch.Tensor of shape (n_samples, n_features)
+        interval : {"confidence", "prediction"}
+        level : float
+            In (0, 1).
+
+        Returns
+        -------
+        y, lower, upper : ndarray of shape (n_samples,) when ``y`` was 1-D in fit, else (n_samples, n_targets)
+
+        Raises
+        ------
+        ConfigError
+            An unknown ``interval``, a ``level`` outside (0, 1), or a ridge fit (``l2`` > 0).
+        """
+        out = self.model_.interval_matrix(self._features(X), interval, level)
+        return tuple(a[:, 0] for a in out) if self._y_1d else out
+
+    def _features(self, X: Any) -> np.ndarray:
+        """X checked as scikit-learn checks it, as the model's 2-D float feature matrix."""
         check_is_fitted(self)
         design = self.model_.design
         if design is not None:  # the columns the design reads, by name: a DataFrame or dict
             if self.unknown != design.unknown:
                 self.model_.schema["design"] = design.with_unknown(self.unknown).to_json()
-            out = self.model_.predict(X)
-            return out[:, 0] if self._y_1d else out
+            return self.model_._by_name(X)
         require_numeric_columns(X, "X")
         X = validate_data(self, _numpy(X), reset=False, dtype=[np.float64, np.float32], ensure_all_finite=False)
-        out = self.model_.predict(as_2d_float(X, "X", getattr(self, "feature_names_in_", None)))
-        return out[:, 0] if self._y_1d else out
+        return as_2d_float(X, "X", getattr(self, "feature_names_in_", None))
 
     def summary(self, target: int | str | None = None):
         """A statsmodels-style summary of the fit: prints as text, shows as HTML in a notebook.

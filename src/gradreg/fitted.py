@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import persist
+from .config import INTERVALS
 from .errors import ConfigError, DataError, ModelFileError
 from .io import require_numeric_columns
 
@@ -157,6 +158,17 @@ class FittedModel:
         The input the model expects: ``features`` and ``targets`` as lists of ``{"name", "dtype"}``
         in the model's order (dtype as read: ``double``, ``int64``, ``float32``, …), and ``named``
         (False when the model was fitted on arrays without column names: x0, x1, … stand in).
+    cov : ndarray of shape (n_targets, k, k) or None
+        Per target, the covariance of the estimates as the statistics computed it (``cov_type``),
+        in the centered parametrization ŷ = a + (x − ``cov_center``)ᵀβ: [a, β] with the intercept
+        a first (k = n_features + 1), or β alone without an intercept (k = n_features). Aliased
+        (collinear) columns have rows and columns of 0. What :meth:`predict_interval` needs; None
+        for a ridge fit, a model without statistics, or a file written before gradreg had it. The
+        statistics' dicts from :func:`gradreg.solvers.exact.statistics` carry it (``cov_centered``,
+        ``cov_center``); the model moves it out of them.
+    cov_center : ndarray of shape (n_features,) or None
+        The point the covariance is centered on: the (weighted) feature means of the training
+        rows with an intercept, zeros without one.
     """
 
     feature_names: list[str]
@@ -175,12 +187,15 @@ class FittedModel:
     info: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     schema: dict[str, Any] = field(default_factory=dict)
+    cov: np.ndarray | None = None  # (n_targets, k, k), centered: see predict_interval
+    cov_center: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.optimum, Optimum):
             self.optimum = Optimum.from_dict(self.optimum)
         if isinstance(self.stats, list):  # solvers return one dict per target, in order
             self.stats = dict(zip(self.target_names, self.stats))
+        self._take_covariance()
         terms = (["intercept"] if self.config.get("fit_intercept", True) else []) + list(self.feature_names)
         for s in self.stats.values():
             s.setdefault("terms", terms)
@@ -235,6 +250,13 @@ class FittedModel:
         targets = self.target_names if design.sugar else design.target_inputs
         return list(dict.fromkeys(list(targets) + design.inputs))
 
+    def _take_covariance(self) -> None:
+        """Move the centered covariance out of the statistics' dicts into ``cov``/``cov_center``."""
+        found = [(s.pop("cov_centered", None), s.pop("cov_center", None)) for s in self.stats.values()]
+        if self.cov is None and found and all(c is not None for c, _ in found):
+            self.cov = np.stack([np.asarray(c, dtype=np.float64) for c, _ in found])
+            self.cov_center = np.asarray(found[0][1], dtype=np.float64)
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predict from raw features.
 
@@ -287,6 +309,189 @@ class FittedModel:
             np.matmul(block.astype(np.float64, copy=False), coef_t, out=out[start : start + rows])
         out += self.intercept
         return out
+
+    def predict_interval(
+        self, X: Any, interval: str = "confidence", level: float = 0.95, *, weights: Any = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predictions with confidence intervals for the mean, or prediction intervals for a new
+        observation, as statsmodels' ``get_prediction(X).summary_frame()`` gives them.
+
+        With x̃ = [1, x] and Cov the covariance of the estimates (as the statistics computed it:
+        nonrobust, or the robust ``cov_type`` the model was fitted with), the confidence interval is
+        ŷ ± t · √(x̃ᵀ Cov x̃) and the prediction interval ŷ ± t · √(σ²/w + x̃ᵀ Cov x̃), with t the
+        (1 + level)/2 quantile of Student's t with the residual degrees of freedom, σ² the residual
+        variance and w the new observation's weight (1 by default). The quadratic form is computed
+        in the centered parametrization (x − the training mean), which keeps its digits on
+        ill-conditioned designs. Aliased (collinear) columns, whose coefficient is 0, are left out
+        of it. A gradient-descent fit's interval is centered on its own prediction, with the
+        covariance from the exact factor (as ``gradreg inspect`` reports its standard errors). An
+        exact fit (zero residuals) has intervals of width 0.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or a table with named columns
+            As for :meth:`predict`.
+        interval : {"confidence", "prediction"}
+            For the mean response (statsmodels' ``mean_ci``), or for a new observation (``obs_ci``).
+        level : float
+            In (0, 1).
+        weights : float or array-like of shape (n_samples,), optional
+            The new observations' weights for a prediction interval of a weighted fit (the noise
+            variance is σ²/w, statsmodels' ``weights``); 1 by default.
+
+        Returns
+        -------
+        yhat, lower, upper : ndarray of shape (n_samples, n_targets)
+
+        Raises
+        ------
+        ConfigError
+            An unknown ``interval``, a ``level`` outside (0, 1), a ridge model (``l2`` > 0: a
+            penalized fit has no covariance), bad ``weights``, or a model without statistics
+            (gradient descent's ``partial_fit``).
+        ModelFileError
+            The model has no covariance of its estimates (a file written before gradreg stored it).
+        DataError
+            As :meth:`predict`.
+        """
+        return self.interval_matrix(self._by_name(X), interval, level, weights=weights)
+
+    def interval_matrix(
+        self, X: np.ndarray, interval: str = "confidence", level: float = 0.95, *, weights: Any = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`predict_interval` from the feature matrix itself (see :meth:`predict_matrix`).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        interval : {"confidence", "prediction"}
+        level : float
+        weights : float or array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        yhat, lower, upper : ndarray of shape (n_samples, n_targets)
+        """
+        if interval not in INTERVALS:
+            raise ConfigError(f"{{interval}} must be one of {', '.join(INTERVALS)}; got {{interval=}}", interval=interval)
+        if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) or not 0 < level < 1:
+            raise ConfigError("{level} must be between 0 and 1; got {level=}", level=level)
+        self._require_covariance()
+        yhat = self.predict_matrix(X)
+        half = self._half_width(np.asarray(X), interval, float(level), weights)
+        return yhat, yhat - half, yhat + half
+
+    def predict_std(self, X: Any, *, weights: Any = None) -> np.ndarray:
+        """The standard deviation of a new observation's prediction error, √(σ²/w + x̃ᵀ Cov x̃):
+        the noise included, as scikit-learn's ``BayesianRidge.predict(return_std=True)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or a table with named columns
+        weights : float or array-like of shape (n_samples,), optional
+            As in :meth:`predict_interval`.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_targets)
+        """
+        return self.std_matrix(self._by_name(X), weights=weights)
+
+    def std_matrix(self, X: np.ndarray, *, weights: Any = None) -> np.ndarray:
+        """:meth:`predict_std` from the feature matrix itself (see :meth:`predict_matrix`).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        weights : float or array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_targets)
+        """
+        self._require_covariance()
+        X = np.asarray(X)
+        self._check_width(X)
+        return np.sqrt(self._noise(len(X), weights) + self._mean_variance(X))
+
+    def _require_covariance(self) -> None:
+        from ._version import __version__
+
+        l2 = self.config.get("l2", 0.0) or 0.0
+        if l2 > 0:
+            raise ConfigError(
+                "intervals need the covariance of unpenalized estimates; this is a ridge model "
+                "({l2=}), which has none: retrain it without the penalty for intervals",
+                l2=l2,
+            )
+        if not self.stats:
+            raise ConfigError(
+                "this model has no statistics, which intervals need (gradient descent's partial_fit keeps "
+                "none, nor does a fit with no residual degrees of freedom): fit it with fit() on the whole data"
+            )
+        if self.cov is None or self.cov_center is None:
+            raise ModelFileError(
+                "this model file has no covariance of its estimates, which intervals need (files written "
+                f"before gradreg stored it lack it); retrain it with gradreg {__version__}"
+            )
+
+    def _check_width(self, X: np.ndarray) -> None:
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise DataError(f"X must have {self.n_features} feature columns; got shape {X.shape}")
+
+    def _mean_variance(self, X: np.ndarray) -> np.ndarray:
+        """x̃ᵀ Cov x̃ per row and target, as zᵀ C z with z = [1, x − center] (centered), in blocks."""
+        self._check_width(X)
+        q, k = self.cov.shape[0], self.cov.shape[1]
+        intercept = k == self.n_features + 1
+        out = np.empty((X.shape[0], q))
+        rows = max(64, (1 << 18) // max(1, k * k))
+        for start in range(0, len(X), rows):
+            Z = np.asarray(X[start : start + rows], dtype=np.float64) - self.cov_center
+            if intercept:
+                Z = np.column_stack([np.ones(len(Z)), Z])
+            for t in range(q):
+                out[start : start + len(Z), t] = np.einsum("ij,ij->i", Z @ self.cov[t], Z)
+        return np.maximum(out, 0.0)  # a rounding-level negative (an exact fit's 0) is 0
+
+    def _noise(self, n: int, weights: Any) -> np.ndarray:
+        """σ²/w per row and target, (n, n_targets)."""
+        sigma2 = self._stat_scalars("sigma") ** 2
+        if weights is None:
+            return np.broadcast_to(sigma2, (n, len(sigma2)))
+        try:
+            w = np.broadcast_to(np.asarray(weights, dtype=np.float64), (n,))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"weights must be a number or one per row ({n}); got {np.shape(weights) or type(weights).__name__}"
+            ) from None
+        if not (np.isfinite(w).all() and (w > 0).all()):
+            raise ConfigError(f"weights must be finite and > 0; got {float(w[~(np.isfinite(w) & (w > 0))][0])!r}")
+        return sigma2[None, :] / w[:, None]
+
+    def _stat_scalars(self, name: str) -> np.ndarray:
+        """A scalar statistic per target, checked: a model file's JSON could hold anything."""
+        out = []
+        for t in self.target_names:
+            v = self.stats[t].get(name, np.nan)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ModelFileError(f"the model's statistic {name!r} of target {t!r} is not a number: {v!r}")
+            out.append(float(v))
+        return np.array(out)
+
+    def _half_width(self, X: np.ndarray, interval: str, level: float, weights: Any = None) -> np.ndarray:
+        """t · standard error per row and target (``_require_covariance`` first)."""
+        from scipy import special as sp
+
+        var = self._mean_variance(X)
+        if interval == "prediction":
+            var = var + self._noise(len(X), weights)
+        elif weights is not None:
+            raise ConfigError("weights apply to interval='prediction' (a new observation's noise)")
+        df = self._stat_scalars("df_resid")
+        with np.errstate(invalid="ignore"):
+            crit = np.where(df > 0, sp.stdtrit(np.where(df > 0, df, 1.0), 0.5 + level / 2), np.nan)
+        return crit * np.sqrt(var)
 
     def _by_name(self, X: Any) -> np.ndarray:
         """A table's feature columns in the model's order, by name; an array as it is."""
@@ -371,6 +576,8 @@ class FittedModel:
         for name in STAT_ARRAYS[1:]:
             if stats:
                 tensors[f"stats.{name}"] = np.array([s[name] for s in stats], dtype=np.float64)
+        if stats and self.cov is not None and self.cov_center is not None:  # what the intervals need
+            tensors["stats.cov"], tensors["stats.cov_center"] = self.cov, self.cov_center
         meta = {
             "feature_names": self.feature_names,
             "target_names": self.target_names,
@@ -421,6 +628,7 @@ class FittedModel:
         k = p + int(has_intercept)
         expected = {"coef": (q, p), "intercept": (q,), "x_mean": (p,), "x_scale": (p,), "y_mean": (q,), "y_scale": (q,)}
         expected.update({f"stats.{n}": (q, k) for n in STAT_ARRAYS[1:]})
+        expected.update({"stats.cov": (q, k, k), "stats.cov_center": (p,)})
         extra = sorted(set(tensors) - set(expected))
         if extra:
             raise ModelFileError(f"{path}: unexpected tensor {extra[0]!r} in model file")
@@ -432,6 +640,8 @@ class FittedModel:
         missing = [n for n in TENSORS if n not in tensors]
         if missing:
             raise ModelFileError(f"{path}: model file lacks tensor(s) {', '.join(missing)}")
+        if ("stats.cov" in tensors) != ("stats.cov_center" in tensors) or ("stats.cov" in tensors and not meta.get("stats")):
+            raise ModelFileError(f"{path}: the covariance of the estimates comes without its center or its statistics")
         stats = []
         raw_stats = meta.get("stats") or []
         if raw_stats:
@@ -462,6 +672,8 @@ class FittedModel:
             info=meta.get("info") or {},
             warnings=meta.get("warnings") or [],
             schema=_read_schema(meta.get("schema"), features, targets, meta.get("info") or {}, path),
+            cov=tensors.get("stats.cov"),
+            cov_center=tensors.get("stats.cov_center"),
         )
 
     def to_json(self) -> dict[str, Any]:

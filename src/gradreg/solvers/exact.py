@@ -745,6 +745,11 @@ class ExactSolution:
         (XcᵀWXc)⁺ in original units, on the identified columns.
     collinear_groups : list of list of int
     constant_columns : list of int
+    pinv : ndarray of shape (n_features, n_features), optional
+        (XcᵀWXc)⁺ in original units with the collinear columns kept (0 on constant columns): a
+        generalized inverse, which gives the right variance of every estimable quantity (a
+        prediction at a point that keeps the design's collinearity, the intercept), where
+        ``cov_unscaled`` gives NaN. None for a ridge fit.
     y_mean : ndarray of shape (n_targets,), optional
         Weighted target means (with an intercept): with ``tss``, the scale of an exact fit's rounding.
     pass_sums : PassSums, optional
@@ -769,6 +774,7 @@ class ExactSolution:
     cov_unscaled: np.ndarray
     collinear_groups: list[list[int]] = field(default_factory=list)
     constant_columns: list[int] = field(default_factory=list)
+    pinv: np.ndarray | None = None  # (XcᵀWXc)⁺ with collinear columns kept: see the docstring
     y_mean: np.ndarray | None = None  # weighted target means: the scale of an exact fit's rounding
     pass_sums: PassSums | None = field(default=None, repr=False, compare=False)
 
@@ -859,6 +865,7 @@ def _solve(factor: Factor, n_features: int, l2: float, rcond: float) -> ExactSol
     cov_unscaled = np.full((p, p), np.nan)
     if l2 == 0 and len(live):
         cov_unscaled[np.ix_(live, live)] = cov_s / np.outer(std[live], std[live])
+    pinv = None if l2 > 0 else np.nan_to_num(cov_unscaled)  # a generalized inverse: constant columns 0
     cov_unscaled[aliased, :] = np.nan
     cov_unscaled[:, aliased] = np.nan
     xm, ym = factor.mean[:p], factor.mean[p:]
@@ -884,6 +891,7 @@ def _solve(factor: Factor, n_features: int, l2: float, rcond: float) -> ExactSol
         cov_unscaled=cov_unscaled,
         collinear_groups=groups,
         constant_columns=[int(j) for j in np.flatnonzero(constant)],
+        pinv=pinv,
         y_mean=ym.copy(),
     )
 
@@ -1321,7 +1329,7 @@ def residual_pass(
         raise ValueError(f"cov_type={cov_type!r} needs the residual pass's scores accumulator")
     dependent = scores is not None and cov_type in ("cluster", "HAC")
     if robust and not dependent:
-        A = np.nan_to_num(sol.cov_unscaled)  # (XcᵀWXc)⁺ on identified columns
+        A = _g_inverse(sol)  # leverages are the same for every generalized inverse
         A_t = torch.as_tensor(A, **dd)
         power = {"HC0": 0, "HC1": 0, "HC2": 1, "HC3": 2}[cov_type]
     block = _Float64Buffer(device)
@@ -1453,10 +1461,11 @@ def _statistics(
         est = np.concatenate([[sol.intercept[t]], sol.coef[t]]) if sol.fit_intercept else sol.coef[t].copy()
         if ridge:
             cov = np.full((p + 1, p + 1), nan)
+            cov_c = None  # a penalized fit has no covariance: no intervals either
         else:
             bread = np.zeros((p + 1, p + 1))
             bread[0, 0] = 1.0 / sol.sum_w if sol.fit_intercept else 0.0
-            bread[1:, 1:] = np.nan_to_num(sol.cov_unscaled)
+            bread[1:, 1:] = _g_inverse(sol)  # the intercept and predictions are estimable
             if cov_type == "nonrobust" or exact_fit[t]:  # an exact fit's robust meat is rounding too
                 cov_c = sigma2 * bread
             else:
@@ -1517,9 +1526,34 @@ def _statistics(
                 "nobs": float(n),
                 "cov_type": cov_type,
                 "conf_level": conf_level,
+                # for prediction intervals (FittedModel moves them out of the dict): see _centered
+                **_centered(sol, cov_c),
             }
         )
     return out
+
+
+def _g_inverse(sol: ExactSolution) -> np.ndarray:
+    """(XcᵀWXc)⁺ with the collinear columns kept (:attr:`ExactSolution.pinv`); 0 where undefined."""
+    return sol.pinv if sol.pinv is not None else np.nan_to_num(sol.cov_unscaled)
+
+
+def _centered(sol: ExactSolution, cov_c: np.ndarray | None) -> dict:
+    """The covariance of the estimates in the centered parametrization [a, β] (ŷ = a + (x − center)ᵀβ),
+    as the statistics computed it, and the center; the intercept's row and column are dropped
+    without one.
+
+    Centered, the variance of a prediction is zᵀ C z with z = [1, x − center]: no cancellation
+    between the intercept's variance and the slopes' on ill-conditioned (polynomial) designs. With
+    collinear columns C is built on a generalized inverse: zᵀ C z is the variance of every
+    estimable prediction (x that keeps the design's collinearity), as statsmodels' pinv gives it;
+    constant columns have rows and columns of 0."""
+    if cov_c is None:
+        return {"cov_centered": None, "cov_center": None}
+    c = cov_c.copy()
+    k0 = 0 if sol.fit_intercept else 1
+    center = sol.x_mean.copy() if sol.fit_intercept else np.zeros(sol.coef.shape[1])
+    return {"cov_centered": c[k0:, k0:], "cov_center": center}
 
 
 def exact_fits(sol: ExactSolution) -> np.ndarray:
