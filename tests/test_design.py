@@ -361,3 +361,17 @@ def test_two_ranks_learn_every_level_and_match_one_process(tmp_path, grunfeld):
     model = FittedModel.load(str(out))
     assert model.info["world_size"] == 2
     _check(model, smf.ols(FORMULAS[0], grunfeld).fit(), "invest")
+
+
+def test_formula_with_clustered_errors_rank_deficient_wald_test(grunfeld):
+    # 11 firms: a clustered covariance of rank at most 10 for 12 slopes; statsmodels' Wald F then
+    # uses a pseudo-inverse and the covariance's rank, and so must gradreg (not a singular solve)
+    formula = "invest ~ np.log(value) + capital + C(firm)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = smf.ols(formula, grunfeld).fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(grunfeld.firm)[0]}, use_t=True)
+    est = LinearRegressor(solver="exact", formula=formula, cov_type="cluster").fit(grunfeld, groups=grunfeld.firm)
+    _check(est.model_, res, "invest")
+    stats = est.model_.stats["invest"]
+    np.testing.assert_allclose([stats["f"], stats["f_p"]], [res.fvalue, res.f_pvalue], rtol=1e-8)
+    np.testing.assert_allclose(stats["ci_low"][1:], res.conf_int()[0][est.model_.feature_names].to_numpy(), rtol=1e-8)

@@ -97,18 +97,26 @@ def summary_text(model, target: int) -> str:
     if s.get("cov_detail"):
         df = f"; t and F with {s['df_inference']:.0f} df" if s.get("df_inference") is not None else ""
         lines.append(f"{'Covariance:':<20}{s['cov_detail']}{df}")
+    design = model.design
+    if design is not None:
+        if not design.sugar:
+            lines.append(f"{'Formula:':<20}{design.formula}")
+        for col, levels in design.levels.items():
+            lines.append(f"{'Categorical:':<20}{col}: {len(levels)} levels, reference {levels[0]!r}")
     if cfg.get("l2", 0):
         lines.append(f"{'Ridge l2:':<20}{fmt(cfg['l2']):>18}   (standard errors are not defined for ridge)")
     lines.append("=" * width)
     level = float(s.get("conf_level", 0.95))
     lo, hi = f"[{(1 - level) / 2:.3g}", f"{(1 + level) / 2:.3g}]"
-    lines.append(f"{'':<16}{'coef':>11}{'std err':>11}{'t':>9}{'P>|t|':>9}{lo:>11}{hi:>11}")
-    lines.append("-" * width)
     terms = (["intercept"] if cfg.get("fit_intercept", True) else []) + list(model.feature_names)
+    # as statsmodels does, the term column widens for long names (C(firm)[T.Atlantic Refining]), up to 40
+    label_width = min(40, max(16, max(len(t) for t in terms) + 1))
+    lines.append(f"{'':<{label_width}}{'coef':>11}{'std err':>11}{'t':>9}{'P>|t|':>9}{lo:>11}{hi:>11}")
+    lines.append("-" * width)
     for i, term in enumerate(terms):
-        label = term if len(term) <= 15 else term[:14] + "…"
+        label = term if len(term) < label_width else term[: label_width - 2] + "…"
         lines.append(
-            f"{label:<16}{fmt(s['coef'][i]):>11}{fmt(s['std_err'][i]):>11}{fmt(s['t'][i]):>9}{_p(s['p'][i]):>9}"
+            f"{label:<{label_width}}{fmt(s['coef'][i]):>11}{fmt(s['std_err'][i]):>11}{fmt(s['t'][i]):>9}{_p(s['p'][i]):>9}"
             f"{fmt(s['ci_low'][i]):>11}{fmt(s['ci_high'][i]):>11}"
         )
     lines.append("=" * width)

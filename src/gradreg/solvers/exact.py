@@ -1498,8 +1498,12 @@ def _statistics(
             idx = np.flatnonzero(~sol.aliased) + k_const
             b = est[idx]
             sub = cov[np.ix_(idx, idx)]
-            f = float(b @ np.linalg.solve(sub, b)) / len(idx)
-            f_p = float(sp.fdtrc(len(idx), df_test, f)) if df_test > 0 else nan
+            # the robust Wald test as statsmodels makes it: a clustered covariance has rank at most
+            # G - 1, below the number of slopes when there are few clusters (dummies per firm), so a
+            # pseudo-inverse and the covariance's rank as the numerator df
+            rank = int(np.linalg.matrix_rank(sub))
+            f = float(b @ np.linalg.pinv(sub) @ b) / rank if rank else nan
+            f_p = float(sp.fdtrc(rank, df_test, f)) if df_test > 0 and rank else nan
         if rss > 0:
             llf = -n / 2 * (math.log(2 * math.pi) + math.log(rss / n) + 1) + sol.sum_log_w / 2
         else:
