@@ -375,3 +375,15 @@ def test_formula_with_clustered_errors_rank_deficient_wald_test(grunfeld):
     stats = est.model_.stats["invest"]
     np.testing.assert_allclose([stats["f"], stats["f_p"]], [res.fvalue, res.f_pvalue], rtol=1e-8)
     np.testing.assert_allclose(stats["ci_low"][1:], res.conf_int()[0][est.model_.feature_names].to_numpy(), rtol=1e-8)
+
+
+def test_a_formula_without_targets_takes_them_from_repeated_target(cli, tmp_path, grunfeld):
+    out = tmp_path / "m.safetensors"
+    model = _train(cli, GRUNFELD, "--formula", "~ value + C(firm)", "--target", "invest", "--target", "capital", "-o", out)
+    assert model.target_names == ["invest", "capital"]
+    for t in model.target_names:
+        _check(model, smf.ols(f"{t} ~ value + C(firm)", grunfeld).fit(), t)
+    r = cli("train", GRUNFELD, "--formula", "value + C(firm)", "--solver", "exact")
+    assert r.code != 0 and "names no target" in r.err
+    r = cli("evaluate", out, GRUNFELD, "--json")
+    assert r.code == 0 and json.loads(r.out)["targets"] == ["invest", "capital"]

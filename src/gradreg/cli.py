@@ -375,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(ev)
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
     data_options(ev, chunks=True)
+    ev.add_argument(
+        "--unknown",
+        choices=("error", "ignore"),
+        default="error",
+        help="a categorical level not seen in training: an error, or all its dummies 0 (default: %(default)s)",
+    )
 
     ins = command("inspect", "Show a model's coefficients, statistics and metadata.")
     model_arg(ins)
@@ -730,13 +736,19 @@ def _design_request(args: argparse.Namespace):
 
     formula = getattr(args, "formula", None)
     categorical = [c.strip() for item in getattr(args, "categorical", None) or [] for c in item.split(",") if c.strip()]
-    if formula is not None and (args.target or args.features or categorical or getattr(args, "exclude", None)):
-        given = [f for f, v in (("--target", args.target), ("--features", args.features), ("--categorical", categorical)) if v]
+    lhs = formula is not None and bool(formula.split("~", 1)[0].strip()) and "~" in formula
+    if formula is not None and ((lhs and args.target) or args.features or categorical or getattr(args, "exclude", None)):
+        given = [
+            f for f, v in (("--target", lhs and args.target), ("--features", args.features), ("--categorical", categorical)) if v
+        ]
         given += ["--exclude"] if getattr(args, "exclude", None) else []
         raise ConfigError(
-            f"--formula names the targets and features itself; leave out {', '.join(given)} "
-            "(a categorical column in a formula is C(col), or any text column)"
+            f"--formula names the {'targets and ' if lhs else ''}features itself; leave out {', '.join(given)} "
+            "(a categorical column in a formula is C(col), or any text column; the targets go left of '~' "
+            "or, for a formula without '~', in --target)"
         )
+    if formula is not None and not lhs and not args.target:
+        raise ConfigError(f"--formula {formula!r} names no target: write it as 'y ~ x1 + x2', or name the target(s) with --target")
     if formula is None and not args.target:
         raise ConfigError("name the target column(s) with --target, or give --formula 'y ~ x1 + x2'")
     reference = parse_reference(getattr(args, "reference", None), categorical)
@@ -1112,7 +1124,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model = _load_model(args.model)
     n_rows, metrics = evaluate(
-        model, args.data, delimiter=args.delimiter, drop_missing=args.drop_missing, stream=_stream(args, args.data)
+        model,
+        args.data,
+        delimiter=args.delimiter,
+        drop_missing=args.drop_missing,
+        stream=_stream(args, args.data),
+        unknown=args.unknown,
     )
     if args.json:
         print(json.dumps(_clean({"targets": model.target_names, "n_rows": n_rows, "metrics": metrics})))

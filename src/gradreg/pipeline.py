@@ -292,7 +292,13 @@ SOLVERS: dict[str, Callable[[Fit], Any]] = {"exact": _exact, "gd": _descend}
 
 
 def evaluate(
-    model: FittedModel, data: str, *, delimiter: str | None = None, drop_missing: bool = False, stream=None
+    model: FittedModel,
+    data: str,
+    *,
+    delimiter: str | None = None,
+    drop_missing: bool = False,
+    stream=None,
+    unknown: str | None = None,
 ) -> tuple[int, dict]:
     """A model's metrics on a table that has its target columns, read chunk by chunk.
 
@@ -305,6 +311,9 @@ def evaluate(
     drop_missing : bool
     stream : Stream, optional
         Read in chunks from this :class:`~gradreg.io.Stream` (of ``data``); None reads the table whole.
+    unknown : {"error", "ignore"}, optional
+        A categorical level not seen in training: an error, or all its dummies 0 (default: as the
+        model was fitted).
 
     Returns
     -------
@@ -322,6 +331,8 @@ def evaluate(
     acc = MetricsAccumulator(len(model.target_names))
     n_rows = 0
     design = model.design
+    if design is not None and unknown is not None and unknown != design.unknown:
+        design = design.with_unknown(unknown)
     selected = (
         select(t, model.target_names, model.feature_names, drop_missing=drop_missing, min_rows=0, design=design) for t in tables
     )

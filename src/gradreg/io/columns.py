@@ -430,7 +430,7 @@ def _from_formula(
     from .design import Design, column_levels
 
     formula = str(request.formula)
-    has_lhs = "~" in formula
+    has_lhs = "~" in formula and bool(formula.split("~", 1)[0].strip())
     targets = _split_names(target) or []
     if has_lhs and targets:
         raise ConfigError(
@@ -439,7 +439,7 @@ def _from_formula(
     if not has_lhs and not targets:
         raise ConfigError("{formula} has no target: write it as 'y ~ x1 + x2', or give {target}", formula=formula, target=target)
     if not has_lhs:
-        formula = " + ".join(f"`{t}`" for t in targets) + " ~ " + formula
+        formula = " + ".join(f"`{t}`" for t in targets) + " ~ " + formula.split("~", 1)[-1].strip()
     for n in targets + ([weight] if weight else []):
         if n not in seen:
             raise DataError(
@@ -449,13 +449,11 @@ def _from_formula(
     cats = Design.categorical_inputs(request, formula, table.data.schema, text=True)
     levels = {c: column_levels(table.data.column(seen[c])) for c in cats}
     learned = Design.learn(request, formula, table.data, levels, where=table.where, source=table.source, sugar=False)
-    if not has_lhs:
-        learned.sugar = True  # the targets are the columns given
     if learned.fit_intercept != fit_intercept and not fit_intercept:
         raise ConfigError(
             f"formula {formula!r} has an intercept; write '- 1' in it instead of {{fit_intercept}}", fit_intercept=False
         )
-    targets = targets if not has_lhs else list(learned.target_names)
+    targets = list(learned.target_names)
     return _designed(table, seen, targets, learned, weight, drop_missing, min_rows, group_cols=group_cols)
 
 
