@@ -363,6 +363,7 @@ def test_two_ranks_learn_every_level_and_match_one_process(tmp_path, grunfeld):
     _check(model, smf.ols(FORMULAS[0], grunfeld).fit(), "invest")
 
 
+@pytest.mark.filterwarnings("ignore:covariance of constraints does not have full rank")
 def test_formula_with_clustered_errors_rank_deficient_wald_test(grunfeld):
     # 11 firms: a clustered covariance of rank at most 10 for 12 slopes; statsmodels' Wald F then
     # uses a pseudo-inverse and the covariance's rank, and so must gradreg (not a singular solve)
