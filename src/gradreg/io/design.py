@@ -30,6 +30,7 @@ from ..errors import ConfigError, DataError
 __all__ = ["Design", "DesignRequest", "MAX_LEVELS", "merge_levels"]
 
 FORMAT = 1  # version of the JSON a model file stores
+LEARN_ROWS = 1024  # rows a formula without stateful transforms is checked and named on
 
 # What a formula may call: formulaic's transforms and numpy's elementwise functions. Nothing else
 # is evaluated, so a formula in a model file cannot run code.
@@ -512,6 +513,8 @@ class Design:
                     "leave it out, or raise --max-levels"
                 )
         draft = cls(formula, levels, {}, [], [], True, sugar=sugar, unknown=request.unknown)
+        if not parsed.stateful:  # the names need the levels, not the rows: a few rows will do
+            table = table.slice(0, LEARN_ROWS)
         frame = draft._frame(table, parsed.inputs, where)
         try:
             mm = model_matrix(parsed.rhs, frame, na_action="ignore", context=_CONTEXT)
@@ -541,7 +544,6 @@ class Design:
         """The columns a side of the formula reads, as a DataFrame: numbers as float64 (text that
         is not a number is an error naming its cell), categorical columns with the model's levels."""
         import pandas as pd
-        import pyarrow as pa
 
         from .columns import _required_column
 
@@ -551,25 +553,43 @@ class Design:
         for n in columns:
             col = table.column(n)
             if n in self.levels:
-                if pa.types.is_dictionary(col.type):
-                    col = col.cast(col.type.value_type)
-                values = [_normalize(v) for v in col.to_pylist()]
-                known = self.levels[n]
-                lookup = set(known)
-                for i, v in enumerate(values):
-                    if v is not None and v not in lookup:
-                        if self.unknown == "ignore":
-                            values[i] = None  # all its dummies 0
-                            continue
-                        shown = ", ".join(map(repr, known[:20])) + (", …" if len(known) > 20 else "")
-                        raise DataError(
-                            f"{where(i, n)}: level {v!r} of categorical column {n!r} was not seen in training; "
-                            f"the model knows {shown} (predict it with all its dummies 0: --unknown ignore, or unknown='ignore' in Python)"
-                        )
-                data[n] = pd.Categorical(values, categories=known)
+                data[n] = self._categories(col, n, where)
             else:
                 data[n] = _required_column(shim, n, names.index(n), features=True)
         return pd.DataFrame(data, index=pd.RangeIndex(table.num_rows))
+
+    def _categories(self, col: Any, name: str, where: Callable[[int, str], str]) -> Any:
+        """A column as a pandas Categorical of the model's levels (codes found by Arrow, in bulk);
+        a level the model lacks is an error naming its cell, or missing (all dummies 0) when
+        ``unknown`` is "ignore"."""
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        known = self.levels[name]
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        text = _is_text(col.type)
+        if text:
+            values = pa.array([str(v) for v in known], type=pa.string())
+            col = col.cast(pa.string())
+        else:  # numbers: 3 and 3.0 are one level, as _normalize makes them
+            values = pa.array([float(v) if not isinstance(v, str) else float("nan") for v in known], type=pa.float64())
+            col = pc.cast(col, pa.float64())
+        codes = pc.index_in(col, value_set=values)
+        unseen = pc.and_(pc.is_null(codes), pc.is_valid(col))
+        if pc.any(unseen).as_py():
+            i = int(np.flatnonzero(unseen.to_numpy(zero_copy_only=False))[0])
+            v = _normalize(col[i].as_py())
+            if self.unknown != "ignore":
+                shown = ", ".join(map(repr, known[:20])) + (", …" if len(known) > 20 else "")
+                raise DataError(
+                    f"{where(i, name)}: level {v!r} of categorical column {name!r} was not seen in training; "
+                    f"the model knows {shown} (predict it with all its dummies 0: --unknown ignore, "
+                    "or unknown='ignore' in Python)"
+                )
+        codes = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)  # -1: all its dummies 0
+        return pd.Categorical.from_codes(codes, categories=known)
 
     def _specs(self):
         from formulaic import ModelSpec
@@ -631,7 +651,11 @@ class Design:
         cols = [got.index(n) for n in names if n in got]
         if len(cols) != len(names):
             raise DataError(f"formula {self.formula!r}: the data make columns {got}, not the model's {names}")
-        X = np.asarray(mm.values if hasattr(mm, "values") else mm, dtype=np.float64)[:, cols]
+        X = mm.to_numpy(dtype=np.float64) if hasattr(mm, "to_numpy") else np.asarray(mm, dtype=np.float64)
+        if cols and cols == list(range(cols[0], cols[0] + len(cols))):
+            X = X[:, cols[0] : cols[0] + len(cols)]  # a view: all but the intercept, in order
+        else:
+            X = X[:, cols]
         if not np.isfinite(X).all():
             bad = ~np.isfinite(X)
             row = int(np.argmax(bad.any(axis=1)))
