@@ -183,6 +183,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         features: str | list[str] | None = None,
         weight: str | None = None,
         stream: bool | None = None,
+        read: Any = None,
     ) -> LinearRegressor:
         """Fit the model, on arrays or on files.
 
@@ -209,6 +210,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         stream : bool, optional
             With a path: True streams whatever the size, False reads the rows whole, None decides
             by size.
+        read : gradreg.io.ReadOptions or dict, optional
+            With a path: how to read it, as ``ReadOptions.of`` takes it, e.g.
+            ``{"delimiter": ";", "decimal": ",", "thousands": ".", "dates": ["day"], "dates_as": "parts"}``
+            (the delimiter is detected when not given). Date columns are recorded in the model.
 
         Returns
         -------
@@ -224,9 +229,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             Constant or collinear columns, or fewer rows than coefficients.
         """
         if isinstance(X, (str, os.PathLike)):
-            return self._fit_path(os.fspath(X), target if target is not None else y, features, weight, stream)
-        if target is not None or features is not None or weight is not None or stream is not None:
-            raise TypeError("target, features, weight and stream go with a path; with arrays, pass y and sample_weight")
+            return self._fit_path(os.fspath(X), target if target is not None else y, features, weight, stream, read)
+        if target is not None or features is not None or weight is not None or stream is not None or read is not None:
+            raise TypeError("target, features, weight, stream and read go with a path; with arrays, pass y and sample_weight")
         cfg = self._config()
         Xa, Ya, w, y_1d, names, target_names = self._arrays(X, y, sample_weight, reset=True, min_samples=2)
         if w is not None and not (w > 0).any():
@@ -236,7 +241,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         self.__dict__.pop("_state", None)  # fit starts afresh; partial_fit continues from here
         return self
 
-    def _fit_path(self, path: str, target: Any, features: Any, weight: str | None, stream: bool | None) -> LinearRegressor:
+    def _fit_path(
+        self, path: str, target: Any, features: Any, weight: str | None, stream: bool | None, read: Any = None
+    ) -> LinearRegressor:
         """:meth:`fit` on files: the library's source (in memory or streamed), on every rank of a
         torchrun job when this process is one."""
         from . import distributed
@@ -246,7 +253,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             raise TypeError(f"fit({path!r}): name the target column(s): target='y' or target=['y1', 'y2']; got {target!r}")
         cfg = self._config()
         comm = distributed.init(device=cfg.device)  # SINGLE unless torchrun started this process
-        source = open_source(path, target, features, weight=weight, stream=stream, comm=comm)
+        from .io import ReadOptions
+
+        options = read if isinstance(read, ReadOptions) or read is None else ReadOptions.of(**read)
+        source = open_source(path, target, features, weight=weight, stream=stream, comm=comm, options=options)
         model = train(source, cfg, comm)
         self.feature_names_in_ = np.asarray(source.feature_names, dtype=object)
         self.n_features_in_ = len(source.feature_names)

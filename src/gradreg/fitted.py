@@ -448,6 +448,11 @@ def _read_schema(raw: Any, features: list[str], targets: list[str], info: dict, 
         raise ModelFileError(f"{path}: model schema lacks feature/target names") from None
     if names != (features, targets):
         raise ModelFileError(f"{path}: the model's schema does not match its feature and target names")
+    dates = raw.get("dates")
+    if dates is not None and (
+        not isinstance(dates, dict) or not all(isinstance(k, str) and v in ("days", "parts") for k, v in dates.items())
+    ):
+        raise ModelFileError(f"{path}: the model's date columns must map names to days or parts; got {dates!r}")
     return raw
 
 

@@ -195,6 +195,8 @@ def train(
         getattr(source, "dtypes", None),
     )
     model._factor = factor  # not saved: LinearRegressor.partial_fit can merge more rows into it
+    if getattr(source, "dates", None):  # date columns read as numbers: predict converts them alike
+        model.schema["dates"] = dict(source.dates)
     return model
 
 
@@ -282,7 +284,7 @@ SOLVERS: dict[str, Callable[[Fit], Any]] = {"exact": _exact, "gd": _descend}
 
 
 def evaluate(
-    model: FittedModel, data: str, *, delimiter: str | None = None, drop_missing: bool = False, stream=None
+    model: FittedModel, data: str, *, delimiter: str | None = None, drop_missing: bool = False, stream=None, options=None
 ) -> tuple[int, dict]:
     """A model's metrics on a table that has its target columns, read chunk by chunk.
 
@@ -295,6 +297,9 @@ def evaluate(
     drop_missing : bool
     stream : Stream, optional
         Read in chunks from this :class:`~gradreg.io.Stream` (of ``data``); None reads the table whole.
+    options : ReadOptions, optional
+        How to read numbers (see :class:`~gradreg.io.ReadOptions`); the model's date columns are
+        converted as it records.
 
     Returns
     -------
@@ -305,7 +310,7 @@ def evaluate(
     from .io import prefetch, read_table, select
 
     if stream is None:
-        tables = iter([read_table(data, delimiter=delimiter)])
+        tables = iter([read_table(data, delimiter=delimiter, options=model_read_options(model, options))])
     else:
         tables = stream.tables([c for c in model.target_names + model.feature_names if c in stream.columns])
     acc = MetricsAccumulator(len(model.target_names))
@@ -317,6 +322,27 @@ def evaluate(
     if n_rows == 0:
         raise DataError(f"{data}: no data rows to evaluate")
     return n_rows, {k: v.tolist() for k, v in acc.result().items()}
+
+
+def model_read_options(model: FittedModel, options=None):
+    """``options`` (or the defaults) with the date conversions that ``model`` records.
+
+    Parameters
+    ----------
+    model : FittedModel
+    options : ReadOptions, optional
+
+    Returns
+    -------
+    ReadOptions
+    """
+    from dataclasses import replace
+
+    from .io import ReadOptions
+
+    options = options or ReadOptions()
+    dates = model.schema.get("dates") or {}
+    return replace(options, dates={**dict(dates), **options.dates}) if dates else options
 
 
 def update(model: FittedModel | None, state: Any, X: np.ndarray, Y: np.ndarray, w, feature_names, target_names, cfg: TrainConfig):

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..distributed import SINGLE, Comm
 from ..errors import ConfigError, DataError
-from .formats import Table, csv_records, delimiter_hint, read_table, temporal_hint, value_hint
+from .formats import Table, csv_records, delimiter_hint, read_table, temporal_hint, thousands_of, value_hint
 from .partition import Split, split_arrays
 
 __all__ = [
@@ -60,6 +60,7 @@ class Dataset:
     notices: list[str] = field(default_factory=list)
     dtypes: dict[str, str] | None = None  # column name → its type as read (the model file's schema)
     where: Callable[[int, str], str] | None = field(default=None, repr=False, compare=False)
+    dates: dict[str, str] | None = None  # date columns read as numbers (--dates): name → days/parts
 
     def split(self, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Split:
         """This rank's rows as training and validation chunks (views of the arrays), the validation
@@ -287,7 +288,10 @@ def select(
             arr = _numeric_column(table, n, seen[n])
             if arr is None:
                 kind = _temporal(table, seen[n])
-                notices.append(f"left out column {n!r}: it holds {kind + ', not numbers' if kind else 'no numbers'}")
+                notices.append(
+                    f"left out column {n!r}: it holds {kind + ', not numbers' if kind else 'no numbers'}"
+                    + _why(table, n, seen[n], kind)
+                )
                 continue
             chosen_features.append(n)
             X.append(arr)
@@ -336,6 +340,37 @@ def select(
     )
 
 
+def _why(table: Table, name: str, index: int, kind: str | None) -> str:
+    """What would read a column left out of the features: ``--dates``, ``--thousands``."""
+    if kind in ("dates", "timestamps"):
+        return f" (give --dates {name} to use it)"
+    _, value = _first_value(table, index)
+    sep = thousands_of(value)
+    if sep is None and isinstance(value, str) and _temporal_text(value):
+        return f" (dates? give --dates {name} to use it)"
+    if sep is None and isinstance(value, str) and _decimal_comma(value):
+        return f" (numbers with a decimal comma, as in {value!r}? give --decimal ',')"
+    if sep is None:
+        return ""
+    return (
+        f" (numbers with thousands separators, as in {value!r}? give --thousands {sep!r}"
+        + (" --decimal ','" if sep == "." else "")
+        + ")"
+    )
+
+
+def _decimal_comma(value: str) -> bool:
+    from .formats import _DECIMAL_COMMA
+
+    return bool(_DECIMAL_COMMA.match(value.strip()))
+
+
+def _temporal_text(value: str) -> bool:
+    from .formats import _DATE
+
+    return bool(_DATE.match(value.strip()))
+
+
 def _row_finder(table: Table, kept: np.ndarray | None) -> Callable[[int, str], str]:
     """Dataset.where for rows selected from ``table`` (``kept``: their rows in it, None for all).
 
@@ -357,7 +392,7 @@ def _required_column(table: Table, name: str, index: int, *, features: bool = Fa
         row, value = _first_value(table, index)
         kind = _temporal(table, index)
         if kind:
-            raise DataError(f"{table.where(row, name)}: expected a number, got {value!r}: {temporal_hint(kind, features)}")
+            raise DataError(f"{table.where(row, name)}: expected a number, got {value!r}: {temporal_hint(kind, features, name)}")
         hint = value_hint(value, features)
         raise DataError(f"{table.where(row, name)}: column {name!r} holds no numbers; got {value!r}{hint}")
     return arr
@@ -422,6 +457,7 @@ def load(
     drop_missing: bool = False,
     delimiter: str | None = None,
     exclude: Sequence[str] | str | None = None,
+    options: Any = None,
 ) -> Dataset:
     """Read ``source`` and select columns: :func:`~gradreg.io.read_table`, then :func:`select`.
 
@@ -437,13 +473,39 @@ def load(
         As for :func:`select` and :func:`~gradreg.io.read_table`.
     exclude : str or sequence of str, optional
         As for :func:`select`.
+    options : ReadOptions, optional
+        Decimal mark, thousands separator, date columns (see :class:`~gradreg.io.ReadOptions`).
 
     Returns
     -------
     Dataset
+        With ``dates``: the date columns that became features, and how.
     """
-    table = read_table(source, delimiter=delimiter)
-    return select(table, target, features, weight=weight, drop_missing=drop_missing, exclude=exclude)
+    table = read_table(source, delimiter=delimiter, options=options)
+    ds = select(table, target, features, weight=weight, drop_missing=drop_missing, exclude=exclude)
+    ds.dates = used_dates(options, ds.feature_names)
+    return ds
+
+
+def used_dates(options: Any, feature_names: Sequence[str]) -> dict[str, str] | None:
+    """The date conversions of ``options`` whose columns are among ``feature_names`` (what a
+    model file records, so that prediction converts them alike); None for none.
+
+    Parameters
+    ----------
+    options : ReadOptions or None
+    feature_names : sequence of str
+
+    Returns
+    -------
+    dict of str to str, or None
+    """
+    from .reading import date_features
+
+    if options is None:
+        return None
+    used = {c: how for c, how in options.dates.items() if set(date_features(c, how)) & set(feature_names)}
+    return used or None
 
 
 def feature_matrix(
