@@ -71,7 +71,6 @@ FLAGS = {
     "thousands": "--thousands",
     "dates": "--dates",
     "dates_as": "--dates-as",
-    "keep": "--keep",
     "chunk_rows": "--chunk-rows",
     "shuffle_buffer": "--shuffle-buffer",
     "checkpoint_dir": "--checkpoint-dir",

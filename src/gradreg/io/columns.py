@@ -49,6 +49,9 @@ class Dataset:
     where : callable, optional
         ``where(i, name)``: where row ``i``, column ``name`` came from (``data.csv, line 7,
         column 'x'``); set by :func:`select`. None: rows are counted from 1 in ``source``.
+    dates : dict of str to str, optional
+        Date columns read as numbers (``--dates``): name → ``days`` or ``parts``, recorded in
+        the model file so that prediction converts them alike.
     """
 
     X: np.ndarray
