@@ -1158,6 +1158,8 @@ def _data_for_model(args: argparse.Namespace, model):
     from .io import read_table, select
 
     table = read_table(args.data, options=_read_options(args, model))
+    for n in table.notices:  # a delimiter detected
+        _console(stderr=True).print(f"note: {n}", markup=False)
     ds = select(table, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=1)
     return ds.X, ds.Y
 
