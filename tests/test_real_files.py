@@ -163,6 +163,18 @@ def test_a_value_that_is_still_not_a_number_is_named(cli, tmp_path, stream):
     assert not os.path.exists(tmp_path / "m.safetensors")
 
 
+@pytest.mark.parametrize("stream", STREAMED)
+def test_a_decimal_comma_file_never_reads_a_point_as_a_decimal_point(cli, tmp_path, stream):
+    src = write(tmp_path / "d.csv", "a;b;y\n1.234;1;2\n2.500;2;3\n3,5;3;1\n4;4;4\n")
+    r = cli("train", src, "--target", "y", "--decimal", ",", "-o", tmp_path / "m.safetensors", *stream)
+    assert error(r) == (
+        f"{src}, line 2, column 'a': expected a number with ',' as decimal mark (--decimal ,); got '1.234' "
+        "(thousands separators? give --thousands '.')"
+    )
+    model = fitted(cli, tmp_path, src, "--target", "y", "--decimal", ",", "--thousands", ".", *stream)
+    assert_ols(model, np.c_[[1234, 2500, 3.5, 4], [1, 2, 3, 4]], np.array([2.0, 3, 1, 4]))
+
+
 def test_read_options_are_checked():
     with pytest.raises(ConfigError, match=r"thousands and decimal must differ; got thousands=',' and decimal=','"):
         ReadOptions.of(decimal=",", thousands=",")

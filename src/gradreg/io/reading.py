@@ -120,7 +120,7 @@ class ReadOptions:
     @property
     def converts(self) -> bool:
         """Whether :func:`convert` has anything to do."""
-        return bool(self.thousands or self.dates)
+        return bool(self.thousands or self.dates or self.decimal != ".")
 
     def columns(self, names: Sequence[str]) -> list[str]:
         """The columns a table with raw columns ``names`` has once converted (a date column as
@@ -255,8 +255,8 @@ def detected_notice(shown: str, delimiter: str) -> str:
 def convert(table: Any, options: ReadOptions | None) -> Any:
     """A :class:`~gradreg.io.Table` with text numbers and date columns turned into numbers.
 
-    With ``thousands``, a text column whose cells are numbers once the separator is removed
-    becomes float64 (cells that are still not numbers are an error naming file, line, column and
+    With ``thousands`` (or a decimal comma), a text column whose cells are numbers once the
+    separator is removed (and the decimal mark made a point) becomes float64 (cells that are still not numbers are an error naming file, line, column and
     value; a column with no number at all stays text). Each column of ``dates`` becomes days
     since 1970-01-01 or its parts. ``keep`` columns are left as they are.
 
@@ -297,7 +297,7 @@ def convert(table: Any, options: ReadOptions | None) -> Any:
                 arrays.append(col)
                 out_names.append(kept_name(n))
             continue
-        if options.thousands and n not in options.keep and _is_text(col.type):
+        if (options.thousands or options.decimal != ".") and n not in options.keep and _is_text(col.type):
             parsed = _text_numbers(table, n, col, options)
             if parsed is not None:
                 col = parsed
@@ -316,57 +316,48 @@ def _is_text(typ: Any) -> bool:
 
 def _text_numbers(table: Any, name: str, col: Any, options: ReadOptions) -> Any:
     """A text column as float64 with the thousands separator removed; None when no cell is a
-    number (a text column); an error naming the first cell that is not a number."""
+    number (a text column); an error naming the first cell that is not a number. Vectorized:
+    a cell is a number when it matches :func:`_number_pattern`."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     sep, dec = options.thousands, options.decimal
     text = pc.utf8_trim_whitespace(col)
     text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
-    grouped = re.compile(_grouping(sep, dec))
-    values = text.to_pylist()
-    parsed: list[float | None] = []
-    bad: int | None = None
-    for i, v in enumerate(values):
-        if v is None:
-            parsed.append(None)
-            continue
-        number = _number(v, sep, dec, grouped)
-        if number is None and bad is None:
-            bad = i
-        parsed.append(number)
-    if all(p is None for p in parsed):
+    valid = pc.match_substring_regex(text, _number_pattern(sep, dec))  # null where the cell is
+    present = pc.invert(pc.is_null(text))
+    good = int(pc.sum(pc.cast(pc.fill_null(valid, False), pa.int64())).as_py() or 0)
+    if good == 0:
         return None
-    if bad is not None:
-        v = values[bad]
-        rule = f"a number with {sep!r} between groups of three digits" + (f" and {dec!r} as decimal mark" if dec != "." else "")
-        raise DataError(f"{table.where(bad, name)}: expected {rule} (--thousands {_shown(sep)}); got {v!r}")
-    return pa.chunked_array([pa.array(parsed, pa.float64())])
+    if good < int(pc.sum(pc.cast(present, pa.int64())).as_py() or 0):
+        bad = pc.and_(present, pc.invert(pc.fill_null(valid, True)))
+        row = pc.index(bad, True).as_py()
+        v = text[row].as_py()
+        if sep:
+            rule = f"a number with {sep!r} between groups of three digits" + (
+                f" and {dec!r} as decimal mark" if dec != "." else ""
+            )
+            raise DataError(f"{table.where(row, name)}: expected {rule} (--thousands {_shown(sep)}); got {v!r}")
+        hint = " (thousands separators? give --thousands '.')" if re.match(r"[-+]?\d{1,3}(\.\d{3})+$", v) else ""
+        raise DataError(
+            f"{table.where(row, name)}: expected a number with {dec!r} as decimal mark (--decimal {dec}); got {v!r}{hint}"
+        )
+    plain = pc.replace_substring(text, sep, "") if sep else text
+    if dec != ".":
+        plain = pc.replace_substring(plain, dec, ".")
+    return pc.cast(plain, pa.float64())
+
+
+def _number_pattern(sep: str | None, dec: str) -> str:
+    """A number written plainly or with ``sep`` between groups of three digits, ``dec`` its
+    decimal mark, maybe an exponent."""
+    d = re.escape(dec)
+    digits = rf"(\d+|\d{{1,3}}({re.escape(sep)}\d{{3}})+)" if sep else r"\d+"
+    return rf"^[-+]?({digits}({d}\d*)?|{d}\d+)([eE][-+]?\d+)?$"
 
 
 def _shown(sep: str) -> str:
     return {" ": "space", "'": '"\'"'}.get(sep, sep)
-
-
-def _grouping(sep: str, dec: str) -> str:
-    s, d = re.escape(sep), re.escape(dec)
-    return rf"[-+]?\d{{1,3}}({s}\d{{3}})+({d}\d*)?$"
-
-
-def _number(v: str, sep: str, dec: str, grouped: re.Pattern) -> float | None:
-    """A cell as a number: plain, or with ``sep`` every three digits; None if it is neither."""
-    if sep in v:
-        if not grouped.match(v):
-            return None
-        v = v.replace(sep, "")
-    if dec != ".":
-        if "." in v:
-            return None
-        v = v.replace(dec, ".")
-    try:
-        return float(v)
-    except ValueError:
-        return None
 
 
 def _date_columns(table: Any, name: str, col: Any, how: str) -> dict[str, Any]:

@@ -425,7 +425,11 @@ class Stream:
                 if value.strip() == "":
                     continue
                 try:
-                    float(value.replace(",", ".") if self.options.decimal == "," and "." not in value else value)
+                    if self.options.decimal == ",":  # 1,5 is a number; 1.5 is not
+                        value_read = value.replace(",", ".") if "." not in value else "not a number"
+                    else:
+                        value_read = value
+                    float(value_read)
                 except ValueError:
                     hint = value_hint(value, features=False)  # the target, maybe
                     return DataError(f"{f.path}, line {line}, column {f.columns[j]!r}: expected a number, got {value!r}{hint}")
