@@ -357,3 +357,17 @@ def test_two_ranks_read_a_european_file_with_dates(tmp_path):
     assert model.info["world_size"] == 2 and model.schema["dates"] == {"when": "days"}
     np.testing.assert_allclose(model.coef, coef, rtol=1e-9)
     np.testing.assert_allclose(model.intercept, icpt, rtol=1e-9)
+
+
+@pytest.mark.parametrize("chunks", [[], ["--chunk-rows", "3"]])
+def test_keep_a_feature_of_a_european_file(cli, tmp_path, chunks):
+    src = messy("europe_thousands.csv")
+    model = tmp_path / "m.safetensors"
+    read = ("--decimal", ",", "--thousands", ".")
+    assert cli("train", src, "--target", "sales", *read, "--solver", "exact", "-q", "-o", model).code == 0
+    r = cli("predict", model, src, *read, "--keep", "region,area", *chunks)
+    assert r.code == 0, r.err
+    rows = list(csv.reader(r.out.splitlines()))
+    c = cells(src, ";")
+    assert rows[0] == ["region", "area", "sales"] and [row[0] for row in rows[1:]] == c["region"]
+    np.testing.assert_array_equal([float(row[1]) for row in rows[1:]], numbers(c["area"], ",", "."))  # as the model reads it

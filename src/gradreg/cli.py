@@ -349,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep",
         action="append",
         metavar="COLS",
-        help="copy these input columns (IDs, any type, as written) beside the predictions, row for row "
-        "(comma-separated or repeated)",
+        help="copy these input columns (IDs, any type, as written; a model feature as the number read) beside "
+        "the predictions, row for row (comma-separated or repeated)",
     )
     data_options(pr, chunks=True)
     for action in pr._actions:
@@ -702,13 +702,13 @@ def _read_options(args: argparse.Namespace, model=None):
     return model_read_options(model, opts)
 
 
-def _stream(args: argparse.Namespace, data: str, model=None):
+def _stream(args: argparse.Namespace, data: str, model=None, options=None):
     """A Stream over DATA when it is CSV/Parquet file(s) on disk and the command reads in chunks."""
     from .io import stream_of
 
     if not hasattr(args, "chunk_rows"):
         return None
-    return stream_of(data, chunk_rows=args.chunk_rows, options=_read_options(args, model))
+    return stream_of(data, chunk_rows=args.chunk_rows, options=options or _read_options(args, model))
 
 
 def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: Any = None, weight: Any = None, comm=None):
@@ -1007,13 +1007,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
     opts = _read_options(args, model)
     keep = list(opts.keep)
+    if any(k in model.feature_names for k in keep):  # read as the model reads it, and copied as read
+        from dataclasses import replace
+
+        opts = replace(opts, keep=tuple(k for k in keep if k not in model.feature_names))
     clash = [k for k in keep if k in model.target_names]
     if clash:
         raise ConfigError(
             f"--keep {clash[0]}: the predictions are written in a column of that name (the model's target); "
             "keep another column, or rename it in the input"
         )
-    stream = _stream(args, args.data, model)
+    stream = _stream(args, args.data, options=opts)
     if stream is None:
         table = read_table(args.data, options=opts)
         _require_keep(table.source, [str(c) for c in table.data.column_names] + list(opts.dates), keep)
