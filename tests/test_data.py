@@ -315,22 +315,24 @@ def test_tab_given_by_name_reads_a_tsv_named_txt(tmp_path):
 
 
 def test_a_header_read_as_one_field_suggests_the_delimiter(tmp_path):
-    msg = bad(tmp_path, "a;b;y\n1;2;3\n2;3;4\n")
+    msg = bad(tmp_path, "a;b;y\n1;2;3\n2;3;4\n", delimiter=",")  # a wrong delimiter given
     assert msg == f"{tmp_path / 'bad.csv'}: no column named 'y'; columns are a;b;y; " + (
         "the header is one field holding ';': for a ';'-separated file give --delimiter ';'"
     )
-    msg = bad(tmp_path, "a|b|y\n1,5|2|3\n2|3|4\n")
+    msg = bad(tmp_path, "a|b|y\n1,5|2|3\n2|3|4\n", delimiter=",")
     assert msg == f"{tmp_path / 'bad.csv'}, line 2: expected 1 field like the header, got 2; " + (
         "the header is one field holding '|': for a '|'-separated file give --delimiter '|' "
-        "(its numbers use decimal commas, as in '1,5', which gradreg does not read yet)"
+        "(its numbers use decimal commas, as in '1,5': give --decimal ',' too)"
     )
-    assert "give --delimiter tab" in bad(tmp_path, "a\tb\ty\n1\t2\t3\n2\t3\t4\n")
+    assert "give --delimiter tab" in bad(tmp_path, "a\tb\ty\n1\t2\t3\n2\t3\t4\n", delimiter=",")
+    # not given, a delimiter that splits every line alike is detected: the hint is for what detection cannot tell
+    assert "give --delimiter ';'" in bad(tmp_path, "a;b;y\n1;2;3\n2;3\n")  # a ragged line
 
 
 def test_a_decimal_comma_is_named(tmp_path):
     msg = bad(tmp_path, 'x,y\n1,2\n"2,5",3\n3,4\n')
     assert msg == f"{tmp_path / 'bad.csv'}, line 3, column 'x': expected a number, got '2,5' " + (
-        "(a decimal comma? gradreg reads numbers with a decimal point: write 2.5)"
+        "(a decimal comma? give --decimal ',')"
     )
 
 
@@ -353,15 +355,15 @@ def test_date_time_and_timestamp_columns(tmp_path):
     ds = load(src, "y")
     assert ds.feature_names == ["x"]
     assert ds.notices == [
-        "left out column 'day': it holds dates, not numbers",
-        "left out column 'at': it holds timestamps, not numbers",
+        "left out column 'day': it holds dates, not numbers (give --dates day to use it)",
+        "left out column 'at': it holds timestamps, not numbers (give --dates at to use it)",
         "left out column 'time': it holds times of day, not numbers",
     ]
     where = f"{src}, line 2, column"
     with pytest.raises(DataError) as e:
         load(src, "y", "day,x")
     assert str(e.value) == f"{where} 'day': expected a number, got '2024-01-01': dates are not numbers: " + (
-        "convert the column to numbers (e.g. days since an epoch) or leave it out with --features"
+        "give --dates day to use them as days since 1970-01-01 or leave the column out with --features"
     )
     with pytest.raises(DataError, match=r"'at': expected a number, got '2024-01-01T10:00:00': timestamps are not numbers"):
         load(src, "y", "at")  # as written in the file
@@ -369,7 +371,7 @@ def test_date_time_and_timestamp_columns(tmp_path):
         load(src, "y", "time")
     with pytest.raises(DataError) as e:
         load(src, "day")  # a target: no --features to leave it out with
-    assert str(e.value).endswith("dates are not numbers: convert the column to numbers (e.g. days since an epoch)")
+    assert str(e.value).endswith("dates are not numbers: give --dates day to use them as days since 1970-01-01")
 
 
 def test_a_parquet_date_column_shows_its_value_as_text(tmp_path):

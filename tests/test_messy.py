@@ -58,25 +58,30 @@ def assert_ols(model, X, y):
 @pytest.mark.parametrize("stream", [[], ["--stream"]])
 def test_semicolons_and_decimal_commas(cli, tmp_path, stream):
     src = messy("europe.csv")
-    r = cli("train", src, "--target", "yield", "-o", tmp_path / "m.safetensors", *stream)
+    for given in ([], ["--delimiter", ";"], ["--delimiter", "semicolon"]):
+        r = cli("train", src, "--target", "yield", *given, "-o", tmp_path / "m.safetensors", *stream)
+        assert error(r, tmp_path) == (
+            f"{src}, line 2, column 'yield': column 'yield' holds no numbers; got '4,1' (a decimal comma? give --decimal ',')"
+        )
+    r = cli("train", src, "--target", "yield", "--delimiter", ",", "-o", tmp_path / "m.safetensors", *stream)
     assert error(r, tmp_path) == (
         f"{src}, line 2: expected 1 field like the header, got 4; the header is one field holding ';': for a "
-        "';'-separated file give --delimiter ';' (its numbers use decimal commas, as in '21,5', which gradreg does "
-        "not read yet)"
+        "';'-separated file give --delimiter ';' (its numbers use decimal commas, as in '21,5': give --decimal ',' too)"
     )
-    for delimiter in (";", "semicolon"):
-        r = cli("train", src, "--target", "yield", "--delimiter", delimiter, "-o", tmp_path / "m.safetensors", *stream)
-        assert error(r, tmp_path) == (
-            f"{src}, line 2, column 'yield': column 'yield' holds no numbers; got '4,1' "
-            "(a decimal comma? gradreg reads numbers with a decimal point: write 4.1)"
-        )
+    r = cli("train", src, "--target", "yield", "--decimal", ",", "--solver", "exact", "-o", tmp_path / "m.safetensors", *stream)
+    assert r.code == 0, r.err
+    assert f"note: {src}: read as ';'-separated (detected; give --delimiter to choose)" in r.err
+    text = (MESSY / "europe.csv").read_text().replace(",", ".")
+    values = np.loadtxt(text.splitlines()[1:], delimiter=";")
+    model = json.loads(cli("inspect", tmp_path / "m.safetensors", "--json").out)
+    assert_ols(model, values[:, :2], values[:, 2:])
 
 
 @pytest.mark.parametrize("stream", [[], ["--stream"]])
 def test_a_date_column(cli, tmp_path, stream):
     src = messy("dates.csv")
     r = cli("train", src, "--target", "yield", "--solver", "exact", "-o", tmp_path / "m.safetensors", *stream)
-    assert r.code == 0 and "note: left out column 'date': it holds dates, not numbers" in r.err
+    assert r.code == 0 and "note: left out column 'date': it holds dates, not numbers (give --dates date to use it)" in r.err
     model = json.loads(cli("inspect", tmp_path / "m.safetensors", "--json").out)
     values = np.loadtxt(src, delimiter=",", skiprows=1, usecols=(1, 2, 3))  # all but the date
     assert model["features"] == ["temperature", "rainfall"]
@@ -85,8 +90,8 @@ def test_a_date_column(cli, tmp_path, stream):
 
     r = cli("train", src, "--target", "yield", "--features", "date,temperature", "-o", tmp_path / "m.safetensors", *stream)
     assert error(r, tmp_path) == (
-        f"{src}, line 2, column 'date': expected a number, got '2024-01-01': dates are not numbers: convert the "
-        "column to numbers (e.g. days since an epoch) or leave it out with --features"
+        f"{src}, line 2, column 'date': expected a number, got '2024-01-01': dates are not numbers: give --dates date "
+        "to use them as days since 1970-01-01 or leave the column out with --features"
     )
 
 
@@ -105,8 +110,12 @@ def test_a_tsv_and_the_ways_to_name_a_tab(cli, tmp_path):
     txt = shutil.copy(MESSY / "weather.tsv", tmp_path / "weather.txt")
     for given in ("\\t", "tab", "\t"):
         assert_ols(fitted(cli, tmp_path, txt, "--target", "yield", "--delimiter", given), X, y)
+    # not given: detected from the file's head, and said
+    r = cli("train", txt, "--target", "yield", "--solver", "exact", "-o", tmp_path / "m.safetensors")
+    assert r.code == 0 and f"note: {txt}: read as tab-separated (detected; give --delimiter to choose)" in r.err
+    assert_ols(json.loads(cli("inspect", tmp_path / "m.safetensors", "--json").out), X, y)
     os.remove(tmp_path / "m.safetensors")
-    r = cli("train", txt, "--target", "yield", "-o", tmp_path / "m.safetensors")
+    r = cli("train", txt, "--target", "yield", "--delimiter", ",", "-o", tmp_path / "m.safetensors")
     assert error(r, tmp_path, ["weather.txt"]) == (
         f"{txt}: no column named 'yield'; columns are temperature\train\tyield; the header is one field holding "
         "'\\t': for a '\\t'-separated file give --delimiter tab"
@@ -212,12 +221,13 @@ def test_thousands_separators_are_not_called_decimal_commas(cli, tmp_path):
     src = write(tmp_path / "thousands.csv", 'x,y\n"1,000",3\n"2,500",5\n"3,250,000",7\n')
     r = cli("train", src, "--target", "y", "--features", "x", "--solver", "exact", "-o", tmp_path / "m.safetensors")
     assert error(r, tmp_path, ["thousands.csv"]) == (
-        f"{src}, line 2, column 'x': column 'x' holds no numbers; got '1,000' (thousands separators? gradreg reads "
-        "plain numbers: write 1000; or, if the comma is a decimal comma, 1.000)"
+        f"{src}, line 2, column 'x': column 'x' holds no numbers; got '1,000' (thousands separators? give "
+        "--thousands ',' (or --decimal ',' if the comma is a decimal comma))"
     )
     r = cli("train", src, "--target", "y", "--solver", "exact", "-o", tmp_path / "m.safetensors")
     assert error(r, tmp_path, ["thousands.csv"]) == (
-        f"{src}: no numeric feature columns besides the target(s): column 'x': it holds no numbers (--categorical x one-hot encodes it)"
+        f"{src}: no numeric feature columns besides the target(s): column 'x': it holds no numbers (numbers with "
+        "thousands separators, as in '1,000'? give --thousands ',')"
     )
 
 
@@ -234,7 +244,10 @@ def test_the_delimiter_hint_reaches_predict_and_exclude(cli, tmp_path):
     assert cli("train", "crops", "--target", "mangoes", "--exclude", "oranges", "--solver", "exact", "-q", "-o", model).code == 0
     src = write(tmp_path / "semi.csv", "temperature;rainfall;humidity\n73;67;43\n")
     hint = "; the header is one field holding ';': for a ';'-separated file give --delimiter ';'"
-    r = cli("predict", model, src)
+    r = cli("predict", model, src)  # detected
+    assert r.code == 0 and r.err == f"note: {src}: read as ';'-separated (detected; give --delimiter to choose)\n"
+    # given wrong (or not detectable): the hint stays
+    r = cli("predict", model, src, "--delimiter", ",")
     assert r.code == 2 and r.out == "" and r.err.rstrip("\n").endswith(hint)
-    r = cli("train", src, "--target", "rainfall", "--exclude", "x", "-o", tmp_path / "n.safetensors")
+    r = cli("train", src, "--target", "rainfall", "--exclude", "x", "--delimiter", ",", "-o", tmp_path / "n.safetensors")
     assert r.code == 2 and r.err.rstrip("\n").endswith(hint)

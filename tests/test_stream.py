@@ -14,7 +14,7 @@ import pytest
 
 from gradreg.config import TrainConfig
 from gradreg.errors import DataError
-from gradreg.io import Stream, StreamingDataset, expand
+from gradreg.io import ReadOptions, Stream, StreamingDataset, expand
 from gradreg.pipeline import train
 
 from .conftest import run_subprocess
@@ -250,11 +250,18 @@ def test_streamed_delimiter_hint_and_bad_delimiter(tmp_path):
     src = tmp_path / "e.csv"
     src.write_text("a;y\n" + "".join(f"{i},5;{i}\n" for i in range(5)))
     with pytest.raises(DataError) as e:
-        StreamingDataset(Stream(str(src)), "y")
+        StreamingDataset(Stream(str(src), delimiter=","), "y")
     assert str(e.value) == f"{src}, line 2: expected 1 field like the header, got 2; the header is one field " + (
-        "holding ';': for a ';'-separated file give --delimiter ';' (its numbers use decimal commas, as in '0,5', "
-        "which gradreg does not read yet)"
+        "holding ';': for a ';'-separated file give --delimiter ';' (its numbers use decimal commas, as in '0,5': "
+        "give --decimal ',' too)"
     )
+    with pytest.raises(DataError) as e:  # not given: ';' is detected, and the decimal commas are named
+        StreamingDataset(Stream(str(src)), "y")
+    assert str(e.value) == f"{src}: no numeric feature columns besides the target(s): column 'a': it holds no " + (
+        "numbers (numbers with a decimal comma, as in '0,5'? give --decimal ',')"
+    )
+    sds = StreamingDataset(Stream(str(src), options=ReadOptions.of(decimal=",")), "y")
+    np.testing.assert_array_equal(np.concatenate([X for X, _, _ in sds.chunks()])[:, 0], np.arange(5) + 0.5)
     with pytest.raises(ConfigError, match=r"^delimiter must be one character .*; got delimiter=';;'"):
         Stream(str(src), delimiter=";;")
 

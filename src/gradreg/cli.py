@@ -70,6 +70,10 @@ FLAGS = {
     "exclude": "--exclude",
     "weight": "--weight",
     "delimiter": "--delimiter",
+    "decimal": "--decimal",
+    "thousands": "--thousands",
+    "dates": "--dates",
+    "dates_as": "--dates-as",
     "chunk_rows": "--chunk-rows",
     "shuffle_buffer": "--shuffle-buffer",
     "checkpoint_dir": "--checkpoint-dir",
@@ -161,7 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, epilog=EXAMPLES[name], formatter_class=fmt)
 
     def data_options(c: argparse.ArgumentParser, chunks: bool = False, stream: bool = False) -> None:
-        c.add_argument("--delimiter", help="CSV separator: a character, or tab, semicolon... (default: ',', tab for .tsv)")
+        c.add_argument(
+            "--delimiter",
+            help="CSV separator: a character, or tab, semicolon... (default: detected from the file's head among "
+            "',' ';' tab '|'; ',' or tab for .tsv when it cannot tell)",
+        )
+        c.add_argument("--decimal", metavar="MARK", help="decimal mark of numbers: '.' (default) or ',' (21,5)")
+        c.add_argument(
+            "--thousands",
+            metavar="SEP",
+            help="thousands separator to read in numbers: ',' (25,750), '.' (1.234,5 with --decimal ','), \"'\" or space",
+        )
         c.add_argument("--drop-missing", action="store_true", help="drop rows with a missing value instead of failing")
         if chunks:
             c.add_argument(
@@ -225,6 +239,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave these columns out of the default features (comma-separated or repeated; not with --features)",
     )
     t.add_argument("--weight", help="column of sample weights (>= 0)")
+    t.add_argument(
+        "--dates",
+        action="append",
+        metavar="COLS",
+        help="date/datetime columns (2024-01-31, 2024-01-31T10:00) to use as numbers: days since 1970-01-01, "
+        "fractional for times, in UTC for times with a zone (comma-separated or repeated); predict and evaluate "
+        "convert them alike",
+    )
+    t.add_argument(
+        "--dates-as",
+        choices=["days", "parts"],
+        default="days",
+        help="what each --dates column becomes: days, or parts: COL.year, COL.month, COL.day, COL.dayofweek "
+        "(Monday 0) (default: %(default)s)",
+    )
     data_options(t, chunks=True, stream=True)
     t.add_argument(
         "-o", "--output", default="model.safetensors", help="model file to write, ending in .safetensors (default: %(default)s)"
@@ -359,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
         "interval for a new observation (statsmodels' mean_ci / obs_ci; not for ridge models)",
     )
     pr.add_argument("--level", type=_float, metavar="LEVEL", help="the intervals' level, in (0, 1) (default: 0.95)")
+    pr.add_argument(
+        "--keep",
+        action="append",
+        metavar="COLS",
+        help="copy these input columns (IDs, any type, as written; a model feature as the number read) beside "
+        "the predictions, row for row (comma-separated or repeated)",
+    )
     data_options(pr, chunks=True)
     pr.add_argument(
         "--unknown",
@@ -701,11 +737,33 @@ def _mode(args: argparse.Namespace) -> str:
     return "tty" if sys.stdout.isatty() else "lines"
 
 
-def _stream(args: argparse.Namespace, data: str):
+def _read_options(args: argparse.Namespace, model=None):
+    """How DATA is read: --delimiter, --decimal, --thousands, train's --dates and predict's --keep;
+    with a model, the date columns it records."""
+    from .io import ReadOptions
+
+    opts = ReadOptions.of(
+        args.delimiter,
+        getattr(args, "decimal", None),
+        getattr(args, "thousands", None),
+        getattr(args, "dates", None),
+        getattr(args, "dates_as", "days"),
+        getattr(args, "keep", None),
+    )
+    if model is None:
+        return opts
+    from .pipeline import model_read_options
+
+    return model_read_options(model, opts)
+
+
+def _stream(args: argparse.Namespace, data: str, model=None, options=None):
     """A Stream over DATA when it is CSV/Parquet file(s) on disk and the command reads in chunks."""
     from .io import stream_of
 
-    return stream_of(data, chunk_rows=args.chunk_rows, delimiter=args.delimiter) if hasattr(args, "chunk_rows") else None
+    if not hasattr(args, "chunk_rows"):
+        return None
+    return stream_of(data, chunk_rows=args.chunk_rows, options=options or _read_options(args, model))
 
 
 def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: Any = None, weight: Any = None, comm=None):
@@ -721,12 +779,12 @@ def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: A
         exclude=getattr(args, "exclude", None),
         groups=getattr(args, "groups", None),
         drop_missing=args.drop_missing,
-        delimiter=args.delimiter,
         stream=True if args.stream else None,
         chunk_rows=args.chunk_rows,
         comm=comm or SINGLE,
         design=_design_request(args),
         fit_intercept=getattr(args, "fit_intercept", True),
+        options=_read_options(args),
     )
 
 
@@ -748,7 +806,9 @@ def _design_request(args: argparse.Namespace):
             "or, for a formula without '~', in --target)"
         )
     if formula is not None and not lhs and not args.target:
-        raise ConfigError(f"--formula {formula!r} names no target: write it as 'y ~ x1 + x2', or name the target(s) with --target")
+        raise ConfigError(
+            f"--formula {formula!r} names no target: write it as 'y ~ x1 + x2', or name the target(s) with --target"
+        )
     if formula is None and not args.target:
         raise ConfigError("name the target column(s) with --target, or give --formula 'y ~ x1 + x2'")
     reference = parse_reference(getattr(args, "reference", None), categorical)
@@ -1072,26 +1132,49 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_output(args.output, suffixes, "JSON lines (--json)" if args.json else "predictions", stdout=True)
     interval, level = _interval_options(args)
     model = _load_model(args.model)
+    opts = _read_options(args, model)
+    keep = list(opts.keep)
+    if any(k in model.feature_names for k in keep):  # read as the model reads it, and copied as read
+        from dataclasses import replace
+
+        opts = replace(opts, keep=tuple(k for k in keep if k not in model.feature_names))
+    clash = [k for k in keep if k in model.target_names]
+    if clash:
+        raise ConfigError(
+            f"--keep {clash[0]}: the predictions are written in a column of that name (the model's target); "
+            "keep another column, or rename it in the input"
+        )
     if interval is not None:
         model._require_covariance()  # before any output: a ridge model or an old file says so at once
-    stream = _stream(args, args.data)
+    stream = _stream(args, args.data, options=opts)
     if stream is None:
-        tables = iter([read_table(args.data, delimiter=args.delimiter)])
+        table = read_table(args.data, options=opts)
+        _require_keep(table.source, [str(c) for c in table.data.column_names] + list(opts.dates), keep)
+        tables = iter([table])
     else:
         require_features(stream.files[0].path, stream.columns, model.input_names)
+        _require_keep(stream.files[0].path, stream.files[0].columns, keep)
         if all(f.kind == "csv" for f in stream.files):
             # CSV is parsed in 1 MiB blocks whatever the chunk; a chunk of 65,536 B1 rows held 52 MB
             # that mimalloc gave back and faulted in again chunk after chunk (0.1 CPU-s per 200 MB)
             stream.chunk_rows = min(stream.chunk_rows, PREDICT_CSV_ROWS)
-        tables = stream.tables(model.input_names, text=model.design.text_columns() if model.design else ())
+        from .io.reading import kept_name
+
+        extra = [kept_name(k) if k in opts.dates else k for k in keep]
+        inputs = model.input_names
+        text = model.design.text_columns() if model.design else ()
+        tables = stream.tables(inputs + [k for k in extra if k not in inputs], text=text)
     # chunk by chunk: memory stays bounded whatever the input's size; the next chunk is parsed in a
     # background thread (the longest step) while this one is predicted and written
+    for n in table.notices if stream is None else stream.notices:  # a delimiter detected
+        _console(stderr=True).print(f"note: {n}", markup=False)
     chunks = _predicted(model, prefetch(tables), args.drop_missing, args.unknown, interval, level)
     skipped, where = 0, []
     json_lines = args.json or args.output.lower().endswith(JSON_LINES_SUFFIXES)
-    with ColumnWriter(args.output, _prediction_names(model.target_names, interval), json_lines=json_lines) as out:
+    names = _prediction_names(model.target_names, interval)
+    with ColumnWriter(args.output, names, json_lines=json_lines, keep=keep) as out:
         for table, Yhat, kept in chunks:
-            out.write(Yhat)
+            out.write(Yhat, _kept(table.data, keep))
             if kept is not None:
                 missing = np.flatnonzero(~kept)
                 where += [table.where(int(r)) for r in missing[: max(0, 5 - len(where))]]
@@ -1104,6 +1187,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
             markup=False,
         )
     return EXIT_OK
+
+
+def _kept(data, keep: Sequence[str]):
+    """The --keep columns of a chunk as read, or None."""
+    if not keep:
+        return None
+    import pyarrow as pa
+
+    from .io.reading import kept_column
+
+    return pa.table({k: kept_column(data, k) for k in keep})
+
+
+def _require_keep(source: str, columns: Sequence[str], keep: Sequence[str]) -> None:
+    """Refuse --keep columns that the data lacks, listing its columns."""
+    lacking = [k for k in keep if k not in columns]
+    if lacking:
+        from .errors import DataError
+
+        raise DataError(f"{source}: no column named {', '.join(map(repr, lacking))} to --keep; columns are {', '.join(columns)}")
 
 
 def _write_text(path: str, text: str) -> None:
@@ -1123,13 +1226,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .pipeline import evaluate
 
     model = _load_model(args.model)
+    opts = _read_options(args, model)
+    stream = _stream(args, args.data, model)
+    for n in stream.notices if stream is not None else []:  # a delimiter detected
+        _console(stderr=True).print(f"note: {n}", markup=False)
     n_rows, metrics = evaluate(
-        model,
-        args.data,
-        delimiter=args.delimiter,
-        drop_missing=args.drop_missing,
-        stream=_stream(args, args.data),
-        unknown=args.unknown,
+        model, args.data, drop_missing=args.drop_missing, stream=stream, options=opts, unknown=args.unknown
     )
     if args.json:
         print(json.dumps(_clean({"targets": model.target_names, "n_rows": n_rows, "metrics": metrics})))
@@ -1193,7 +1295,9 @@ def _data_for_model(args: argparse.Namespace, model):
         return None, None
     from .io import read_table, select
 
-    table = read_table(args.data, delimiter=args.delimiter)
+    table = read_table(args.data, options=_read_options(args, model))
+    for n in table.notices:  # a delimiter detected
+        _console(stderr=True).print(f"note: {n}", markup=False)
     ds = select(table, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=1, design=model.design)
     return ds.X, ds.Y
 

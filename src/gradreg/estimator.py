@@ -215,6 +215,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         weight: str | None = None,
         stream: bool | None = None,
         groups: Any = None,
+        read: Any = None,
     ) -> LinearRegressor:
         """Fit the model, on arrays or on files.
 
@@ -245,6 +246,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             For ``cov_type="cluster"``: each row's cluster (numbers or text; two columns for
             two-way clustering), or with a path the group column name(s) (``"firm"`` or
             ``"firm,year"``), which are then not features.
+        read : gradreg.io.ReadOptions or dict, optional
+            With a path: how to read it, as ``ReadOptions.of`` takes it, e.g.
+            ``{"delimiter": ";", "decimal": ",", "thousands": ".", "dates": ["day"], "dates_as": "parts"}``
+            (the delimiter is detected when not given). Date columns are recorded in the model.
 
         Returns
         -------
@@ -260,9 +265,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             Constant or collinear columns, or fewer rows than coefficients.
         """
         if isinstance(X, (str, os.PathLike)):
-            return self._fit_path(os.fspath(X), target if target is not None else y, features, weight, stream, groups)
-        if target is not None or features is not None or weight is not None or stream is not None:
-            raise TypeError("target, features, weight and stream go with a path; with arrays, pass y and sample_weight")
+            return self._fit_path(os.fspath(X), target if target is not None else y, features, weight, stream, groups, read)
+        if target is not None or features is not None or weight is not None or stream is not None or read is not None:
+            raise TypeError("target, features, weight, stream and read go with a path; with arrays, pass y and sample_weight")
         group_values = _group_arrays(groups)
         cfg = self._config(None if group_values is None else [f"groups[{i}]" for i in range(len(group_values))])
         request = self._design_request()
@@ -339,7 +344,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def _fit_path(
-        self, path: str, target: Any, features: Any, weight: str | None, stream: bool | None, groups: Any = None
+        self,
+        path: str,
+        target: Any,
+        features: Any,
+        weight: str | None,
+        stream: bool | None,
+        groups: Any = None,
+        read: Any = None,
     ) -> LinearRegressor:
         """:meth:`fit` on files: the library's source (in memory or streamed), on every rank of a
         torchrun job when this process is one."""
@@ -355,6 +367,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             raise TypeError(f"fit({path!r}): with a path, groups names the group column(s): groups='firm'; got {groups!r}")
         cfg = self._config(None if groups is None else ([groups] if isinstance(groups, str) else list(groups)))
         comm = distributed.init(device=cfg.device)  # SINGLE unless torchrun started this process
+        from .io import ReadOptions
+
+        options = read if isinstance(read, ReadOptions) or read is None else ReadOptions.of(**read)
         source = open_source(
             path,
             target,
@@ -365,6 +380,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             design=request,
             fit_intercept=cfg.fit_intercept,
             groups=cfg.groups,
+            options=options,
         )
         model = train(source, cfg, comm)
         design = getattr(source, "design", None)

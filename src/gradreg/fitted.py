@@ -754,6 +754,11 @@ def _read_schema(raw: Any, features: list[str], targets: list[str], info: dict, 
         design = Design.from_json(raw["design"], path)  # checked here: a bad formula never reaches predict
         if design.feature_names != features:
             raise ModelFileError(f"{path}: the model's design does not match its feature names")
+    dates = raw.get("dates")
+    if dates is not None and (
+        not isinstance(dates, dict) or not all(isinstance(k, str) and v in ("days", "parts") for k, v in dates.items())
+    ):
+        raise ModelFileError(f"{path}: the model's date columns must map names to days or parts; got {dates!r}")
     return raw
 
 

@@ -205,6 +205,8 @@ def train(
         design,
     )
     model._factor = factor  # not saved: LinearRegressor.partial_fit can merge more rows into it
+    if getattr(source, "dates", None):  # date columns read as numbers: predict converts them alike
+        model.schema["dates"] = dict(source.dates)
     return model
 
 
@@ -299,6 +301,7 @@ def evaluate(
     drop_missing: bool = False,
     stream=None,
     unknown: str | None = None,
+    options=None,
 ) -> tuple[int, dict]:
     """A model's metrics on a table that has its target columns, read chunk by chunk.
 
@@ -314,6 +317,9 @@ def evaluate(
     unknown : {"error", "ignore"}, optional
         A categorical level not seen in training: an error, or all its dummies 0 (default: as the
         model was fitted).
+    options : ReadOptions, optional
+        How to read numbers (see :class:`~gradreg.io.ReadOptions`); the model's date columns are
+        converted as it records.
 
     Returns
     -------
@@ -324,7 +330,7 @@ def evaluate(
     from .io import prefetch, read_table, select
 
     if stream is None:
-        tables = iter([read_table(data, delimiter=delimiter)])
+        tables = iter([read_table(data, delimiter=delimiter, options=model_read_options(model, options))])
     else:
         text = model.design.text_columns() if model.design else ()
         tables = stream.tables([c for c in model.read_names() if c in stream.columns], text=text)
@@ -342,6 +348,27 @@ def evaluate(
     if n_rows == 0:
         raise DataError(f"{data}: no data rows to evaluate")
     return n_rows, {k: v.tolist() for k, v in acc.result().items()}
+
+
+def model_read_options(model: FittedModel, options=None):
+    """``options`` (or the defaults) with the date conversions that ``model`` records.
+
+    Parameters
+    ----------
+    model : FittedModel
+    options : ReadOptions, optional
+
+    Returns
+    -------
+    ReadOptions
+    """
+    from dataclasses import replace
+
+    from .io import ReadOptions
+
+    options = options or ReadOptions()
+    dates = model.schema.get("dates") or {}
+    return replace(options, dates={**dict(dates), **options.dates}) if dates else options
 
 
 def update(model: FittedModel | None, state: Any, X: np.ndarray, Y: np.ndarray, w, feature_names, target_names, cfg: TrainConfig):

@@ -16,6 +16,7 @@ from .formats import (
     read_table,
 )
 from .partition import Split
+from .reading import ReadOptions
 from .sources import (
     DEFAULT_CHUNK_ROWS,
     IN_MEMORY_BYTES,
@@ -38,6 +39,7 @@ __all__ = [
     "PARQUET_SUFFIXES",
     "ColumnWriter",
     "Dataset",
+    "ReadOptions",
     "Stream",
     "Split",
     "StreamingDataset",

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..distributed import SINGLE, Comm
 from ..errors import ConfigError, DataError
-from .formats import Table, csv_records, delimiter_hint, read_table, temporal_hint, value_hint
+from .formats import Table, csv_records, delimiter_hint, read_table, temporal_hint, thousands_of, value_hint
 from .partition import Split, split_arrays
 
 __all__ = [
@@ -57,6 +57,9 @@ class Dataset:
         cluster-robust covariance; not features.
     group_names : list of str, optional
         The group columns' names.
+    dates : dict of str to str, optional
+        Date columns read as numbers (``--dates``): name → ``days`` or ``parts``, recorded in
+        the model file so that prediction converts them alike.
     """
 
     X: np.ndarray
@@ -71,6 +74,7 @@ class Dataset:
     design: Any = field(default=None, repr=False, compare=False)  # gradreg.io.design.Design, when not plain columns
     groups: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
     group_names: list[str] | None = None
+    dates: dict[str, str] | None = None  # date columns read as numbers (--dates): name → days/parts
 
     def split(self, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Split:
         """This rank's rows as training and validation chunks (views of the arrays), the validation
@@ -349,7 +353,8 @@ def select(
             arr = _numeric_column(table, n, seen[n])
             if arr is None:
                 kind = _temporal(table, seen[n])
-                hint = "" if kind else f" (--categorical {n} one-hot encodes it)"
+                why = _why(table, n, seen[n], kind)
+                hint = why or ("" if kind else f" (--categorical {n} one-hot encodes it)")
                 notices.append(f"left out column {n!r}: it holds {kind + ', not numbers' if kind else 'no numbers'}{hint}")
                 continue
             chosen_features.append(n)
@@ -615,6 +620,37 @@ def group_column(table: Table, name: str, index: int) -> tuple[np.ndarray, np.nd
     return np.array(["" if v is None else v for v in text], dtype=object), missing
 
 
+def _why(table: Table, name: str, index: int, kind: str | None) -> str:
+    """What would read a column left out of the features: ``--dates``, ``--thousands``."""
+    if kind in ("dates", "timestamps"):
+        return f" (give --dates {name} to use it)"
+    _, value = _first_value(table, index)
+    sep = thousands_of(value)
+    if sep is None and isinstance(value, str) and _temporal_text(value):
+        return f" (dates? give --dates {name} to use it)"
+    if sep is None and isinstance(value, str) and _decimal_comma(value):
+        return f" (numbers with a decimal comma, as in {value!r}? give --decimal ',')"
+    if sep is None:
+        return ""
+    return (
+        f" (numbers with thousands separators, as in {value!r}? give --thousands {sep!r}"
+        + (" --decimal ','" if sep == "." else "")
+        + ")"
+    )
+
+
+def _decimal_comma(value: str) -> bool:
+    from .formats import _DECIMAL_COMMA
+
+    return bool(_DECIMAL_COMMA.match(value.strip()))
+
+
+def _temporal_text(value: str) -> bool:
+    from .formats import _DATE
+
+    return bool(_DATE.match(value.strip()))
+
+
 def _row_finder(table: Table, kept: np.ndarray | None) -> Callable[[int, str], str]:
     """Dataset.where for rows selected from ``table`` (``kept``: their rows in it, None for all).
 
@@ -636,7 +672,7 @@ def _required_column(table: Table, name: str, index: int, *, features: bool = Fa
         row, value = _first_value(table, index)
         kind = _temporal(table, index)
         if kind:
-            raise DataError(f"{table.where(row, name)}: expected a number, got {value!r}: {temporal_hint(kind, features)}")
+            raise DataError(f"{table.where(row, name)}: expected a number, got {value!r}: {temporal_hint(kind, features, name)}")
         hint = value_hint(value, features)
         if features and not hint:
             hint = f" (--categorical {name} one-hot encodes it)"
@@ -706,6 +742,7 @@ def load(
     design: Any = None,
     fit_intercept: bool = True,
     groups: Sequence[str] | str | None = None,
+    options: Any = None,
 ) -> Dataset:
     """Read ``source`` and select columns: :func:`~gradreg.io.read_table`, then :func:`select`.
 
@@ -727,13 +764,16 @@ def load(
         As for :func:`select`.
     groups : str or sequence of str, optional
         As for :func:`select`.
+    options : ReadOptions, optional
+        Decimal mark, thousands separator, date columns (see :class:`~gradreg.io.ReadOptions`).
 
     Returns
     -------
     Dataset
+        With ``dates``: the date columns that became features, and how.
     """
-    table = read_table(source, delimiter=delimiter)
-    return select(
+    table = read_table(source, delimiter=delimiter, options=options)
+    ds = select(
         table,
         target,
         features,
@@ -744,6 +784,29 @@ def load(
         fit_intercept=fit_intercept,
         groups=groups,
     )
+    ds.dates = used_dates(options, ds.design.inputs if ds.design is not None else ds.feature_names)
+    return ds
+
+
+def used_dates(options: Any, feature_names: Sequence[str]) -> dict[str, str] | None:
+    """The date conversions of ``options`` whose columns are among ``feature_names`` (what a
+    model file records, so that prediction converts them alike); None for none.
+
+    Parameters
+    ----------
+    options : ReadOptions or None
+    feature_names : sequence of str
+
+    Returns
+    -------
+    dict of str to str, or None
+    """
+    from .reading import date_features
+
+    if options is None:
+        return None
+    used = {c: how for c, how in options.dates.items() if set(date_features(c, how)) & set(feature_names)}
+    return used or None
 
 
 def feature_matrix(

@@ -156,7 +156,7 @@ def delimiter_hint(header: Sequence[str], delimiter: str, line: str | None = Non
             hint = f"; the header is one field holding {d!r}: for a {d!r}-separated file give --delimiter {shown}"
             comma = next((c for c in (line or "").split(d) if _DECIMAL_COMMA.match(c.strip())), None)
             if comma is not None:
-                hint += f" (its numbers use decimal commas, as in {comma.strip()!r}, which gradreg does not read yet)"
+                hint += f" (its numbers use decimal commas, as in {comma.strip()!r}: give --decimal ',' too)"
             return hint
     return ""
 
@@ -164,6 +164,7 @@ def delimiter_hint(header: Sequence[str], delimiter: str, line: str | None = Non
 _DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+$")
 _DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d*)?$")
+_DOT_THOUSANDS = re.compile(r"[-+]?\d{1,3}(\.\d{3})+(,\d*)?$")  # 1.234.567 or 1.234,5: European
 _TIME = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?$")
 
 
@@ -172,22 +173,34 @@ def value_hint(value: Any, features: bool = True) -> str:
     if not isinstance(value, str):
         return ""
     v = value.strip()
-    if _THOUSANDS.match(v):  # '1,000' or '25,750,000': a comma every three digits
-        as_decimal = v.replace(",", ".") if v.count(",") == 1 else None
-        return (
-            f" (thousands separators? gradreg reads plain numbers: write {v.replace(',', '')}"
-            + (f"; or, if the comma is a decimal comma, {as_decimal}" if as_decimal else "")
-            + ")"
-        )
+    sep = thousands_of(v)
+    if sep == ",":  # '1,000' or '25,750,000': a comma every three digits
+        decimal = " (or --decimal ',' if the comma is a decimal comma)" if v.count(",") == 1 and "." not in v else ""
+        return f" (thousands separators? give --thousands ','{decimal})"
+    if sep == ".":
+        return " (thousands separators? give --thousands '.' --decimal ',')"
     if _DECIMAL_COMMA.match(v):
-        return f" (a decimal comma? gradreg reads numbers with a decimal point: write {v.replace(',', '.')})"
+        return " (a decimal comma? give --decimal ',')"
     kind = "dates" if _DATE.match(v) else "times of day" if _TIME.match(v) else None
     return f": {temporal_hint(kind, features)}" if kind else ""
 
 
-def temporal_hint(kind: str, features: bool = True) -> str:
+def thousands_of(value: Any) -> str | None:
+    """The thousands separator a text cell seems to use (``','`` for ``25,750``, ``'.'`` for
+    ``1.234.567`` or ``1.234,5``), else None."""
+    if not isinstance(value, str):
+        return None
+    v = value.strip()
+    return "," if _THOUSANDS.match(v) else "." if _DOT_THOUSANDS.match(v) and (v.count(".") > 1 or "," in v) else None
+
+
+def temporal_hint(kind: str, features: bool = True, column: str | None = None) -> str:
     """What to do about a column of dates, timestamps or times of day."""
-    unit = {"times of day": "seconds since midnight", "timestamps": "seconds since an epoch"}.get(kind, "days since an epoch")
+    if kind in ("dates", "timestamps"):
+        return f"{kind} are not numbers: give --dates {column or 'COL'} to use them as days since 1970-01-01" + (
+            " or leave the column out with --features" if features else ""
+        )
+    unit = {"times of day": "seconds since midnight"}.get(kind, "days since an epoch")
     return f"{kind} are not numbers: convert the column to numbers (e.g. {unit})" + (
         " or leave it out with --features" if features else ""
     )
@@ -311,7 +324,7 @@ def ragged_message(shown: str, line: int, expected: int, got: int, hint: str = "
     return f"{shown}, line {line}: expected {expected} field{'s' if expected != 1 else ''} like the header, got {got}{hint}"
 
 
-def read_table(source: Any, *, delimiter: str | None = None, name: str | None = None) -> Table:
+def read_table(source: Any, *, delimiter: str | None = None, name: str | None = None, options: Any = None) -> Table:
     """Read a whole table from a path, a built-in name, a data frame, or a dict of columns.
 
     Parameters
@@ -325,6 +338,9 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
         ``semicolon``... (see :func:`parse_delimiter`).
     name : str, optional
         How messages name an in-memory source (default ``<table>``, ``<dict>``, ``<DataFrame>``).
+    options : ReadOptions, optional
+        How to read numbers and dates (see :class:`~gradreg.io.ReadOptions`); its delimiter is
+        used when ``delimiter`` is None. Without a delimiter, a CSV's is detected from its head.
 
     Returns
     -------
@@ -335,6 +351,13 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
     DataError
         Missing or unreadable file, ragged row, unknown format; the message names the file and line.
     """
+    from .reading import convert
+
+    return convert(_read_source(source, delimiter, name, options), options)
+
+
+def _read_source(source: Any, delimiter: str | None, name: str | None, options: Any) -> Table:
+    """:func:`read_table` before conversion."""
     import pyarrow as pa
 
     if isinstance(source, pa.Table):
@@ -350,14 +373,14 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
         return Table(table.rename_columns(cols), name or "<DataFrame>", text_categorical=True)
     if not isinstance(source, (str, os.PathLike)):
         raise DataError(f"data: expected a file path, built-in name, DataFrame or dict; got {type(source).__name__}")
-    delimiter = parse_delimiter(delimiter)
+    delimiter = parse_delimiter(delimiter if delimiter is not None or options is None else options.delimiter)
     path = os.fspath(source)
-    if path == "-":  # stdin: CSV (or TSV with delimiter="\t")
+    if path == "-":  # stdin: CSV (or TSV with delimiter="\t"); the delimiter detected from what it holds
         import sys
 
-        return _read_csv(sys.stdin.buffer.read(), "<stdin>", delimiter or ",")
+        return _read_csv(sys.stdin.buffer.read(), "<stdin>", delimiter, options)
     if path in BUILTIN and not os.path.exists(path):
-        return _read_csv(builtin_path(path), path, ",")
+        return _read_csv(builtin_path(path), path, ",", options)
     if not os.path.exists(path):
         hint = f" (built-in tables: {', '.join(builtin_names())})" if os.sep not in path else ""
         raise DataError(f"{path}: no such file{hint}")
@@ -373,15 +396,20 @@ def read_table(source: Any, *, delimiter: str | None = None, name: str | None = 
             return _read_npz(path)
     except PermissionError:
         raise DataError(f"{path}: cannot read: permission denied") from None
-    if delimiter is None:
-        delimiter = "\t" if lower.endswith(".tsv") else ","
-    return _read_csv(path, path, delimiter)
+    return _read_csv(path, path, delimiter, options)
 
 
-def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
-    """Read a CSV file, or the bytes of one (stdin)."""
+def suffix_delimiter(path: str) -> str:
+    """The delimiter a file's name suggests: tab for ``.tsv``, else ``,``."""
+    return "\t" if str(path).lower().endswith(".tsv") else ","
+
+
+def _read_csv(path: str | bytes, shown: str, delimiter: str | None, options: Any = None) -> Table:
+    """Read a CSV file, or the bytes of one (stdin); without a delimiter, detect it."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
+
+    from .reading import detected_notice, sniff_delimiter
 
     try:
         blank = _is_blank(path)
@@ -391,12 +419,19 @@ def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
         raise DataError(f"{shown}: cannot read: {e.strerror or e}") from None
     if blank:
         raise DataError(f"{shown}: file is empty; expected a header row and data rows")
-    refuse_binary(_head(path), shown)
+    head = _head(path, SNIFF_BYTES)
+    refuse_binary(head[:4096], shown)
+    notices = []
+    if delimiter is None:
+        default = suffix_delimiter(shown)
+        delimiter = sniff_delimiter(head, default, truncated=len(head) == SNIFF_BYTES)
+        if delimiter != default:
+            notices.append(detected_notice(shown, delimiter))
     try:
         data = pcsv.read_csv(
             pa.BufferReader(path) if isinstance(path, bytes) else path,
             parse_options=pcsv.ParseOptions(delimiter=delimiter),
-            convert_options=pcsv.ConvertOptions(strings_can_be_null=True),
+            convert_options=csv_convert_options(options, head, delimiter),
         )
     except pa.ArrowInvalid as e:
         msg = str(e)
@@ -408,7 +443,29 @@ def _read_csv(path: str | bytes, shown: str, delimiter: str) -> Table:
         raise DataError(f"{shown}: not a readable CSV file: {msg.splitlines()[0]}") from None
     except OSError as e:
         raise DataError(f"{shown}: cannot read: {e}") from None
-    return Table(strip_header(data, shown), shown, path=path, delimiter=delimiter)
+    return Table(strip_header(data, shown), shown, path=path, delimiter=delimiter, notices=notices)
+
+
+SNIFF_BYTES = 1 << 16  # the head of a CSV that its delimiter is detected from
+
+
+def csv_convert_options(options: Any, head: bytes, delimiter: str, **kw: Any) -> Any:
+    """pyarrow's ConvertOptions for ``options``: its decimal mark; text kept as written for
+    ``keep`` and ``dates`` columns (named as in the header ``head``, spaces around them and all)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    kw.setdefault("strings_can_be_null", True)
+    if options is None:
+        return pcsv.ConvertOptions(**kw)
+    text = set(options.keep) | set(options.dates)
+    if text:
+        lines = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines() or [""]
+        header = next(csv.reader([lines[0]], delimiter=delimiter), [])
+        types = dict(kw.pop("column_types", None) or {})
+        types.update({raw: pa.string() for raw in header if raw.strip() in text})
+        kw["column_types"] = types
+    return pcsv.ConvertOptions(decimal_point=options.decimal, **kw)
 
 
 def _head(path: str | bytes, size: int = 4096) -> bytes:

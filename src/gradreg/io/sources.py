@@ -25,7 +25,7 @@ import numpy as np
 
 from ..distributed import SINGLE, Comm
 from ..errors import ConfigError, DataError
-from .columns import Dataset, load, select
+from .columns import Dataset, load, select, used_dates
 from .formats import (
     BUILTIN,
     CSV_SUFFIXES,
@@ -136,14 +136,27 @@ class Stream:
     chunk_rows : int
         Rows per chunk (the unit of memory).
     delimiter : str, optional
-        CSV field separator (default ``,``; tab for ``.tsv``), or a name: ``tab``, ``semicolon``...
-        (see :func:`~gradreg.io.parse_delimiter`).
+        CSV field separator, or a name: ``tab``, ``semicolon``... (see
+        :func:`~gradreg.io.parse_delimiter`); default: detected from each file's head (``,``
+        ``;`` tab ``|``), the suffix's (``,``; tab for ``.tsv``) when it cannot tell.
+    options : ReadOptions, optional
+        Decimal mark, thousands separator, date columns, columns kept as text (its delimiter is
+        used when ``delimiter`` is None). ``columns`` are then the converted table's.
     """
 
-    def __init__(self, spec: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None) -> None:
+    def __init__(
+        self, spec: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None, options: Any = None
+    ) -> None:
+        from .reading import ReadOptions
+
         if chunk_rows < 1:
             raise ConfigError("{chunk_rows} must be a positive integer; got {chunk_rows=}", chunk_rows=chunk_rows)
-        self.spec, self.chunk_rows, self.delimiter = spec, chunk_rows, parse_delimiter(delimiter)
+        options = options or ReadOptions()
+        delimiter = parse_delimiter(delimiter if delimiter is not None else options.delimiter)
+        self.spec, self.chunk_rows, self.delimiter = spec, chunk_rows, delimiter
+        self.options = options
+        self.notices: list[str] = []  # a delimiter detected, as the whole-table reader says it
+        self._detected: dict[str, str] = {}
         self.files = [self._open(path) for path in expand(spec)]
         first = self.files[0]
         for f in self.files[1:]:
@@ -152,10 +165,37 @@ class Stream:
                 extra = sorted(set(f.columns) - set(first.columns))
                 what = f"lacks {', '.join(map(repr, missing))}" if missing else f"has extra {', '.join(map(repr, extra))}"
                 raise DataError(f"{f.path}: columns differ from {first.path}: it {what}")
-        self.columns = first.columns
+        lacking = [c for c in options.dates if c not in first.columns]
+        if lacking:
+            raise DataError(
+                f"{first.path}: no column named {', '.join(map(repr, lacking))}, a date column (--dates); "
+                f"columns are {', '.join(first.columns)}"
+            )
+        self.columns = options.columns(first.columns)
 
     def _delimiter(self, path: str) -> str:
-        return self.delimiter or ("\t" if path.lower().endswith(".tsv") else ",")
+        """The given delimiter, else the one detected from the file's head (every rank reads the
+        same head, so all agree)."""
+        if self.delimiter:
+            return self.delimiter
+        if path not in self._detected:
+            from .formats import SNIFF_BYTES, suffix_delimiter
+            from .reading import detected_notice, sniff_delimiter
+
+            with open(path, "rb") as fh:
+                head = fh.read(SNIFF_BYTES)
+            default = suffix_delimiter(path)
+            found = sniff_delimiter(head, default, truncated=len(head) == SNIFF_BYTES)
+            self._detected[path] = found
+            if found != default:
+                self.notices.append(detected_notice(path, found))
+        return self._detected[path]
+
+    def _head(self, path: str) -> bytes:
+        from .formats import SNIFF_BYTES
+
+        with open(path, "rb") as fh:
+            return fh.read(SNIFF_BYTES)
 
     def _open(self, path: str) -> _File:
         import pyarrow as pa
@@ -270,12 +310,21 @@ class Stream:
             With ``source`` the file and ``row_offset`` its first data row in that file (in its
             byte range, for a range).
         """
+        from .reading import convert
+
+        raw = self.options.sources(columns, self.files[0].columns) if self.options.converts else list(columns)
         for i, group in self.units() if units is None else units:
             f = self.files[i]
             if f.kind == "parquet":
-                yield from self._parquet(f, columns, group)
+                tables = self._parquet(f, raw, group)
             else:
-                yield from self._csv(f, columns, group, text)
+                tables = self._csv(f, raw, group, text)
+            for table in tables:
+                if self.options.converts:
+                    table = convert(table, self.options)
+                    if table.data.column_names != list(columns):
+                        table.data = table.data.select(list(columns))
+                yield table
 
     def _parquet(self, f: _File, columns: Sequence[str], group: int | None) -> Iterator[Table]:
         import pyarrow as pa
@@ -312,6 +361,9 @@ class Stream:
             return
         source = f.path if byte_range is None else _RangeFile(f.path, *byte_range)
         raw = [f.raw[f.columns.index(c)] if c in f.columns else c for c in columns]  # as pyarrow sees them
+        opts = self.options
+        # numbers as float64 (every block alike); as text what is converted or copied as written
+        text = set(text) | set(opts.keep) | set(opts.dates) | ({c for c in columns} if opts.thousands else set())
         try:
             reader = pcsv.open_csv(
                 source,
@@ -319,8 +371,9 @@ class Stream:
                 parse_options=pcsv.ParseOptions(delimiter=delimiter),
                 convert_options=pcsv.ConvertOptions(
                     include_columns=raw,
-                    column_types={r: pa.string() if c in text else pa.float64() for c, r in zip(columns, raw)},
+                    column_types={r: pa.string() if c in text else pa.float64() for r, c in zip(raw, columns)},
                     strings_can_be_null=True,
+                    decimal_point=opts.decimal,
                 ),
             )
         except pa.ArrowInvalid as e:
@@ -376,7 +429,11 @@ class Stream:
                 if value.strip() == "":
                     continue
                 try:
-                    float(value)
+                    if self.options.decimal == ",":  # 1,5 is a number; 1.5 is not
+                        value_read = value.replace(",", ".") if "." not in value else "not a number"
+                    else:
+                        value_read = value
+                    float(value_read)
                 except ValueError:
                     hint = value_hint(value, features=False)  # the target, maybe
                     return DataError(f"{f.path}, line {line}, column {f.columns[j]!r}: expected a number, got {value!r}{hint}")
@@ -467,7 +524,8 @@ class StreamingDataset:
             self.design = self._learn(self.design, design, first, comm)
             probe = select(first, target, features, exclude=exclude, design=self.design, **kw)
         self.feature_names, self.target_names = probe.feature_names, probe.target_names
-        self.notices = probe.notices
+        self.notices = list(stream.notices) + probe.notices
+        self.dates = used_dates(stream.options, self.feature_names)
         self.source = stream.spec
         if self.design is None:
             self.columns = self.target_names + self.feature_names + ([weight] if weight else [])
@@ -565,18 +623,22 @@ class StreamingDataset:
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
+        from .reading import convert
+
         f = self.stream.files[0]
         if f.kind == "parquet":
             batch = next(_parquet_file(f.path).iter_batches(batch_size=min(self.stream.chunk_rows, 10_000)), None)
             if batch is not None:
-                yield Table(pa.Table.from_batches([batch]), f.path)
+                yield convert(Table(pa.Table.from_batches([batch]), f.path), self.stream.options)
             return
+        from .formats import csv_convert_options
+
         delimiter = self.stream._delimiter(f.path)
         try:
             reader = pcsv.open_csv(
                 f.path,
                 parse_options=pcsv.ParseOptions(delimiter=delimiter),
-                convert_options=pcsv.ConvertOptions(strings_can_be_null=True),
+                convert_options=csv_convert_options(self.stream.options, self.stream._head(f.path), delimiter),
             )
             batch = reader.read_next_batch()
         except StopIteration:
@@ -584,7 +646,7 @@ class StreamingDataset:
         except pa.ArrowInvalid as e:
             raise self.stream._csv_error(f, f.columns, 0, e) from None
         table = strip_header(pa.Table.from_batches([batch]), f.path)  # " rain " is rain
-        yield Table(table, f.path, path=f.path, delimiter=delimiter)
+        yield convert(Table(table, f.path, path=f.path, delimiter=delimiter), self.stream.options)
 
     def units(self) -> list[tuple]:
         """The parts this dataset reads: its shard, or every unit of the stream.
@@ -710,10 +772,13 @@ class StreamingDataset:
             groups=groups,
             group_names=self.group_names,
             design=self.design,
+            dates=self.dates,
         )
 
 
-def stream_of(data: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None) -> Stream | None:
+def stream_of(
+    data: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str | None = None, options: Any = None
+) -> Stream | None:
     """A :class:`Stream` over ``data`` when it names CSV/Parquet file(s) on disk (a file, folder or
     glob); None for stdin (``-``), .npy/.npz files, built-in tables and empty files (whose whole-table
     reader says so in its usual words).
@@ -723,6 +788,7 @@ def stream_of(data: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str
     data : str
     chunk_rows : int
     delimiter : str, optional
+    options : ReadOptions, optional
 
     Returns
     -------
@@ -734,7 +800,7 @@ def stream_of(data: str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS, delimiter: str
         return None
     if os.path.isfile(data) and os.path.getsize(data) == 0:
         return None
-    return Stream(data, chunk_rows=chunk_rows, delimiter=delimiter)
+    return Stream(data, chunk_rows=chunk_rows, delimiter=delimiter, options=options)
 
 
 def open_source(
@@ -752,6 +818,7 @@ def open_source(
     design: Any = None,
     fit_intercept: bool = True,
     groups: Sequence[str] | str | None = None,
+    options: Any = None,
 ) -> Dataset | StreamingDataset:
     """The training rows of ``data`` as a source for :func:`gradreg.pipeline.train`: in memory when
     they fit (the fast path), else streamed chunk by chunk.
@@ -784,6 +851,8 @@ def open_source(
     fit_intercept : bool
     groups : str or sequence of str, optional
         Cluster column(s), read beside the features (see :func:`gradreg.io.select`).
+    options : ReadOptions, optional
+        Decimal mark, thousands separator, date columns (see :class:`~gradreg.io.ReadOptions`).
 
     Returns
     -------
@@ -807,9 +876,10 @@ def open_source(
             design=design,
             fit_intercept=fit_intercept,
             groups=groups,
+            options=options,
         )
 
-    files = stream_of(data, chunk_rows=chunk_rows, delimiter=delimiter)
+    files = stream_of(data, chunk_rows=chunk_rows, delimiter=delimiter, options=options)
     if files is None:
         ds = whole()
         if world == 1:
@@ -829,6 +899,7 @@ def open_source(
             groups=g,
             group_names=ds.group_names,
             design=ds.design,
+            dates=ds.dates,
         )
     units = None if world == 1 else shard(files, world, rank)
     sds = StreamingDataset(

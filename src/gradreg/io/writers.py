@@ -42,10 +42,16 @@ class ColumnWriter:
         The column names.
     json_lines : bool
         One JSON object per row instead of CSV/Parquet.
+    keep : list of str
+        Columns of any type copied from the input before the float columns (IDs beside
+        predictions); :meth:`write` gets their values as a pyarrow Table.
     """
 
-    def __init__(self, dest: str | io.TextIOBase, names: list[str], *, json_lines: bool = False) -> None:
+    def __init__(
+        self, dest: str | io.TextIOBase, names: list[str], *, json_lines: bool = False, keep: list[str] | None = None
+    ) -> None:
         self.dest, self.names, self.json_lines = dest, names, json_lines
+        self.keep = list(keep or [])
         to_file = isinstance(dest, str) and dest != "-"
         self.parquet = to_file and dest.lower().endswith(PARQUET_SUFFIXES) and not json_lines
         self._atomic = self._file = self._writer = None
@@ -65,7 +71,9 @@ class ColumnWriter:
                 import pyarrow as pa
                 import pyarrow.parquet as pq
 
-                self._writer = pq.ParquetWriter(tmp, pa.schema([(n, pa.float64()) for n in self.names]))
+                self._tmp = tmp
+                if not self.keep:  # with kept columns, their types are known at the first rows
+                    self._writer = pq.ParquetWriter(tmp, pa.schema([(n, pa.float64()) for n in self.names]))
             else:
                 self._file = open(tmp, "w", encoding="utf-8", newline="")
         self._header = not self.parquet and not self.json_lines  # written with the first rows (below)
@@ -74,15 +82,17 @@ class ColumnWriter:
     def _write_header(self) -> None:
         # Not before the first rows: an error before any (a missing column) leaves stdout empty.
         if self._header:
-            csv.writer(self._file, lineterminator="\n").writerow(self.names)  # quotes only where needed
+            csv.writer(self._file, lineterminator="\n").writerow(self.keep + self.names)  # quotes only where needed
             self._header = False
 
-    def write(self, values: np.ndarray) -> None:
+    def write(self, values: np.ndarray, kept: Any = None) -> None:
         """Append rows.
 
         Parameters
         ----------
         values : ndarray of shape (n, len(names))
+        kept : pyarrow.Table, optional
+            The ``keep`` columns of the same n rows.
         """
         self._write_header()
         if self.json_lines:
@@ -90,10 +100,27 @@ class ColumnWriter:
 
             from ..persist import jsonable
 
-            self._file.write("".join(json.dumps(jsonable(dict(zip(self.names, row)))) + "\n" for row in values.tolist()))
+            rows = values.tolist()
+            if self.keep:
+                ids = list(zip(*(_json_values(kept.column(k)) for k in self.keep)))
+                lines = (json.dumps({**dict(zip(self.keep, i)), **jsonable(dict(zip(self.names, r)))}) for i, r in zip(ids, rows))
+            else:
+                lines = (json.dumps(jsonable(dict(zip(self.names, row)))) for row in rows)
+            self._file.write("".join(line + "\n" for line in lines))
             return
         table = float_table({n: values[:, j] for j, n in enumerate(self.names)})
+        if self.keep:
+            import pyarrow as pa
+
+            columns = [kept.column(k) for k in self.keep] + list(table.columns)
+            table = pa.Table.from_arrays(columns, names=self.keep + self.names)
         if self.parquet:
+            if self._writer is None:
+                import pyarrow.parquet as pq
+
+                self._writer = pq.ParquetWriter(self._tmp, table.schema)
+            elif table.schema != self._writer.schema:  # a chunk whose kept column read as another type
+                table = table.cast(self._writer.schema)
             self._writer.write_table(table)
         else:
             self._file.write(_csv_body(table))
@@ -101,6 +128,12 @@ class ColumnWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self._write_header()  # no rows at all: still a CSV with its header
+            if self.parquet and self._writer is None:  # and a Parquet file with its columns
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                fields = [(k, pa.string()) for k in self.keep] + [(n, pa.float64()) for n in self.names]
+                self._writer = pq.ParquetWriter(self._tmp, pa.schema(fields))
         if self._writer is not None:
             self._writer.close()
         if self._owned and self._file is not None:
@@ -109,6 +142,22 @@ class ColumnWriter:
             self._file.flush()
         if self._atomic is not None:
             self._atomic.__exit__(exc_type, exc, tb)  # renames only on success
+
+
+def _json_values(col: Any) -> list[Any]:
+    """A column's values for JSON: text, numbers, None; dates and times as ISO 8601 text."""
+    out = []
+    for v in col.to_pylist():
+        if hasattr(v, "isoformat"):
+            v = v.isoformat()
+        elif isinstance(v, bytes):
+            v = v.decode("utf-8", errors="replace")
+        elif isinstance(v, float) and not np.isfinite(v):
+            v = None
+        elif not isinstance(v, (str, int, float, bool, type(None))):
+            v = str(v)
+        out.append(v)
+    return out
 
 
 def float_table(columns: dict[str, np.ndarray]) -> Any:
