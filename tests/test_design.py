@@ -388,3 +388,21 @@ def test_a_formula_without_targets_takes_them_from_repeated_target(cli, tmp_path
     assert r.code != 0 and "names no target" in r.err
     r = cli("evaluate", out, GRUNFELD, "--json")
     assert r.code == 0 and json.loads(r.out)["targets"] == ["invest", "capital"]
+
+
+@pytest.mark.parametrize("chunk", [None, "3"])
+def test_formula_with_a_date_column_predicts_with_keep(cli, tmp_path, chunk):
+    # --dates converts before the formula reads; predict --keep copies IDs and the model's inputs
+    src = MESSY / "dated_regions.csv"
+    out = tmp_path / "m.safetensors"
+    extra = ["--stream", "--chunk-rows", chunk] if chunk else []
+    model = _train(cli, src, "--formula", "y ~ x + day + C(region)", "--dates", "day", "-o", out, *extra)
+    df = pd.read_csv(src)
+    df["day"] = (pd.to_datetime(df.day) - pd.Timestamp("1970-01-01")).dt.days
+    _check(model, smf.ols("y ~ x + day + C(region)", df).fit(), "y")
+    r = cli("predict", out, src, "--keep", "region,day", "--interval", "confidence", *(["--chunk-rows", chunk] if chunk else []))
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    assert lines[0] == "region,day,y,y_lower,y_upper"
+    assert lines[1].startswith('"north",19723,')
+    _close(np.array([float(v.split(",")[2]) for v in lines[1:]]), smf.ols("y ~ x + day + C(region)", df).fit().fittedvalues)

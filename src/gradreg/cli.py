@@ -1134,10 +1134,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
     opts = _read_options(args, model)
     keep = list(opts.keep)
-    if any(k in model.feature_names for k in keep):  # read as the model reads it, and copied as read
+    inputs = model.input_names  # the columns the model reads (a design's, before encoding)
+    if any(k in inputs for k in keep):  # read as the model reads it, and copied as read
         from dataclasses import replace
 
-        opts = replace(opts, keep=tuple(k for k in keep if k not in model.feature_names))
+        opts = replace(opts, keep=tuple(k for k in keep if k not in inputs))
     clash = [k for k in keep if k in model.target_names]
     if clash:
         raise ConfigError(
@@ -1160,8 +1161,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             stream.chunk_rows = min(stream.chunk_rows, PREDICT_CSV_ROWS)
         from .io.reading import kept_name
 
-        extra = [kept_name(k) if k in opts.dates else k for k in keep]
-        inputs = model.input_names
+        extra = [kept_name(k) if k in opts.dates and k in opts.keep else k for k in keep]
         text = model.design.text_columns() if model.design else ()
         tables = stream.tables(inputs + [k for k in extra if k not in inputs], text=text)
     # chunk by chunk: memory stays bounded whatever the input's size; the next chunk is parsed in a

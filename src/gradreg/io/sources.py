@@ -313,6 +313,11 @@ class Stream:
         from .reading import convert
 
         raw = self.options.sources(columns, self.files[0].columns) if self.options.converts else list(columns)
+        options = self.options
+        if options.converts and any(c not in raw for c in options.dates):  # a pass over some columns only
+            from dataclasses import replace
+
+            options = replace(options, dates={c: how for c, how in options.dates.items() if c in raw})
         for i, group in self.units() if units is None else units:
             f = self.files[i]
             if f.kind == "parquet":
@@ -321,7 +326,7 @@ class Stream:
                 tables = self._csv(f, raw, group, text)
             for table in tables:
                 if self.options.converts:
-                    table = convert(table, self.options)
+                    table = convert(table, options)
                     if table.data.column_names != list(columns):
                         table.data = table.data.select(list(columns))
                 yield table
@@ -525,7 +530,7 @@ class StreamingDataset:
             probe = select(first, target, features, exclude=exclude, design=self.design, **kw)
         self.feature_names, self.target_names = probe.feature_names, probe.target_names
         self.notices = list(stream.notices) + probe.notices
-        self.dates = used_dates(stream.options, self.feature_names)
+        self.dates = used_dates(stream.options, self.feature_names if self.design is None else self.design.inputs)
         self.source = stream.spec
         if self.design is None:
             self.columns = self.target_names + self.feature_names + ([weight] if weight else [])
