@@ -569,7 +569,7 @@ class Design:
         known = self.levels[name]
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
-        text = _is_text(col.type)
+        text = any(isinstance(v, str) for v in known)  # text levels: the new column read as text too
         if text:
             values = pa.array([str(v) for v in known], type=pa.string())
             col = col.cast(pa.string())
