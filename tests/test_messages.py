@@ -24,7 +24,7 @@ XY = (np.arange(40.0).reshape(20, 2) % 7, np.arange(20.0))
 @pytest.mark.parametrize(
     "params, text",
     [
-        ({"cov_type": "HC9"}, "cov_type must be one of nonrobust, HC0, HC1, HC2, HC3; got cov_type='HC9'"),
+        ({"cov_type": "HC9"}, "cov_type must be one of nonrobust, HC0, HC1, HC2, HC3, cluster, HAC; got cov_type='HC9'"),
         ({"conf_level": 1.5}, "conf_level must be between 0 and 1; got conf_level=1.5"),
         ({"epochs": 0}, "epochs must be a positive integer; got epochs=0"),
         ({"solver": "newton"}, "solver must be one of gd, exact; got solver='newton'"),

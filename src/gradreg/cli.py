@@ -67,6 +67,10 @@ FLAGS = {
     "maxlags": "--maxlags",
     "target": "--target",
     "features": "--features",
+    "formula": "--formula",
+    "categorical": "--categorical",
+    "reference": "--reference",
+    "max_levels": "--max-levels",
     "exclude": "--exclude",
     "weight": "--weight",
     "delimiter": "--delimiter",
@@ -676,9 +680,9 @@ class SolvePrinter:
         if mode == "tty" and count and self.total is None:
             read = ds.keyed_chunks
 
-            def keyed_chunks(units=None):  # every pass of the solver over the rows goes through here
+            def keyed_chunks(units=None, **kw):  # every pass of the solver over the rows goes through here
                 self.start_pass()
-                for key, arrays in read(units):
+                for key, arrays in read(units, **kw):
                     self.add_rows(len(arrays[0]))
                     yield key, arrays
                 self.end_pass()

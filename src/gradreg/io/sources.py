@@ -497,6 +497,13 @@ class StreamingDataset:
         Columns left out of the default features (see :func:`gradreg.io.select`).
     groups : str or sequence of str, optional
         Cluster columns, read beside the features (see :func:`gradreg.io.select`).
+    design : gradreg.io.design.DesignRequest, optional
+        Categorical columns or a formula: their levels come from one pass over every chunk of
+        this rank, merged across ranks, before any chunk is encoded.
+    fit_intercept : bool
+        Whether the model has an intercept (a categorical column then drops its reference level).
+    comm : gradreg.distributed.Comm
+        The ranks whose levels are merged.
     """
 
     def __init__(
