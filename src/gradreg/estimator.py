@@ -274,7 +274,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         if request.wanted or _has_categories(X):
             return self._fit_table(X, y, sample_weight, cfg, request, group_values)
         if y is None:
-            raise TypeError("fit(X, y): y is required (or give formula='y ~ ...' and a DataFrame that holds y)")
+            raise ValueError(
+                "LinearRegressor requires y to be passed, but the target y is None "
+                "(or give formula='y ~ ...' and a DataFrame that holds y)"
+            )
         Xa, Ya, w, y_1d, names, target_names = self._arrays(X, y, sample_weight, reset=True, min_samples=2)
         if w is not None and not (w > 0).any():
             raise DataError("sample_weight: all weights are zero; at least one must be > 0")
