@@ -406,3 +406,100 @@ def test_formula_with_a_date_column_predicts_with_keep(cli, tmp_path, chunk):
     assert lines[0] == "region,day,y,y_lower,y_upper"
     assert lines[1].startswith('"north",19723,')
     _close(np.array([float(v.split(",")[2]) for v in lines[1:]]), smf.ols("y ~ x + day + C(region)", df).fit().fittedvalues)
+
+
+# -- what a new user ran into -------------------------------------------------------------------
+
+
+def test_formula_with_clustered_errors_streamed_equals_in_memory(cli, tmp_path):
+    formula = "invest ~ np.log(value) + capital + C(firm)"
+    args = ["--formula", formula, "--cov", "cluster", "--groups", "firm"]
+    a = _train(cli, GRUNFELD, *args, "-o", tmp_path / "a.safetensors")
+    b = _train(cli, GRUNFELD, *args, "--stream", "--chunk-rows", "7", "-o", tmp_path / "b.safetensors")
+    np.testing.assert_allclose(b.stats["invest"]["std_err"], a.stats["invest"]["std_err"], rtol=1e-10)
+    # firm dummies clustered by firm, with --categorical too
+    c = _train(cli, GRUNFELD, "--target", "invest", "--features", "value", "--categorical", "firm", "--cov", "cluster",
+               "--groups", "firm", "-o", tmp_path / "c.safetensors")  # fmt: skip
+    assert "firm[T.IBM]" in c.feature_names and c.stats["invest"]["cov_detail"].startswith("cluster (firm, 11 groups)")
+
+
+def test_stateful_transforms_from_a_file_in_memory(cli, tmp_path, grunfeld):
+    formula = "invest ~ center(value) + poly(capital, 2)"
+    model = _train(cli, GRUNFELD, "--formula", formula, "-o", tmp_path / "m.safetensors")
+    # patsy has no poly(); an orthogonal quadratic spans what capital + capital² spans: the same fit
+    res = smf.ols("invest ~ center(value) + capital + I(capital**2)", grunfeld).fit()
+    r = cli("predict", tmp_path / "m.safetensors", GRUNFELD)
+    _close(np.loadtxt(r.out.splitlines()[1:]), res.fittedvalues)
+    assert model.feature_names[0] == "center(value)"
+
+
+def test_a_categorical_level_that_first_appears_late_in_a_big_file(cli, tmp_path):
+    rng = np.random.default_rng(3)
+    n = 120_000  # pyarrow infers a CSV column's type from its first block: these rows fill several
+    code = rng.choice(["1", "2", "3"], n).astype(object)
+    code[-40:] = "X9"
+    x = rng.normal(size=n)
+    y = x + (code == "2") + 5.0 * (code == "X9") + 0.1 * rng.normal(size=n)
+    path = tmp_path / "late.csv"
+    pd.DataFrame({"code": code, "x": x, "y": y}).to_csv(path, index=False)
+    for extra in ([], ["--stream"]):
+        model = _train(cli, path, "--target", "y", "--categorical", "code", "-o", tmp_path / "m.safetensors", *extra)
+        assert model.feature_names == ["code[T.2]", "code[T.3]", "code[T.X9]", "x"]
+        assert abs(model.coef[0][2] - 5.0) < 0.05
+
+
+def test_bracketed_names_are_printed_as_they_are(cli, tmp_path):
+    path = tmp_path / "b.csv"
+    path.write_text("g,price[usd],y\na,1,2\nb,2,3.5\nc,3,7\na,4,6\nb,5,8\nc,6,10\n")
+    r = cli("train", path, "--formula", "y ~ Q('price[usd]') + C(g) - 1", "--solver", "exact", "-o", tmp_path / "m.safetensors")
+    assert r.code == 0, r.err
+    assert "features: Q('price[usd]'), C(g)[a], C(g)[b], C(g)[c] (4)" in r.err
+    assert "C(g)[b]" in r.out
+    df = pd.read_csv(path)
+    res = smf.ols("y ~ Q('price[usd]') + C(g) - 1", df).fit()
+    _check(FittedModel.load(str(tmp_path / "m.safetensors")), res, "y", rename={"Q('price[usd]')": "Q('price[usd]')"})
+
+
+def test_formula_estimator_in_cross_validation_and_groups_by_name(grunfeld):
+    from sklearn.model_selection import KFold, cross_val_score
+
+    cv = KFold(3, shuffle=True, random_state=0)
+    est = LinearRegressor(solver="exact", formula="invest ~ value + C(firm)")
+    a = cross_val_score(est, grunfeld, grunfeld.invest, cv=cv, error_score="raise")
+    b = cross_val_score(est, grunfeld.drop(columns="invest"), grunfeld.invest, cv=cv, error_score="raise")
+    np.testing.assert_allclose(a, b)
+    for train, test in cv.split(grunfeld):
+        res = smf.ols("invest ~ value + C(firm)", grunfeld.iloc[train]).fit()
+        y = grunfeld.invest.iloc[test]
+        r2 = 1 - ((y - res.predict(grunfeld.iloc[test])) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+        np.testing.assert_allclose(a[0], r2, rtol=1e-9)
+        break
+    est = LinearRegressor(solver="exact", cov_type="cluster", categorical="firm").fit(
+        grunfeld[["value", "firm"]], grunfeld.invest, groups="firm"
+    )
+    assert est.model_.stats["invest"]["cov_detail"].startswith("cluster (firm, 11 groups)")
+
+
+def test_intervals_of_a_model_without_residual_degrees_of_freedom_are_refused(cli, tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text("a,b,c,d,y\n1,2,3,4,5\n2,1,4,3,6\n3,5,1,2,9\n")
+    out = tmp_path / "w.safetensors"
+    assert cli("train", path, "--target", "y", "--solver", "exact", "-q", "-o", out).code == 0
+    r = cli("predict", out, path, "--interval", "confidence")
+    assert r.code != 0 and "intervals need residual degrees of freedom" in r.err and not r.out
+
+
+def test_two_reference_levels_for_one_column_are_refused(cli):
+    r = cli(
+        "train",
+        GRUNFELD,
+        "--target",
+        "invest",
+        "--categorical",
+        "firm",
+        "--reference",
+        "firm=IBM",
+        "--reference",
+        "firm=Chrysler",
+    )
+    assert r.code != 0 and "column 'firm' is given two reference levels, 'IBM' and 'Chrysler'" in r.err

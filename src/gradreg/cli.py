@@ -581,7 +581,8 @@ def _console(stderr: bool = False):
             # rich's own exits with status 1; main() treats a reader that left as it should
             raise BrokenPipeError
 
-    return _Console(stderr=stderr, highlight=False, soft_wrap=True)  # long paths stay on one line
+    # markup off: a name such as C(g)[a] or price[usd] is text, not a rich style tag
+    return _Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False)  # long paths stay on one line
 
 
 def _config(args: argparse.Namespace):

@@ -244,8 +244,9 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             by size.
         groups : array-like of shape (n_samples,) or (n_samples, 2), or str, optional
             For ``cov_type="cluster"``: each row's cluster (numbers or text; two columns for
-            two-way clustering), or with a path the group column name(s) (``"firm"`` or
-            ``"firm,year"``), which are then not features.
+            two-way clustering), or the group column name(s) (``"firm"`` or ``"firm,year"``) of
+            the file or DataFrame, which are then not features (unless a formula or
+            ``categorical`` names them: firm dummies clustered by firm).
         read : gradreg.io.ReadOptions or dict, optional
             With a path: how to read it, as ``ReadOptions.of`` takes it, e.g.
             ``{"delimiter": ";", "decimal": ",", "thousands": ".", "dates": ["day"], "dates_as": "parts"}``
@@ -268,8 +269,21 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             return self._fit_path(os.fspath(X), target if target is not None else y, features, weight, stream, groups, read)
         if target is not None or features is not None or weight is not None or stream is not None or read is not None:
             raise TypeError("target, features, weight, stream and read go with a path; with arrays, pass y and sample_weight")
+        group_names = None
+        if isinstance(groups, str) or (isinstance(groups, (list, tuple)) and groups and all(isinstance(g, str) for g in groups)):
+            # column names of the DataFrame X, as with a path: groups="firm" or "firm,year"
+            group_names = [
+                c.strip() for g in ([groups] if isinstance(groups, str) else groups) for c in g.split(",") if c.strip()
+            ]
+            lacking = [c for c in group_names if not hasattr(X, "columns") or c not in X.columns]
+            if lacking:
+                raise DataError(f"groups: X has no column {lacking[0]!r}; give the group values, or a column of X by name")
+            groups = X[group_names]
+            request = self._design_request()
+            if request.formula is None:  # as with a path, not a feature unless named categorical
+                X = X.drop(columns=[c for c in group_names if c not in request.categorical])
         group_values = _group_arrays(groups)
-        cfg = self._config(None if group_values is None else [f"groups[{i}]" for i in range(len(group_values))])
+        cfg = self._config(group_names or (None if group_values is None else [f"groups[{i}]" for i in range(len(group_values))]))
         request = self._design_request()
         if request.wanted or _has_categories(X):
             return self._fit_table(X, y, sample_weight, cfg, request, group_values)
@@ -316,6 +330,18 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             raise TypeError("formula= and categorical= read columns by name: give X as a DataFrame (or a dict of columns)")
         frame = X.copy()
         targets = None
+        lhs = _formula_targets(request.formula)
+        if y is not None and lhs:
+            # scikit-learn passes y (cross_val_score, score); the formula names the targets itself:
+            # X's own target columns are used, or y under the one plain name left of '~'
+            missing = [t for t in lhs if t not in frame.columns]
+            if missing and len(lhs) == 1:
+                frame[lhs[0]] = np.asarray(_numpy(y)).reshape(len(frame), -1)[:, 0]
+            elif missing:
+                raise ValueError(
+                    f"formula {request.formula!r}: X lacks the target column(s) {missing}; y cannot stand for several"
+                )
+            y = None
         if y is not None:
             y = _numpy(y)
             y_arr = np.asarray(y)
@@ -607,6 +633,15 @@ def _dtypes(X: Any, names: list[str]) -> dict[str, str]:
     return {n: str(dtype).replace("torch.", "") for n in names} if dtype is not None else {}
 
 
+def _formula_targets(formula: str | None) -> list[str]:
+    """The columns left of a formula's '~' (none for no formula, or no left-hand side)."""
+    if formula is None or "~" not in formula or not formula.split("~", 1)[0].strip():
+        return []
+    from .io.design import _parse
+
+    return list(_parse(formula).target_inputs)
+
+
 def _has_categories(X: Any) -> bool:
     """Whether a DataFrame has columns that are categories (pandas ``category``, text): those
     make a design (one-hot dummies) instead of failing as non-numbers."""
@@ -673,4 +708,4 @@ def _group_arrays(groups: Any) -> list[np.ndarray] | None:
         return [arr]
     if arr.ndim == 2 and arr.shape[1] in (1, 2):
         return [arr[:, j] for j in range(arr.shape[1])]
-    raise DataError(f"groups: expected shape (n_samples,) or (n_samples, 2); got {arr.shape}")
+    raise DataError(f"groups: expected one value per row (two columns for two-way clustering); got shape {arr.shape}")

@@ -429,6 +429,13 @@ class FittedModel:
                 "this model has no statistics, which intervals need (gradient descent's partial_fit keeps "
                 "none, nor does a fit with no residual degrees of freedom): fit it with fit() on the whole data"
             )
+        df = [s.get("df_resid") for s in self.stats.values()]
+        if any(d is not None and d <= 0 for d in df):
+            raise ConfigError(
+                f"intervals need residual degrees of freedom, and this model has none ({int(self.info.get('n_train', 0) or 0)} "
+                f"rows for {self.n_features + int(bool(self.config.get('fit_intercept', True)))} coefficients): "
+                "the noise cannot be estimated; fit it on more rows than coefficients"
+            )
         if self.cov is None or self.cov_center is None:
             raise ModelFileError(
                 "this model file has no covariance of its estimates, which intervals need (files written "

@@ -368,7 +368,12 @@ def model_read_options(model: FittedModel, options=None):
 
     options = options or ReadOptions()
     dates = model.schema.get("dates") or {}
-    return replace(options, dates={**dict(dates), **options.dates}) if dates else options
+    if dates:
+        options = replace(options, dates={**dict(dates), **options.dates})
+    design = model.design
+    if design is not None and design.levels:  # categorical columns read as text: see Design.text_columns
+        options = replace(options, text=tuple(dict.fromkeys(options.text + tuple(design.text_columns()))))
+    return options
 
 
 def update(model: FittedModel | None, state: Any, X: np.ndarray, Y: np.ndarray, w, feature_names, target_names, cfg: TrainConfig):

@@ -270,9 +270,8 @@ def select(
         seen[n] = i
     group_cols = _split_names(groups) or []
     if isinstance(design, Design) and not design.sugar:
-        return _designed(
-            table, seen, list(design.target_names) or _split_names(target) or [], design, weight, drop_missing, min_rows
-        )
+        targets = list(design.target_names) or _split_names(target) or []
+        return _designed(table, seen, targets, design, weight, drop_missing, min_rows, group_cols=group_cols)
     request = design if isinstance(design, DesignRequest) else DesignRequest()
     if request.formula is not None:
         return _from_formula(table, seen, target, request, weight, drop_missing, min_rows, fit_intercept, group_cols)
@@ -298,10 +297,8 @@ def select(
         )
     categorical = list(request.categorical)
     for n in categorical:
-        if n in targets or n == weight or n in group_cols:
-            raise ConfigError(
-                f"{{categorical}}: column {n!r} is a target, the weight or a group column, not a feature", categorical=categorical
-            )
+        if n in targets or n == weight:  # a group column may be a feature too: firm dummies, clustered by firm
+            raise ConfigError(f"{{categorical}}: column {n!r} is a target or the weight, not a feature", categorical=categorical)
     if chosen_features is not None:
         chosen_features += [n for n in categorical if n not in chosen_features]  # --categorical names features too
     asked = targets + (chosen_features or []) + categorical + ([weight] if weight else []) + group_cols
@@ -451,6 +448,14 @@ def _from_formula(
                 f"{table.source}: no column named {n!r}; columns are {', '.join(seen)}"
                 + delimiter_hint(list(seen), table.delimiter)
             )
+    from .design import _parse
+
+    lacking = [n for n in _parse(formula).inputs + _parse(formula).target_inputs if n not in seen]
+    if lacking:
+        raise DataError(
+            f"{table.source}: the formula reads column {lacking[0]!r}, which the data lack; columns are "
+            f"{', '.join(seen)}" + delimiter_hint(list(seen), table.delimiter)
+        )
     cats = Design.categorical_inputs(request, formula, table.data.schema, text=True)
     levels = {c: column_levels(table.data.column(seen[c])) for c in cats}
     learned = Design.learn(request, formula, table.data, levels, where=table.where, source=table.source, sugar=False)

@@ -34,7 +34,10 @@ LEARN_ROWS = 1024  # rows a formula without stateful transforms is checked and n
 
 # What a formula may call: formulaic's transforms and numpy's elementwise functions. Nothing else
 # is evaluated, so a formula in a model file cannot run code.
-TRANSFORMS = {"C", "I", "center", "scale", "standardize", "poly", "log", "exp", "sqrt", "abs", "lag"}
+TRANSFORMS = {
+    "C", "I", "Q", "center", "scale", "standardize", "poly", "log", "log2", "log10", "exp", "exp2", "exp10", "sqrt", "abs",
+    "Treatment", "Sum", "Helmert", "Diff", "Poly",  # patsy's contrast names, as in C(x, Treatment(reference="b"))
+}  # fmt: skip
 STATEFUL = {"center", "scale", "standardize", "poly"}  # learned from the data they first see
 NUMPY_FUNCTIONS = {
     "log", "log1p", "log2", "log10", "exp", "expm1", "sqrt", "cbrt", "abs", "absolute", "square", "sign",
@@ -86,8 +89,12 @@ def _check_expression(expr: str, formula: str) -> set[str]:
             calls.add(id(f))
             if isinstance(f, ast.Attribute):
                 calls.add(id(f.value))
-            if isinstance(f, ast.Name) and f.id == "C" and node.args and not isinstance(node.args[0], ast.Name):
+            if isinstance(f, ast.Name) and f.id == "C" and node.args and _column_arg(node.args[0]) is None:
                 raise ConfigError(f"formula {formula!r}: C() takes a column name; got {ast.unparse(node.args[0])!r}")
+            if isinstance(f, ast.Name) and f.id == "Q":
+                if len(node.args) != 1 or not isinstance(node.args[0], ast.Constant) or not isinstance(node.args[0].value, str):
+                    raise ConfigError(f"formula {formula!r}: Q() takes a column name in quotes, as Q('price [usd]')")
+                names.add(node.args[0].value)
         elif isinstance(node, ast.Attribute) and id(node) not in calls:
             raise ConfigError(f"formula {formula!r}: {ast.unparse(node)} is not allowed in the term {expr!r}")
         elif isinstance(node, ast.Name) and id(node) not in calls:
@@ -95,6 +102,22 @@ def _check_expression(expr: str, formula: str) -> set[str]:
                 raise ConfigError(f"formula {formula!r}: the name {node.id!r} is not allowed")
             names.add(node.id)
     return names
+
+
+def _column_arg(node: ast.AST) -> str | None:
+    """The column a C() argument names: a plain name, or Q('a name')."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "Q"
+        and len(node.args) == 1
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ):
+        return node.args[0].value
+    return None
 
 
 @dataclass
@@ -136,10 +159,16 @@ def _parse(formula: str) -> _Parsed:
                         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                             stateful |= node.func.id in STATEFUL
                             if node.func.id == "C":
-                                forced.append(node.args[0].id)  # a Name: checked above
+                                forced.append(_column_arg(node.args[0]))  # checked above
                     used = {n for n in used if n not in ("np", "numpy", "contr")}
-                    # keep formula order: names as they appear in the expression
-                    used = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in used]  # type: ignore[assignment]
+                    # keep formula order: names as they appear in the expression (Q('a b') too)
+                    order = [
+                        n.id if isinstance(n, ast.Name) else n.args[0].value
+                        for n in ast.walk(tree)
+                        if isinstance(n, ast.Name)
+                        or (isinstance(n, ast.Call) and _column_arg(n) is not None and not isinstance(n, ast.Name))
+                    ]
+                    used = [n for n in dict.fromkeys(order) if n in used]  # type: ignore[assignment]
                 for n in used:
                     if n not in out:
                         out.append(n)
@@ -150,6 +179,24 @@ def _parse(formula: str) -> _Parsed:
     if lhs is not None and not len(lhs):
         lhs = None
     return _Parsed(rhs, lhs, inputs, target_inputs, list(dict.fromkeys(forced)), stateful)
+
+
+def stateful_error(formula: str) -> ConfigError:
+    """The refusal of a stateful transform where the table is not in one process's memory.
+
+    Parameters
+    ----------
+    formula : str
+
+    Returns
+    -------
+    ConfigError
+    """
+    return ConfigError(
+        f"formula {formula!r}: center(), scale(), standardize() and poly() learn from the whole table, "
+        "which is not in memory here (streamed, several files, or spread over ranks); transform the column "
+        "beforehand, or fit one file in one process without --stream"
+    )
 
 
 @dataclass
@@ -222,14 +269,16 @@ def parse_reference(values: Sequence[str] | str | None, categorical: Sequence[st
             if not item:
                 continue
             if "=" in item:
-                col, level = item.split("=", 1)
-                out[col.strip()] = level.strip()
+                col, level = (t.strip() for t in item.split("=", 1))
             elif len(categorical) == 1:
-                out[categorical[0]] = item
+                col, level = categorical[0], item
             else:
                 raise ConfigError(
                     f"--reference {item!r}: name the column as COLUMN=LEVEL (there are {len(categorical)} categorical columns)"
                 )
+            if col in out and out[col] != level:
+                raise ConfigError(f"--reference: column {col!r} is given two reference levels, {out[col]!r} and {level!r}")
+            out[col] = level
     return out
 
 
@@ -244,6 +293,24 @@ def _normalize(v: Any) -> Any:
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v
+
+
+def _as_numbers(levels: list[Any]) -> list[Any]:
+    """Levels read as text that are all numbers written plainly (``1935``, ``2.5``, not ``007``)
+    as numbers, sorted as numbers: the levels of a number column however it was read."""
+    if not levels or not all(isinstance(v, str) for v in levels):
+        return levels
+    out = []
+    for v in levels:
+        try:
+            f = float(v)
+        except ValueError:
+            return levels
+        x = _normalize(f)
+        if v.strip() not in (str(x), repr(f)):  # 007, 1e3, 1.50: not written as the number reads back
+            return levels
+        out.append(x)
+    return sorted(out)
 
 
 def merge_levels(a: Sequence[Any], b: Sequence[Any]) -> list[Any]:
@@ -381,13 +448,14 @@ class Design:
         return list(self.parsed.target_inputs)
 
     def text_columns(self) -> list[str]:
-        """The categorical columns whose levels are text (a CSV reader must not parse them as numbers).
+        """The categorical columns, which a CSV reader reads as text (a level may look like a
+        number for many rows, then not).
 
         Returns
         -------
         list of str
         """
-        return [c for c, lv in self.levels.items() if any(isinstance(v, str) for v in lv)]
+        return list(self.levels)  # numbers too: a new file's level may be text
 
     # -- learning -------------------------------------------------------------------------------
 
@@ -481,18 +549,14 @@ class Design:
 
         parsed = _parse(formula)
         if parsed.stateful and not stateful_ok:
-            raise ConfigError(
-                f"formula {formula!r}: center(), scale(), standardize() and poly() learn from the whole table, "
-                "which is not in memory here (streamed, or spread over ranks); transform the column beforehand, "
-                "or fit in one process without --stream"
-            )
+            raise stateful_error(formula)
         missing = [n for n in parsed.inputs + parsed.target_inputs if n not in table.column_names]
         if missing:
             raise DataError(
                 f"{source}: the formula reads column {missing[0]!r}, which the data lack; columns are "
                 f"{', '.join(map(str, table.column_names))}"
             )
-        levels = {k: list(v) for k, v in levels.items()}
+        levels = {k: _as_numbers(list(v)) for k, v in levels.items()}
         for col, level in request.reference.items():
             if col not in levels:
                 raise ConfigError(f"--reference {col}={level}: {col!r} is not a categorical column of the model")
@@ -574,8 +638,12 @@ class Design:
             values = pa.array([str(v) for v in known], type=pa.string())
             col = col.cast(pa.string())
         else:  # numbers: 3 and 3.0 are one level, as _normalize makes them
-            values = pa.array([float(v) if not isinstance(v, str) else float("nan") for v in known], type=pa.float64())
-            col = pc.cast(col, pa.float64())
+            values = pa.array([float(v) for v in known], type=pa.float64())
+            try:
+                col = pc.cast(col, pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # text that is not all numbers: by text
+                values = pa.array([str(v) for v in known], type=pa.string())
+                col = pc.utf8_trim_whitespace(col.cast(pa.string()))
         codes = pc.index_in(col, value_set=values)
         unseen = pc.and_(pc.is_null(codes), pc.is_valid(col))
         if pc.any(unseen).as_py():

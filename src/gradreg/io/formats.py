@@ -458,7 +458,7 @@ def csv_convert_options(options: Any, head: bytes, delimiter: str, **kw: Any) ->
     kw.setdefault("strings_can_be_null", True)
     if options is None:
         return pcsv.ConvertOptions(**kw)
-    text = set(options.keep) | set(options.dates)
+    text = set(options.keep) | set(options.dates) | set(options.text)
     if text:
         lines = head.decode("utf-8", errors="replace").lstrip("\ufeff").splitlines() or [""]
         header = next(csv.reader([lines[0]], delimiter=delimiter), [])

@@ -48,6 +48,9 @@ class ReadOptions:
         ``COL.day``, ``COL.dayofweek`` with Monday 0).
     keep : sequence of str
         Columns read as text as written (CSV), never converted: IDs copied beside predictions.
+    text : sequence of str
+        Columns read as text from a CSV whatever their first rows hold: categorical columns,
+        whose levels may be ``1``, ``2`` and then ``X9``.
     """
 
     delimiter: str | None = None
@@ -55,6 +58,7 @@ class ReadOptions:
     thousands: str | None = None
     dates: dict[str, str] = field(default_factory=dict)
     keep: tuple[str, ...] = ()
+    text: tuple[str, ...] = ()
 
     @classmethod
     def of(

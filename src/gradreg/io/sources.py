@@ -368,7 +368,8 @@ class Stream:
         raw = [f.raw[f.columns.index(c)] if c in f.columns else c for c in columns]  # as pyarrow sees them
         opts = self.options
         # numbers as float64 (every block alike); as text what is converted or copied as written
-        text = set(text) | set(opts.keep) | set(opts.dates) | ({c for c in columns} if opts.thousands else set())
+        text = set(text) | set(opts.keep) | set(opts.dates) | set(opts.text)
+        text |= {c for c in columns} if opts.thousands else set()
         try:
             reader = pcsv.open_csv(
                 source,
@@ -575,7 +576,7 @@ class StreamingDataset:
             where=first.where,
             source=first.source,
             sugar=draft.sugar,
-            stateful_ok=False,
+            stateful_ok=True,  # learned from the first chunk: open_source refuses it unless the file is read whole
         )
 
     def split(self, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Split:
@@ -873,6 +874,14 @@ def open_source(
     from ..distributed import shard
 
     world, rank = comm.world, comm.rank
+    categorical = _categorical_columns(design)
+    if categorical:  # read as text from a CSV: a level may look like a number for many rows
+        from dataclasses import replace
+
+        from .reading import ReadOptions
+
+        options = options or ReadOptions(delimiter=delimiter)
+        options = replace(options, text=tuple(dict.fromkeys(options.text + tuple(categorical))))
     if world > 1 and data == "-":
         raise ConfigError("distributed training reads files: stdin (-) cannot be shared between ranks")
 
@@ -927,11 +936,23 @@ def open_source(
         fit_intercept=fit_intercept,
         comm=comm,
     )
-    if stream or (stream is None and files.estimated_bytes(len(sds.columns)) / world > IN_MEMORY_BYTES):
-        return sds
-    if world == 1 and len(files.files) == 1:  # one file that fits: read it whole, as always
+    streamed = stream or (stream is None and files.estimated_bytes(len(sds.columns)) / world > IN_MEMORY_BYTES)
+    if not streamed and world == 1 and len(files.files) == 1:  # one file that fits: read it whole, as always
         return whole()
-    return sds.in_memory()
+    if sds.design is not None and sds.design.parsed.stateful:  # its state would be the first chunk's
+        from .design import stateful_error
+
+        raise stateful_error(sds.design.formula)
+    return sds if streamed else sds.in_memory()
+
+
+def _categorical_columns(design: Any) -> list[str]:
+    """The columns a design request names as categorical: ``--categorical`` and ``C(col)``."""
+    if design is None or not getattr(design, "wanted", False):
+        return []
+    from .design import _parse
+
+    return list(design.categorical) + (_parse(str(design.formula)).forced if design.formula is not None else [])
 
 
 def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
