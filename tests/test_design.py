@@ -503,3 +503,17 @@ def test_two_reference_levels_for_one_column_are_refused(cli):
         "firm=Chrysler",
     )
     assert r.code != 0 and "column 'firm' is given two reference levels, 'IBM' and 'Chrysler'" in r.err
+
+
+def test_unknown_ignore_counts_the_rows_it_predicted_at_the_reference(cli, tmp_path, grunfeld):
+    out = tmp_path / "m.safetensors"
+    _train(cli, GRUNFELD, "--formula", FORMULAS[0], "-o", out)
+    new = tmp_path / "new.csv"
+    grunfeld.assign(firm=grunfeld.firm.replace("IBM", "IBX")).to_csv(new, index=False)
+    for extra in ([], ["--chunk-rows", "7"]):
+        r = cli("predict", out, new, "--unknown", "ignore", *extra)
+        assert r.code == 0, r.err
+        assert r.err.strip() == (
+            "note: 20 row(s) had a level of 'firm' not seen in training; --unknown ignore predicted them "
+            "with every 'firm' dummy 0 (at the reference level)"
+        )

@@ -1071,17 +1071,13 @@ def _load_model(path: str):
 PREDICT_CSV_ROWS = 8192  # rows per chunk of CSV that predict reads at most: with 100 features, 6.5 MB fits the cache
 
 
-def _predicted(model, tables, drop_missing: bool, unknown: str = "error", interval: str | None = None, level: float = 0.95):
+def _predicted(model, tables, drop_missing: bool, design=None, interval: str | None = None, level: float = 0.95):
     """(table, predictions, kept) of each chunk; kept is None when every row was predicted.
     --drop-missing keeps the output aligned with the input: a row it drops gets NaN (an empty cell).
     With an interval, each target's prediction is followed by its lower and upper bound."""
     import numpy as np
 
     from .io import feature_matrix
-
-    design = model.design
-    if design is not None and unknown != design.unknown:
-        design = design.with_unknown(unknown)
 
     width = len(model.target_names) * (1 if interval is None else 3)
     if interval is not None:
@@ -1173,7 +1169,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # background thread (the longest step) while this one is predicted and written
     for n in table.notices if stream is None else stream.notices:  # a delimiter detected
         _console(stderr=True).print(f"note: {n}", markup=False)
-    chunks = _predicted(model, prefetch(tables), args.drop_missing, args.unknown, interval, level)
+    design = model.design  # --unknown ignore: unseen levels counted as they are met
+    if design is not None:
+        design = design.with_unknown(args.unknown)
+    chunks = _predicted(model, prefetch(tables), args.drop_missing, design, interval, level)
     skipped, where = 0, []
     json_lines = args.json or args.output.lower().endswith(JSON_LINES_SUFFIXES)
     names = _prediction_names(model.target_names, interval)
@@ -1184,6 +1183,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 missing = np.flatnonzero(~kept)
                 where += [table.where(int(r)) for r in missing[: max(0, 5 - len(where))]]
                 skipped += len(missing)
+    for col, count in (design.ignored if design is not None else {}).items():
+        _console(stderr=True).print(
+            f"note: {count} row(s) had a level of {col!r} not seen in training; --unknown ignore predicted them "
+            f"with every {col!r} dummy 0 (at the reference level)"
+        )
     if skipped:
         lines = ", ".join(w.rsplit(", ", 1)[-1] for w in where) + (", …" if skipped > len(where) else "")
         _console(stderr=True).print(

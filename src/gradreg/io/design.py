@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -424,6 +425,7 @@ class Design:
         self.unknown = unknown
         self._spec = None
         self._lhs_spec = None
+        self.ignored: dict[str, int] = {}  # unseen levels met with unknown="ignore", per column
 
     # -- what it reads --------------------------------------------------------------------------
 
@@ -647,8 +649,10 @@ class Design:
         codes = pc.index_in(col, value_set=values)
         unseen = pc.and_(pc.is_null(codes), pc.is_valid(col))
         if pc.any(unseen).as_py():
-            i = int(np.flatnonzero(unseen.to_numpy(zero_copy_only=False))[0])
+            flags = unseen.to_numpy(zero_copy_only=False)
+            i = int(np.flatnonzero(flags)[0])
             v = _normalize(col[i].as_py())
+            self.ignored[name] = self.ignored.get(name, 0) + int(flags.sum())
             if self.unknown != "ignore":
                 shown = ", ".join(map(repr, known[:20])) + (", …" if len(known) > 20 else "")
                 raise DataError(
@@ -712,7 +716,9 @@ class Design:
         from formulaic.errors import FormulaicError
 
         try:
-            mm = spec.get_model_matrix(frame, context=_CONTEXT)
+            with warnings.catch_warnings():  # unseen levels were counted (unknown="ignore") or refused before
+                warnings.filterwarnings("ignore", message="Data has categories outside of the nominated levels")
+                mm = spec.get_model_matrix(frame, context=_CONTEXT)
         except (FormulaicError, KeyError, NameError, TypeError, ValueError) as e:
             raise DataError(f"formula {self.formula!r}: {_first_line(e)}") from None
         got = [str(c) for c in mm.columns]
