@@ -364,18 +364,26 @@ def test_two_ranks_learn_every_level_and_match_one_process(tmp_path, grunfeld):
 
 
 @pytest.mark.filterwarnings("ignore:covariance of constraints does not have full rank")
-def test_formula_with_clustered_errors_rank_deficient_wald_test(grunfeld):
-    # 11 firms: a clustered covariance of rank at most 10 for 12 slopes; statsmodels' Wald F then
-    # uses a pseudo-inverse and the covariance's rank, and so must gradreg (not a singular solve)
+def test_formula_with_clustered_errors_rank_deficient_wald_test(grunfeld, tmp_path):
+    # firm dummies clustered by firm: each firm's residuals sum to 0, so its dummy's cluster score
+    # is 0 and the covariance has rank 2 (the two other slopes) for 12 slopes. statsmodels warns and
+    # divides by the rank it finds, a number that moves with the last digits of the coefficients;
+    # Stata reports no F, and neither does gradreg, saying why
     formula = "invest ~ np.log(value) + capital + C(firm)"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = smf.ols(formula, grunfeld).fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(grunfeld.firm)[0]}, use_t=True)
+        f = res.fvalue
     est = LinearRegressor(solver="exact", formula=formula, cov_type="cluster").fit(grunfeld, groups=grunfeld.firm)
     _check(est.model_, res, "invest")
     stats = est.model_.stats["invest"]
-    np.testing.assert_allclose([stats["f"], stats["f_p"]], [res.fvalue, res.f_pvalue], rtol=1e-8)
     np.testing.assert_allclose(stats["ci_low"][1:], res.conf_int()[0][est.model_.feature_names].to_numpy(), rtol=1e-8)
+    assert np.isfinite(f) and np.isnan(stats["f"]) and np.isnan(stats["f_p"])
+    assert stats["f_note"] == "not defined: the cluster covariance has rank 2 for 12 slopes (as Stata reports it)"
+    assert "F test:             not defined" in str(est.summary())
+    path = str(tmp_path / "m.safetensors")
+    est.save(path)
+    assert gradreg.load(path).model_.stats["invest"]["f_note"] == stats["f_note"]
 
 
 def test_a_formula_without_targets_takes_them_from_repeated_target(cli, tmp_path, grunfeld):
@@ -517,3 +525,41 @@ def test_unknown_ignore_counts_the_rows_it_predicted_at_the_reference(cli, tmp_p
             "note: 20 row(s) had a level of 'firm' not seen in training; --unknown ignore predicted them "
             "with every 'firm' dummy 0 (at the reference level)"
         )
+
+
+def test_no_intercept_with_every_level_has_statsmodels_implicit_constant(grunfeld):
+    # '- 1' and a column per firm: the constant is in the span, and statsmodels' R², F and df_model
+    # are those about the mean; its robust F is NaN then
+    formula = "invest ~ value + capital + C(firm) - 1"
+    w = np.linspace(1.0, 2.0, len(grunfeld))
+    for cov in ("nonrobust", "HC1"):
+        res = smf.wls(formula, grunfeld, weights=w).fit(cov_type=cov, use_t=True)
+        est = LinearRegressor(solver="exact", formula=formula, cov_type=cov).fit(grunfeld, sample_weight=w)
+        s = est.model_.stats["invest"]
+        np.testing.assert_allclose(
+            [s["r2"], s["r2_adj"], s["df_model"], s["aic"]], [res.rsquared, res.rsquared_adj, res.df_model, res.aic], rtol=1e-10
+        )
+        np.testing.assert_allclose([s["f"], s["f_p"]], [res.fvalue, res.f_pvalue], rtol=1e-8)  # NaN for HC1, as statsmodels
+    assert "firm: 11 levels, a column for every level" in est.summary().__str__()
+    # without every level (no categorical), no constant is implied: the uncentered R², as statsmodels
+    res = smf.ols("invest ~ value + capital - 1", grunfeld).fit()
+    est = LinearRegressor(solver="exact", formula="invest ~ value + capital - 1").fit(grunfeld)
+    np.testing.assert_allclose(est.model_.stats["invest"]["r2"], res.rsquared, rtol=1e-10)
+
+
+def test_a_formula_text_column_of_odd_numbers_is_not_made_categorical(cli, tmp_path):
+    path = tmp_path / "eu.csv"
+    path.write_text('y;x;sales\n1,5;2;"1.234,5"\n2,5;3;"2.234,5"\n3,0;5;"4.000,0"\n4,5;6;"3.500,0"\n')
+    r = cli("train", path, "--formula", "y ~ x + sales", "--decimal", ",", "--solver", "exact")
+    assert r.code != 0 and "give --thousands '.'" in r.err and "write C(sales)" in r.err
+    r = cli("train", path, "--formula", "y ~ x + sales", "--decimal", ",", "--thousands", ".", "--solver", "exact", "-q",
+            "-o", tmp_path / "m.safetensors")  # fmt: skip
+    assert r.code == 0, r.err
+
+
+def test_python_group_values_with_a_gap_and_y_that_disagrees(grunfeld):
+    firm = grunfeld.firm.where(grunfeld.index > 0)
+    with pytest.raises(DataError, match="groups, row 1, column 0: missing group value"):
+        LinearRegressor(solver="exact", formula="invest ~ value", cov_type="cluster").fit(grunfeld, groups=firm)
+    with pytest.raises(ValueError, match="fits X's column 'invest', and y holds other values"):
+        LinearRegressor(solver="exact", formula="invest ~ value").fit(grunfeld, grunfeld.capital)

@@ -196,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
                 help="read in chunks even if the data would fit in memory (automatic above ~1 GiB)",
             )
 
+    def unknown_option(c: argparse.ArgumentParser) -> None:
+        c.add_argument(
+            "--unknown",
+            choices=("error", "ignore"),
+            default="error",
+            help="a categorical level not seen in training: an error, or all its dummies 0 (default: %(default)s)",
+        )
+
     def model_arg(c: argparse.ArgumentParser) -> None:
         c.add_argument("model", metavar="MODEL", help="a .safetensors model file written by gradreg").complete = FILE
 
@@ -400,12 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the predictions, row for row (comma-separated or repeated)",
     )
     data_options(pr, chunks=True)
-    pr.add_argument(
-        "--unknown",
-        choices=("error", "ignore"),
-        default="error",
-        help="a categorical level not seen in training: an error, or all its dummies 0 (default: %(default)s)",
-    )
+    unknown_option(pr)
     for action in pr._actions:
         if action.dest == "drop_missing":  # predict keeps every row, aligned with the input
             action.help = "give a row with a missing feature value an empty prediction instead of failing"
@@ -415,12 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(ev)
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
     data_options(ev, chunks=True)
-    ev.add_argument(
-        "--unknown",
-        choices=("error", "ignore"),
-        default="error",
-        help="a categorical level not seen in training: an error, or all its dummies 0 (default: %(default)s)",
-    )
+    unknown_option(ev)
 
     ins = command("inspect", "Show a model's coefficients, statistics and metadata.")
     model_arg(ins)
@@ -434,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     ).complete = DIRECTORY
     pl.add_argument("--json", action="store_true", help="print the written paths as JSON")
     data_options(pl)
+    unknown_option(pl)
 
     rp = command("report", "Write one self-contained HTML page: metrics, coefficients and statistics, plots.")
     model_arg(rp)
@@ -443,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     ).complete = FILE
     rp.add_argument("--json", action="store_true", help="print what was written as JSON")
     data_options(rp)
+    unknown_option(rp)
 
     de = command("demo", "Train on the tutorial's crops table with its settings and show the result.")
     de.add_argument("--out", default="gradreg-demo", help="folder for the model and loss-curve PNG (default: %(default)s)")
@@ -1169,9 +1169,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # background thread (the longest step) while this one is predicted and written
     for n in table.notices if stream is None else stream.notices:  # a delimiter detected
         _console(stderr=True).print(f"note: {n}", markup=False)
-    design = model.design  # --unknown ignore: unseen levels counted as they are met
-    if design is not None:
-        design = design.with_unknown(args.unknown)
+    design = _design_for(args, model)
     chunks = _predicted(model, prefetch(tables), args.drop_missing, design, interval, level)
     skipped, where = 0, []
     json_lines = args.json or args.output.lower().endswith(JSON_LINES_SUFFIXES)
@@ -1183,11 +1181,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 missing = np.flatnonzero(~kept)
                 where += [table.where(int(r)) for r in missing[: max(0, 5 - len(where))]]
                 skipped += len(missing)
-    for col, count in (design.ignored if design is not None else {}).items():
-        _console(stderr=True).print(
-            f"note: {count} row(s) had a level of {col!r} not seen in training; --unknown ignore predicted them "
-            f"with every {col!r} dummy 0 (at the reference level)"
-        )
+    _say_ignored(design)
     if skipped:
         lines = ", ".join(w.rsplit(", ", 1)[-1] for w in where) + (", …" if skipped > len(where) else "")
         _console(stderr=True).print(
@@ -1196,6 +1190,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
             markup=False,
         )
     return EXIT_OK
+
+
+def _design_for(args: argparse.Namespace, model):
+    """The model's design with --unknown applied (unseen levels are counted as they are met), or None."""
+    design = model.design
+    return None if design is None else design.with_unknown(args.unknown)
+
+
+def _say_ignored(design) -> None:
+    """A note per categorical column whose unseen levels --unknown ignore predicted at the reference."""
+    for col, count in (design.ignored if design is not None else {}).items():
+        _console(stderr=True).print(
+            f"note: {count} row(s) had a level of {col!r} not seen in training; --unknown ignore predicted them "
+            f"with every {col!r} dummy 0 (at the reference level)"
+        )
 
 
 def _kept(data, keep: Sequence[str]):
@@ -1239,9 +1248,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     stream = _stream(args, args.data, model)
     for n in stream.notices if stream is not None else []:  # a delimiter detected
         _console(stderr=True).print(f"note: {n}", markup=False)
-    n_rows, metrics = evaluate(
-        model, args.data, drop_missing=args.drop_missing, stream=stream, options=opts, unknown=args.unknown
-    )
+    design = _design_for(args, model)
+    n_rows, metrics = evaluate(model, args.data, drop_missing=args.drop_missing, stream=stream, options=opts, design=design)
+    _say_ignored(design)
     if args.json:
         print(json.dumps(_clean({"targets": model.target_names, "n_rows": n_rows, "metrics": metrics})))
     else:
@@ -1307,7 +1316,9 @@ def _data_for_model(args: argparse.Namespace, model):
     table = read_table(args.data, options=_read_options(args, model))
     for n in table.notices:  # a delimiter detected
         _console(stderr=True).print(f"note: {n}", markup=False)
-    ds = select(table, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=1, design=model.design)
+    design = _design_for(args, model)
+    ds = select(table, model.target_names, model.feature_names, drop_missing=args.drop_missing, min_rows=1, design=design)
+    _say_ignored(design)
     return ds.X, ds.Y
 
 

@@ -97,12 +97,16 @@ def summary_text(model, target: int) -> str:
     if s.get("cov_detail"):
         df = f"; t and F with {s['df_inference']:.0f} df" if s.get("df_inference") is not None else ""
         lines.append(f"{'Covariance:':<20}{s['cov_detail']}{df}")
+    if s.get("f_note"):
+        lines.append(f"{'F test:':<20}{s['f_note']}")
     design = model.design
     if design is not None:
         if not design.sugar:
             lines.append(f"{'Formula:':<20}{design.formula}")
         for col, levels in design.levels.items():
-            lines.append(f"{'Categorical:':<20}{col}: {len(levels)} levels, reference {levels[0]!r}")
+            full = any(n.endswith(f"[{levels[0]}]") and col in n for n in model.feature_names)  # '- 1': no level dropped
+            ref = "a column for every level" if full else f"reference {levels[0]!r}"
+            lines.append(f"{'Categorical:':<20}{col}: {len(levels)} levels, {ref}")
     if cfg.get("l2", 0):
         lines.append(f"{'Ridge l2:':<20}{fmt(cfg['l2']):>18}   (standard errors are not defined for ridge)")
     lines.append("=" * width)

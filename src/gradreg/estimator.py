@@ -295,13 +295,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
         Xa, Ya, w, y_1d, names, target_names = self._arrays(X, y, sample_weight, reset=True, min_samples=2)
         if w is not None and not (w > 0).any():
             raise DataError("sample_weight: all weights are zero; at least one must be > 0")
-        if group_values is not None:
-            for i, g in enumerate(group_values):
-                if len(g) != len(Xa):
-                    raise DataError(f"groups: {len(g)} value(s) for {len(Xa)} row(s) of X")
-                bad = np.flatnonzero([v is None or (isinstance(v, float) and v != v) for v in g.tolist()])
-                if bad.size:
-                    raise DataError(f"groups, row {bad[0] + 1}, column {i}: missing group value; got {g[bad[0]]!r}")
+        _check_groups(group_values, len(Xa))
         ds = Dataset(Xa, Ya, names, target_names, w, "<array>", dtypes=_dtypes(X, names), groups=group_values)
         self._set_fitted(train(ds, cfg), y_1d)
         self.__dict__.pop("_state", None)  # fit starts afresh; partial_fit continues from here
@@ -341,6 +335,14 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError(
                     f"formula {request.formula!r}: X lacks the target column(s) {missing}; y cannot stand for several"
                 )
+            elif len(lhs) == 1:  # y beside X's own target column: they must be the same numbers
+                given = np.asarray(_numpy(y), dtype=np.float64).reshape(len(frame), -1)[:, 0]
+                own = np.asarray(frame[lhs[0]], dtype=np.float64)
+                if given.shape != own.shape or not np.allclose(given, own, rtol=0, atol=0, equal_nan=True):
+                    raise ValueError(
+                        f"formula {request.formula!r} fits X's column {lhs[0]!r}, and y holds other values; "
+                        f"pass y=None, or X without {lhs[0]!r} to fit y"
+                    )
             y = None
         if y is not None:
             y = _numpy(y)
@@ -359,9 +361,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
                 raise DataError("sample_weight: all weights are zero; at least one must be > 0")
             ds.sample_weight = w
         if group_values is not None:
-            for g in group_values:
-                if len(g) != len(ds.X):
-                    raise DataError(f"groups: {len(g)} value(s) for {len(ds.X)} row(s) of X")
+            _check_groups(group_values, len(ds.X))
             ds.groups = group_values
         model = train(ds, cfg)
         inputs = ds.design.inputs if ds.design is not None else ds.feature_names
@@ -693,6 +693,16 @@ def load(path: str) -> LinearRegressor:
         est.feature_names_in_ = np.asarray(model.feature_names, dtype=object)
     est._set_fitted(model, len(model.target_names) == 1 and model.info.get("y_1d", False))
     return est
+
+
+def _check_groups(group_values: list[np.ndarray] | None, n_rows: int) -> None:
+    """One group value per row of X, none missing: a DataError naming the first bad one."""
+    for i, g in enumerate(group_values or []):
+        if len(g) != n_rows:
+            raise DataError(f"groups: {len(g)} value(s) for {n_rows} row(s) of X")
+        bad = np.flatnonzero([v is None or (isinstance(v, float) and v != v) for v in g.tolist()])
+        if bad.size:
+            raise DataError(f"groups, row {bad[0] + 1}, column {i}: missing group value; got {g[bad[0]]!r}")
 
 
 def _group_arrays(groups: Any) -> list[np.ndarray] | None:

@@ -595,7 +595,7 @@ class FittedModel:
             "stats": [
                 {
                     k: _infinite_as_text(s[k])
-                    for k in STAT_SCALARS + ("cov_type", "conf_level", "cov_detail", "df_inference")
+                    for k in STAT_SCALARS + ("cov_type", "conf_level", "cov_detail", "df_inference", "f_note")
                     if k in s
                 }
                 for s in stats

@@ -300,8 +300,8 @@ def evaluate(
     delimiter: str | None = None,
     drop_missing: bool = False,
     stream=None,
-    unknown: str | None = None,
     options=None,
+    design=None,
 ) -> tuple[int, dict]:
     """A model's metrics on a table that has its target columns, read chunk by chunk.
 
@@ -314,12 +314,13 @@ def evaluate(
     drop_missing : bool
     stream : Stream, optional
         Read in chunks from this :class:`~gradreg.io.Stream` (of ``data``); None reads the table whole.
-    unknown : {"error", "ignore"}, optional
-        A categorical level not seen in training: an error, or all its dummies 0 (default: as the
-        model was fitted).
     options : ReadOptions, optional
         How to read numbers (see :class:`~gradreg.io.ReadOptions`); the model's date columns are
         converted as it records.
+    design : gradreg.io.design.Design, optional
+        The model's design to apply, such as a copy that ignores unseen levels
+        (``model.design.with_unknown("ignore")``, whose ``ignored`` then counts them); default:
+        the model's own.
 
     Returns
     -------
@@ -336,9 +337,7 @@ def evaluate(
         tables = stream.tables([c for c in model.read_names() if c in stream.columns], text=text)
     acc = MetricsAccumulator(len(model.target_names))
     n_rows = 0
-    design = model.design
-    if design is not None and unknown is not None and unknown != design.unknown:
-        design = design.with_unknown(unknown)
+    design = design if design is not None else model.design
     selected = (
         select(t, model.target_names, model.feature_names, drop_missing=drop_missing, min_rows=0, design=design) for t in tables
     )
@@ -572,6 +571,8 @@ def _finish(
         meat=meat,
         df_inference=None if scores is None else scores.df_inference,
         cov_detail=None if detail is None else detail["text"],
+        # '- 1' with every level of a categorical: R² and F about the mean, as statsmodels
+        centered_tss=acc.m2.copy() if design is not None and design.implicit_constant and not cfg.fit_intercept else None,
     )
     metrics = {"train": {k: v.tolist() for k, v in acc.result().items()}}
     val = val_metrics(coef, intercept)

@@ -329,8 +329,8 @@ def select(
     if chosen_features is None:
         chosen_features, X = [], []
         for n in names:
-            if n in targets or n == weight or n in excluded or n in group_cols:
-                continue
+            if n in targets or n == weight or n in excluded or (n in group_cols and n not in categorical):
+                continue  # a group column is a feature only when named categorical: firm dummies clustered by firm
             if n == "":  # pandas' to_csv writes its index under an empty name: never a feature by default
                 notices.append(f"left out column {seen[n] + 1}: it has no name in the header (an index written by to_csv?)")
                 continue
@@ -457,6 +457,15 @@ def _from_formula(
             f"{', '.join(seen)}" + delimiter_hint(list(seen), table.delimiter)
         )
     cats = Design.categorical_inputs(request, formula, table.data.schema, text=True)
+    forced = set(_parse(formula).forced) | set(request.categorical)
+    for c in cats:  # a text column in a formula is categorical, unless it is numbers written oddly
+        hint = "" if c in forced else _why(table, c, seen[c], _temporal(table, seen[c]))
+        if hint:
+            _, value = _first_value(table, seen[c])
+            raise DataError(
+                f"{table.where(None, c)}: the formula reads it as text (got {value!r}), which would make it a categorical "
+                f"column{hint}; or write C({c}) to mean categorical"
+            )
     levels = {c: column_levels(table.data.column(seen[c])) for c in cats}
     learned = Design.learn(request, formula, table.data, levels, where=table.where, source=table.source, sugar=False)
     if learned.fit_intercept != fit_intercept and not fit_intercept:

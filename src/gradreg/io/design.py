@@ -90,6 +90,11 @@ def _check_expression(expr: str, formula: str) -> set[str]:
             calls.add(id(f))
             if isinstance(f, ast.Attribute):
                 calls.add(id(f.value))
+            if isinstance(f, ast.Name) and f.id == "C" and any(k.arg == "levels" for k in node.keywords):
+                raise ConfigError(
+                    f"formula {formula!r}: C(..., levels=...) is not taken: gradreg finds the levels in the data "
+                    "(every chunk and rank); choose the reference with Treatment(reference=...) or --reference"
+                )
             if isinstance(f, ast.Name) and f.id == "C" and node.args and _column_arg(node.args[0]) is None:
                 raise ConfigError(f"formula {formula!r}: C() takes a column name; got {ast.unparse(node.args[0])!r}")
             if isinstance(f, ast.Name) and f.id == "Q":
@@ -275,10 +280,13 @@ def parse_reference(values: Sequence[str] | str | None, categorical: Sequence[st
                 col, level = categorical[0], item
             else:
                 raise ConfigError(
-                    f"--reference {item!r}: name the column as COLUMN=LEVEL (there are {len(categorical)} categorical columns)"
+                    f"{{reference}} {item!r}: name the column as COLUMN=LEVEL (there are {len(categorical)} categorical columns)",
+                    reference=values,
                 )
             if col in out and out[col] != level:
-                raise ConfigError(f"--reference: column {col!r} is given two reference levels, {out[col]!r} and {level!r}")
+                raise ConfigError(
+                    f"{{reference}}: column {col!r} is given two reference levels, {out[col]!r} and {level!r}", reference=values
+                )
             out[col] = level
     return out
 
@@ -426,6 +434,7 @@ class Design:
         self._spec = None
         self._lhs_spec = None
         self.ignored: dict[str, int] = {}  # unseen levels met with unknown="ignore", per column
+        self.implicit_constant = False  # '- 1' with every level of a categorical: a constant all the same
 
     # -- what it reads --------------------------------------------------------------------------
 
@@ -561,13 +570,16 @@ class Design:
         levels = {k: _as_numbers(list(v)) for k, v in levels.items()}
         for col, level in request.reference.items():
             if col not in levels:
-                raise ConfigError(f"--reference {col}={level}: {col!r} is not a categorical column of the model")
+                raise ConfigError(
+                    f"{{reference}} {col}={level}: {col!r} is not a categorical column of the model", reference=request.reference
+                )
             known = {str(x): x for x in levels[col]}
             if str(level) not in known:
                 raise ConfigError(
-                    f"--reference {col}={level}: {level!r} is not a level of {col!r}; its levels are "
+                    f"{{reference}} {col}={level}: {level!r} is not a level of {col!r}; its levels are "
                     + ", ".join(map(repr, levels[col][:20]))
-                    + (", …" if len(levels[col]) > 20 else "")
+                    + (", …" if len(levels[col]) > 20 else ""),
+                    reference=request.reference,
                 )
             ref = known[str(level)]
             levels[col] = [ref] + [x for x in levels[col] if x != ref]
@@ -589,6 +601,7 @@ class Design:
         names = [str(c) for c in mm.columns]
         fit_intercept = "Intercept" in names
         draft.fit_intercept = fit_intercept
+        draft.implicit_constant = not fit_intercept and _full_dummies(mm.model_spec)
         draft.feature_names = [n for n in names if n != "Intercept"]
         draft.transform_state = _jsonable(dict(mm.model_spec.transform_state))
         if not draft.feature_names:
@@ -761,6 +774,7 @@ class Design:
             "fit_intercept": bool(self.fit_intercept),
             "sugar": bool(self.sugar),
             "unknown": self.unknown,
+            "implicit_constant": bool(self.implicit_constant),
         }
 
     @classmethod
@@ -804,6 +818,7 @@ class Design:
                 sugar=bool(d.get("sugar", False)),
                 unknown="ignore" if d.get("unknown") == "ignore" else "error",
             )
+            design.implicit_constant = bool(d.get("implicit_constant", False))
         except ConfigError as e:
             raise ModelFileError(f"{source}: the model's formula is not allowed: {e}") from None
         except (KeyError, TypeError, AttributeError):
@@ -837,6 +852,20 @@ class Design:
 
 
 _CONTEXT = {"np": np, "numpy": np}
+
+
+def _full_dummies(spec: Any) -> bool:
+    """Whether a model spec has a categorical term with a column for every level: its columns sum
+    to 1, a constant in the features' span (statsmodels' implicit constant)."""
+    for st in getattr(spec, "structure", None) or []:
+        factors = list(st.term.factors)
+        if len(factors) != 1:
+            continue
+        state = spec.encoder_state.get(str(factors[0].expr))
+        if state and getattr(state[0], "value", None) == "categorical":
+            if len(st.columns) == len(state[1].get("categories", ())) > 1:
+                return True
+    return False
 
 
 def _first_line(e: BaseException) -> str:

@@ -1383,6 +1383,7 @@ def statistics(
     meat: np.ndarray | None = None,
     df_inference: float | None = None,
     cov_detail: str | None = None,
+    centered_tss: np.ndarray | None = None,
 ) -> list[dict]:
     """Inference statistics per target, in statsmodels' conventions (OLS/WLS, t distribution).
 
@@ -1413,6 +1414,11 @@ def statistics(
         ``df_inference``.
     cov_detail : str, optional
         The covariance in words, stored as ``cov_detail`` (``"cluster (firm, 10 groups)"``).
+    centered_tss : ndarray of shape (n_targets,), optional
+        Without an intercept but with a constant in the features' span (every level of a
+        categorical column, ``- 1``): each target's weighted sum of squares about its mean.
+        R², adjusted R², the F test and ``df_model`` are then those of a model with a constant,
+        as statsmodels computes them for an implicit constant (its robust F is NaN then).
 
     Returns
     -------
@@ -1424,7 +1430,7 @@ def statistics(
     if not 0 < conf_level < 1:
         raise ConfigError("{conf_level} must be between 0 and 1; got {conf_level=}", conf_level=conf_level)
     with _serial_kernels(sol.coef.shape[1] < SERIAL_ALGEBRA_BELOW):
-        out = _statistics(sol, cov_type, conf_level, meat, df_inference)
+        out = _statistics(sol, cov_type, conf_level, meat, df_inference, centered_tss)
     for s in out:
         if df_inference is not None:
             s["df_inference"] = float(df_inference)
@@ -1434,17 +1440,23 @@ def statistics(
 
 
 def _statistics(
-    sol: ExactSolution, cov_type: str, conf_level: float, meat: np.ndarray | None, df_inference: float | None = None
+    sol: ExactSolution,
+    cov_type: str,
+    conf_level: float,
+    meat: np.ndarray | None,
+    df_inference: float | None = None,
+    centered_tss: np.ndarray | None = None,
 ) -> list[dict]:
     from scipy import special as sp  # scipy.stats costs ~1 s to import; the special functions suffice
 
     p = sol.coef.shape[1]
     q = sol.coef.shape[0]
     n = sol.n_rows
-    k_const = int(sol.fit_intercept)
+    implicit = centered_tss is not None and not sol.fit_intercept  # a constant among the features
+    k_const = int(sol.fit_intercept or implicit)
     df_resid = sol.df_resid
     df_test = df_resid if df_inference is None else df_inference  # t and F denominators
-    df_model = sol.rank
+    df_model = sol.rank - int(implicit)
     ridge = sol.l2 > 0
     nan = float("nan")
     # T maps the centered parametrization [a, β] to the reported [intercept, β] = [a − meanᵀβ, β].
@@ -1454,7 +1466,8 @@ def _statistics(
     exact_fit = exact_fits(sol)
     out = []
     for t in range(q):
-        rss, tss = float(sol.rss[t]), float(sol.tss[t])
+        rss, tss = float(sol.rss[t]), float(sol.tss[t] if not implicit else centered_tss[t])
+        f_note = None
         if exact_fit[t]:
             rss = 0.0  # statsmodels would report its rounding noise (sigma 1e-15, F 1e30) as if it were real
         sigma2 = rss / df_resid if df_resid > 0 else nan
@@ -1494,16 +1507,29 @@ def _statistics(
         elif cov_type == "nonrobust":
             f = ((tss - rss) / df_model) / sigma2
             f_p = float(sp.fdtrc(df_model, df_resid, f))
+        elif implicit:  # statsmodels: no robust Wald test of "all slopes" when the constant is implicit
+            f = f_p = nan
         else:
-            idx = np.flatnonzero(~sol.aliased) + k_const
+            idx = np.flatnonzero(~sol.aliased) + int(sol.fit_intercept)
             b = est[idx]
             sub = cov[np.ix_(idx, idx)]
             # the robust Wald test as statsmodels makes it: a clustered covariance has rank at most
             # G - 1, below the number of slopes when there are few clusters (dummies per firm), so a
             # pseudo-inverse and the covariance's rank as the numerator df
-            rank = int(np.linalg.matrix_rank(sub))
-            f = float(b @ np.linalg.pinv(sub) @ b) / rank if rank else nan
-            f_p = float(sp.fdtrc(rank, df_test, f)) if df_test > 0 and rank else nan
+            d = np.sqrt(np.diag(sub))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                corr = sub / np.outer(d, d)  # the rank of the correlations: not of the columns' units
+            rank = int(np.linalg.matrix_rank(corr, hermitian=True)) if np.isfinite(corr).all() else 0
+            if rank < len(idx):
+                # a clustered covariance has rank at most G - 1: with fewer clusters than slopes
+                # (dummies per firm) it cannot test them all. Stata reports no F then; statsmodels
+                # warns and divides by what is left, a number that moves by orders of magnitude with
+                # the last digits of the coefficients (gradient descent's, or another BLAS's)
+                f = f_p = nan
+                f_note = f"not defined: the {cov_type} covariance has rank {rank} for {len(idx)} slopes (as Stata reports it)"
+            else:
+                f = float(b @ np.linalg.solve(sub, b)) / rank
+                f_p = float(sp.fdtrc(rank, df_test, f)) if df_test > 0 else nan
         if rss > 0:
             llf = -n / 2 * (math.log(2 * math.pi) + math.log(rss / n) + 1) + sol.sum_log_w / 2
         else:
@@ -1530,6 +1556,7 @@ def _statistics(
                 "nobs": float(n),
                 "cov_type": cov_type,
                 "conf_level": conf_level,
+                **({"f_note": f_note} if f_note else {}),
                 # for prediction intervals (FittedModel moves them out of the dict): see _centered
                 **_centered(sol, cov_c),
             }
