@@ -795,11 +795,11 @@ def _load_dataset(args: argparse.Namespace, data: str, targets: Any, features: A
 
 def _design_request(args: argparse.Namespace):
     """--formula, --categorical, --reference and --max-levels as a DesignRequest (None: none given)."""
-    from .io.design import DesignRequest, parse_reference
+    from .io.design import DesignRequest, has_targets, parse_reference
 
     formula = getattr(args, "formula", None)
     categorical = [c.strip() for item in getattr(args, "categorical", None) or [] for c in item.split(",") if c.strip()]
-    lhs = formula is not None and bool(formula.split("~", 1)[0].strip()) and "~" in formula
+    lhs = formula is not None and has_targets(formula)
     if formula is not None and ((lhs and args.target) or args.features or categorical or getattr(args, "exclude", None)):
         given = [
             f for f, v in (("--target", lhs and args.target), ("--features", args.features), ("--categorical", categorical)) if v
@@ -1163,8 +1163,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from .io.reading import kept_name
 
         extra = [kept_name(k) if k in opts.dates and k in opts.keep else k for k in keep]
-        text = model.design.text_columns() if model.design else ()
-        tables = stream.tables(inputs + [k for k in extra if k not in inputs], text=text)
+        tables = stream.tables(inputs + [k for k in extra if k not in inputs])  # categorical as text: opts.text
     # chunk by chunk: memory stays bounded whatever the input's size; the next chunk is parsed in a
     # background thread (the longest step) while this one is predicted and written
     for n in table.notices if stream is None else stream.notices:  # a delimiter detected

@@ -269,6 +269,7 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             return self._fit_path(os.fspath(X), target if target is not None else y, features, weight, stream, groups, read)
         if target is not None or features is not None or weight is not None or stream is not None or read is not None:
             raise TypeError("target, features, weight, stream and read go with a path; with arrays, pass y and sample_weight")
+        request = self._design_request()
         group_names = None
         if isinstance(groups, str) or (isinstance(groups, (list, tuple)) and groups and all(isinstance(g, str) for g in groups)):
             # column names of the DataFrame X, as with a path: groups="firm" or "firm,year"
@@ -279,12 +280,10 @@ class LinearRegressor(RegressorMixin, BaseEstimator):
             if lacking:
                 raise DataError(f"groups: X has no column {lacking[0]!r}; give the group values, or a column of X by name")
             groups = X[group_names]
-            request = self._design_request()
             if request.formula is None:  # as with a path, not a feature unless named categorical
                 X = X.drop(columns=[c for c in group_names if c not in request.categorical])
         group_values = _group_arrays(groups)
         cfg = self._config(group_names or (None if group_values is None else [f"groups[{i}]" for i in range(len(group_values))]))
-        request = self._design_request()
         if request.wanted or _has_categories(X):
             return self._fit_table(X, y, sample_weight, cfg, request, group_values)
         if y is None:
@@ -635,11 +634,11 @@ def _dtypes(X: Any, names: list[str]) -> dict[str, str]:
 
 def _formula_targets(formula: str | None) -> list[str]:
     """The columns left of a formula's '~' (none for no formula, or no left-hand side)."""
-    if formula is None or "~" not in formula or not formula.split("~", 1)[0].strip():
+    if formula is None:
         return []
     from .io.design import _parse
 
-    return list(_parse(formula).target_inputs)
+    return list(_parse(formula).target_inputs)  # none without a left-hand side
 
 
 def _has_categories(X: Any) -> bool:

@@ -360,12 +360,9 @@ def select(
         categorical += [n for n in chosen_features if n not in categorical and typed_categorical(n)]
         X = None if categorical else [required(n, features=True) for n in chosen_features]
     if categorical and chosen_features:
-        sugar = DesignRequest(
-            categorical=categorical, reference=request.reference, max_levels=request.max_levels, unknown=request.unknown
-        )
-        formula = Design.formula_of(sugar, targets, chosen_features, fit_intercept)
+        formula = Design.formula_of(targets, chosen_features, fit_intercept)
         levels = {c: column_levels(table.data.column(seen[c])) for c in categorical}
-        learned = Design.learn(sugar, formula, table.data, levels, where=table.where, source=table.source, sugar=True)
+        learned = Design.learn(request, formula, table.data, levels, where=table.where, source=table.source, sugar=True)
         return _designed(table, seen, targets, learned, weight, drop_missing, min_rows, notices, group_cols)
     if not chosen_features:
         # say what became of the other columns: the notes that would have said it are not shown
@@ -429,10 +426,10 @@ def _from_formula(
     group_cols: list[str],
 ) -> Dataset:
     """select() for a formula: learn it from this table (every row of it), then apply it."""
-    from .design import Design, column_levels
+    from .design import Design, _parse, column_levels, has_targets
 
     formula = str(request.formula)
-    has_lhs = "~" in formula and bool(formula.split("~", 1)[0].strip())
+    has_lhs = has_targets(formula)
     targets = _split_names(target) or []
     if has_lhs and targets:
         raise ConfigError(
@@ -448,16 +445,15 @@ def _from_formula(
                 f"{table.source}: no column named {n!r}; columns are {', '.join(seen)}"
                 + delimiter_hint(list(seen), table.delimiter)
             )
-    from .design import _parse
-
-    lacking = [n for n in _parse(formula).inputs + _parse(formula).target_inputs if n not in seen]
+    parsed = _parse(formula)
+    lacking = [n for n in parsed.inputs + parsed.target_inputs if n not in seen]
     if lacking:
         raise DataError(
             f"{table.source}: the formula reads column {lacking[0]!r}, which the data lack; columns are "
             f"{', '.join(seen)}" + delimiter_hint(list(seen), table.delimiter)
         )
-    cats = Design.categorical_inputs(request, formula, table.data.schema, text=True)
-    forced = set(_parse(formula).forced) | set(request.categorical)
+    cats = Design.categorical_inputs(request, formula, table.data.schema)
+    forced = set(parsed.forced) | set(request.categorical)
     for c in cats:  # a text column in a formula is categorical, unless it is numbers written oddly
         hint = "" if c in forced else _why(table, c, seen[c], _temporal(table, seen[c]))
         if hint:
@@ -530,14 +526,8 @@ def _designed(
             f"{table.source}: no column named {absent[0]!r}; columns are {', '.join(seen)}"
             + delimiter_hint(list(seen), table.delimiter)
         )
-    missing = _missing_cells(table, seen, reads, drop_missing)
-    G = [group_column(table, n, seen[n]) for n in group_cols]
-    for n, (_, absent_values) in zip(group_cols, G):
-        if absent_values.any() and not drop_missing:
-            row = int(np.argmax(absent_values))
-            raise DataError(f"{table.where(row, n)}: missing value; drop such rows with --drop-missing")
-        missing = missing | absent_values
-    group_values = [g for g, _ in G] or None
+    missing = _missing_cells(table, seen, reads, drop_missing)  # the group columns' gaps too
+    group_values = [group_column(table, n, seen[n])[0] for n in group_cols] or None
     Y = None if formula_targets else np.column_stack([_required_column(table, n, seen[n]) for n in targets])
     w = np.array(_required_column(table, weight, seen[weight])) if weight else None  # writable: torch reads it
     if missing.any():

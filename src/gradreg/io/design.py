@@ -17,6 +17,7 @@ both kinds name their terms as statsmodels does: ``region[T.north]``, ``C(region
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -59,15 +60,18 @@ def _quote(name: str) -> str:
     return f"`{name}`"
 
 
-def _check_expression(expr: str, formula: str) -> set[str]:
-    """The column names a factor's Python expression reads; a ConfigError for anything that is not
-    a whitelisted function of columns and constants."""
+def _check_expression(expr: str, formula: str) -> tuple[list[str], list[str], bool]:
+    """What a factor's Python expression reads: its column names in order, the columns inside
+    ``C()``, and whether it calls a stateful transform; a ConfigError for anything that is not a
+    whitelisted function of columns and constants."""
     try:
         tree = ast.parse(expr, mode="eval")
     except SyntaxError:
         raise ConfigError(f"formula {formula!r}: cannot read the term {expr!r}") from None
     calls: set[int] = set()
-    names: set[str] = set()
+    names: list[str] = []
+    forced: list[str] = []
+    stateful = False
     for node in ast.walk(tree):
         if not isinstance(node, _NODES):
             raise ConfigError(f"formula {formula!r}: {type(node).__name__} is not allowed in the term {expr!r}")
@@ -90,24 +94,31 @@ def _check_expression(expr: str, formula: str) -> set[str]:
             calls.add(id(f))
             if isinstance(f, ast.Attribute):
                 calls.add(id(f.value))
-            if isinstance(f, ast.Name) and f.id == "C" and any(k.arg == "levels" for k in node.keywords):
+                continue
+            stateful |= f.id in STATEFUL
+            if f.id == "C" and any(k.arg == "levels" for k in node.keywords):
                 raise ConfigError(
                     f"formula {formula!r}: C(..., levels=...) is not taken: gradreg finds the levels in the data "
                     "(every chunk and rank); choose the reference with Treatment(reference=...) or --reference"
                 )
-            if isinstance(f, ast.Name) and f.id == "C" and node.args and _column_arg(node.args[0]) is None:
-                raise ConfigError(f"formula {formula!r}: C() takes a column name; got {ast.unparse(node.args[0])!r}")
-            if isinstance(f, ast.Name) and f.id == "Q":
-                if len(node.args) != 1 or not isinstance(node.args[0], ast.Constant) or not isinstance(node.args[0].value, str):
+            if f.id == "C":
+                column = _column_arg(node.args[0]) if node.args else None
+                if column is None:
+                    shown = ast.unparse(node.args[0]) if node.args else ""
+                    raise ConfigError(f"formula {formula!r}: C() takes a column name; got {shown!r}")
+                forced.append(column)
+            if f.id == "Q":
+                column = _column_arg(node)
+                if column is None:
                     raise ConfigError(f"formula {formula!r}: Q() takes a column name in quotes, as Q('price [usd]')")
-                names.add(node.args[0].value)
+                names.append(column)
         elif isinstance(node, ast.Attribute) and id(node) not in calls:
             raise ConfigError(f"formula {formula!r}: {ast.unparse(node)} is not allowed in the term {expr!r}")
         elif isinstance(node, ast.Name) and id(node) not in calls:
             if node.id.startswith("__"):
                 raise ConfigError(f"formula {formula!r}: the name {node.id!r} is not allowed")
-            names.add(node.id)
-    return names
+            names.append(node.id)
+    return list(dict.fromkeys(names)), forced, stateful
 
 
 def _column_arg(node: ast.AST) -> str | None:
@@ -136,7 +147,10 @@ class _Parsed:
     stateful: bool
 
 
+@functools.lru_cache(maxsize=32)
 def _parse(formula: str) -> _Parsed:
+    """A formula read by formulaic, its Python checked, and what it reads (cached: every select
+    of a formula, a chunk's and each prediction's, asks again)."""
     from formulaic import Formula
     from formulaic.errors import FormulaicError
 
@@ -155,26 +169,13 @@ def _parse(formula: str) -> _Parsed:
             for factor in term.factors:
                 expr = str(factor.expr)
                 if factor.eval_method.value == "lookup":
-                    used = {expr}
+                    used = [expr]
                 elif factor.eval_method.value == "literal":
-                    used = set()
+                    used = []
                 else:
-                    used = _check_expression(expr, formula)
-                    tree = ast.parse(expr, mode="eval")
-                    for node in ast.walk(tree):
-                        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                            stateful |= node.func.id in STATEFUL
-                            if node.func.id == "C":
-                                forced.append(_column_arg(node.args[0]))  # checked above
-                    used = {n for n in used if n not in ("np", "numpy", "contr")}
-                    # keep formula order: names as they appear in the expression (Q('a b') too)
-                    order = [
-                        n.id if isinstance(n, ast.Name) else n.args[0].value
-                        for n in ast.walk(tree)
-                        if isinstance(n, ast.Name)
-                        or (isinstance(n, ast.Call) and _column_arg(n) is not None and not isinstance(n, ast.Name))
-                    ]
-                    used = [n for n in dict.fromkeys(order) if n in used]  # type: ignore[assignment]
+                    used, in_c, calls_stateful = _check_expression(expr, formula)
+                    forced.extend(in_c)
+                    stateful |= calls_stateful
                 for n in used:
                     if n not in out:
                         out.append(n)
@@ -185,6 +186,20 @@ def _parse(formula: str) -> _Parsed:
     if lhs is not None and not len(lhs):
         lhs = None
     return _Parsed(rhs, lhs, inputs, target_inputs, list(dict.fromkeys(forced)), stateful)
+
+
+def has_targets(formula: str) -> bool:
+    """Whether a formula names its targets left of ``~`` (``~ x1`` and ``x1`` do not).
+
+    Parameters
+    ----------
+    formula : str
+
+    Returns
+    -------
+    bool
+    """
+    return _parse(formula).lhs is not None
 
 
 def stateful_error(formula: str) -> ConfigError:
@@ -353,9 +368,7 @@ def column_levels(col: Any) -> list[Any]:
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
     values = pc.unique(pc.drop_null(col)).to_pylist()
-    out = {_normalize(v) for v in values}
-    out.discard(None)
-    out = {v for v in out if not (isinstance(v, float) and math.isnan(v))}
+    out = {_normalize(v) for v in values if not (isinstance(v, float) and math.isnan(v))}  # NaN: missing
     return sorted(out, key=_level_key)
 
 
@@ -377,14 +390,6 @@ def is_categorical_type(typ: Any, text: bool = False) -> bool:
     if pa.types.is_dictionary(typ) or pa.types.is_boolean(typ):
         return True
     return text and (pa.types.is_string(typ) or pa.types.is_large_string(typ))
-
-
-def _is_text(typ: Any) -> bool:
-    import pyarrow as pa
-
-    if pa.types.is_dictionary(typ):
-        typ = typ.value_type
-    return pa.types.is_string(typ) or pa.types.is_large_string(typ)
 
 
 class Design:
@@ -471,12 +476,11 @@ class Design:
     # -- learning -------------------------------------------------------------------------------
 
     @staticmethod
-    def formula_of(request: DesignRequest, targets: Sequence[str], features: Sequence[str], fit_intercept: bool) -> str:
-        """The formula a request stands for: its own, or ``t ~ f1 + f2 + ...`` for ``--categorical``.
+    def formula_of(targets: Sequence[str], features: Sequence[str], fit_intercept: bool) -> str:
+        """The formula ``--categorical`` stands for: ``t ~ f1 + f2 + ...`` (``- 1`` without an intercept).
 
         Parameters
         ----------
-        request : DesignRequest
         targets, features : sequence of str
         fit_intercept : bool
 
@@ -484,16 +488,14 @@ class Design:
         -------
         str
         """
-        if request.formula is not None:
-            return str(request.formula)
         rhs = " + ".join(_quote(f) for f in features)
         return f"{' + '.join(_quote(t) for t in targets)} ~ {rhs}" + ("" if fit_intercept else " - 1")
 
     @staticmethod
-    def categorical_inputs(request: DesignRequest, formula: str, schema: Any, text: bool = False) -> list[str]:
-        """Which input columns are categorical: named with ``--categorical`` or inside ``C()``, or
-        categorical by type (see :func:`is_categorical_type`); in a formula, text columns too (as
-        formulaic and statsmodels treat them).
+    def categorical_inputs(request: DesignRequest, formula: str, schema: Any) -> list[str]:
+        """Which columns a formula reads as categorical: named with ``categorical`` or inside
+        ``C()``, or categorical by type: dictionary, boolean and text columns (as formulaic and
+        statsmodels treat text; see :func:`is_categorical_type`).
 
         Parameters
         ----------
@@ -501,8 +503,6 @@ class Design:
         formula : str
         schema : pyarrow.Schema
             The table's.
-        text : bool
-            Text columns are categorical (a DataFrame's, or any in a formula).
 
         Returns
         -------
@@ -514,8 +514,7 @@ class Design:
         for n in parsed.inputs:
             if n not in names:
                 continue
-            typ = schema.field(n).type
-            if n in request.categorical or n in parsed.forced or is_categorical_type(typ, text or request.formula is not None):
+            if n in request.categorical or n in parsed.forced or is_categorical_type(schema.field(n).type, text=True):
                 out.append(n)
         return out
 
@@ -530,7 +529,6 @@ class Design:
         where: Callable[[int, str], str],
         source: str,
         sugar: bool = False,
-        stateful_ok: bool = True,
     ) -> Design:
         """Fix a formula to the data: the levels given (from every chunk and rank), the state of
         its stateful transforms from ``table``, and the names of the columns it makes.
@@ -541,15 +539,15 @@ class Design:
         formula : str
         table : pyarrow.Table
             Rows to learn the transforms' state from and to check the formula on (the whole table
-            in memory; the first chunk when streamed, where stateful transforms are refused).
+            in memory; the first chunk when streamed, where :func:`~gradreg.io.open_source`
+            refuses stateful transforms). It has every column the formula reads (see
+            :func:`~gradreg.io.select`).
         levels : dict of str to list
             Each categorical input's levels, sorted; the reference is moved first here.
         where : callable
             ``where(row, column)`` for messages.
         source : str
         sugar : bool
-        stateful_ok : bool
-            False when ``table`` is not all the data (streamed, or one rank's share).
 
         Returns
         -------
@@ -559,14 +557,6 @@ class Design:
         from formulaic.errors import FormulaicError
 
         parsed = _parse(formula)
-        if parsed.stateful and not stateful_ok:
-            raise stateful_error(formula)
-        missing = [n for n in parsed.inputs + parsed.target_inputs if n not in table.column_names]
-        if missing:
-            raise DataError(
-                f"{source}: the formula reads column {missing[0]!r}, which the data lack; columns are "
-                f"{', '.join(map(str, table.column_names))}"
-            )
         levels = {k: _as_numbers(list(v)) for k, v in levels.items()}
         for col, level in request.reference.items():
             if col not in levels:

@@ -529,8 +529,13 @@ class StreamingDataset:
         first = next(self._first_tables(), None)
         if first is None:
             raise DataError(f"{stream.spec}: no data rows")
-        kw = {"weight": weight, "drop_missing": drop_missing, "min_rows": 0, "fit_intercept": fit_intercept}
-        kw["groups"] = self.group_names
+        kw = {
+            "weight": weight,
+            "drop_missing": drop_missing,
+            "min_rows": 0,
+            "fit_intercept": fit_intercept,
+            "groups": self.group_names,
+        }
         probe = select(first, target, features, exclude=exclude, design=design, **kw)
         self.design = probe.design
         if self.design is not None:  # the levels of every chunk on every rank, then the design fixed to them
@@ -564,10 +569,6 @@ class StreamingDataset:
                     levels[c] = merge_levels(levels[c], column_levels(table.data.column(c)))
         for part in comm.gather_json(levels):  # a level may be on one rank only
             levels = {c: merge_levels(levels[c], part[c]) for c in columns}
-        if draft.sugar:
-            request = DesignRequest(
-                categorical=columns, reference=request.reference, max_levels=request.max_levels, unknown=request.unknown
-            )
         return Design.learn(
             request,
             draft.formula,
@@ -576,7 +577,6 @@ class StreamingDataset:
             where=first.where,
             source=first.source,
             sugar=draft.sugar,
-            stateful_ok=True,  # learned from the first chunk: open_source refuses it unless the file is read whole
         )
 
     def split(self, val_fraction: float, seed: int, comm: Comm = SINGLE) -> Split:
